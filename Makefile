@@ -1,0 +1,41 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs what it needs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck layers unit demo bench bench-store clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[etcd,test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check federation agents tests benchmarks
+	$(BIN)/ruff format --check federation agents tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+test: lint typecheck layers
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/fedctl demo
+
+bench-store: $(STAMP)
+	$(BIN)/python benchmarks/store_bench.py
+
+bench: bench-store
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

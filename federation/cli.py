@@ -1,0 +1,65 @@
+"""``fedctl``: the composition root of the federation controller.
+
+Errors reach the user as one line on stderr and a non-zero exit, never a
+traceback.  Later subcommands (registry, agents, demo) are wired here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure worth one line to the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"fedctl: {message} (see fedctl --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _version() -> str:
+    try:
+        return version("federation")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fedctl",
+        description="One control plane for services across Kubernetes clusters and VMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedctl {_version()}")
+    parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        handler = args.handler
+        return int(handler(args))
+    except CommandError as err:
+        sys.stderr.write(f"fedctl: {err}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("fedctl: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

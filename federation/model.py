@@ -1,0 +1,598 @@
+"""Typed records of the federation, their validation and their JSON form.
+
+Every record is a frozen, keyword-only dataclass that validates itself on
+construction, so an invalid record cannot exist in memory.  The wire form is
+plain JSON; ``from_wire`` rebuilds a record and, when the input is wrong,
+raises one error type, ``ValidationError``, naming the path of the bad field
+(``endpoints[3].ports[0].port``) so an API can answer with it verbatim.
+
+This module imports nothing of ours and no I/O library: the store, the API,
+the agents and ``routing`` all share it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, NewType, TypeVar
+
+ClusterName = NewType("ClusterName", str)
+WorkloadName = NewType("WorkloadName", str)
+
+_E = TypeVar("_E", bound=Enum)
+_R = TypeVar("_R")
+
+MAX_ENDPOINTS_PER_SET = 1000
+MAX_PORTS_PER_ENDPOINT = 100
+MAX_LABELS = 64
+MAX_FAILOVER_TARGETS = 32
+MAX_WEIGHT = 1_000_000
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ValidationError(ValueError):
+    """A record or its wire form is invalid; ``path`` names the bad field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+    def within(self, prefix: str) -> ValidationError:
+        """The same error seen from an enclosing record."""
+        if not self.path:
+            return ValidationError(prefix, self.message)
+        joiner = "" if self.path.startswith("[") else "."
+        return ValidationError(f"{prefix}{joiner}{self.path}", self.message)
+
+
+# -- field checks -------------------------------------------------------------
+
+
+def check_dns_label(path: str, value: object) -> str:
+    """A DNS-1123 label: namespaces, cluster and workload names."""
+    text = _require_str(path, value)
+    if len(text) > 63 or not _DNS1123_LABEL.match(text):
+        raise ValidationError(path, f"{text!r} is not a DNS-1123 label (lower case a-z0-9 and -)")
+    return text
+
+
+def check_service_name(path: str, value: object) -> str:
+    """A Service name: a DNS-1035 label (starts with a letter)."""
+    text = _require_str(path, value)
+    if len(text) > 63 or not _DNS1035_LABEL.match(text):
+        raise ValidationError(path, f"{text!r} is not a DNS-1035 label (a-z first, then a-z0-9-)")
+    return text
+
+
+def check_label_value(path: str, value: object) -> str:
+    """A Kubernetes label value (may be empty): regions, zones, networks."""
+    text = _require_str(path, value)
+    if len(text) > 63 or not _LABEL_VALUE.match(text):
+        raise ValidationError(path, f"{text!r} is not a valid label value")
+    return text
+
+
+def check_label_key(path: str, value: object) -> str:
+    """A Kubernetes label key: optional DNS subdomain prefix, then a name."""
+    text = _require_str(path, value)
+    prefix, _, name = text.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValidationError(path, f"label key prefix {prefix!r} is not a DNS subdomain")
+    if len(name) > 63 or not _LABEL_KEY_NAME.match(name):
+        raise ValidationError(path, f"label key {text!r} is not valid")
+    return text
+
+
+def check_ip(path: str, value: object) -> str:
+    """An IPv4 or IPv6 address, returned in canonical form."""
+    text = _require_str(path, value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValidationError(path, f"{text!r} is not an IP address") from None
+
+
+def check_int(path: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(path, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValidationError(path, f"{value} is outside {low}..{high}")
+    return value
+
+
+def check_number(path: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(path, f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not low <= number <= high:
+        raise ValidationError(path, f"{value} is outside {low}..{high}")
+    return number
+
+
+def check_bool(path: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(path, f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def check_labels(path: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(path, "expected an object of label key to value")
+    if len(value) > MAX_LABELS:
+        raise ValidationError(path, f"{len(value)} labels, at most {MAX_LABELS}")
+    return {
+        check_label_key(f"{path}[{k!r}]", k): check_label_value(f"{path}[{k!r}]", v)
+        for k, v in value.items()
+    }
+
+
+def _require_str(path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(path, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _enum(path: str, kind: type[_E], value: object) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise ValidationError(path, f"{value!r} is not one of {allowed}") from None
+
+
+# -- wire helpers ---------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to a JSON object, with errors that name the field."""
+
+    def __init__(self, data: object, known: frozenset[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ValidationError("", f"expected an object, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValidationError(unknown[0], "unknown field")
+        self._data = data
+
+    def get(self, name: str, default: object = ...) -> object:
+        if name in self._data:
+            return self._data[name]
+        if default is ...:
+            raise ValidationError(name, "required field is missing")
+        return default
+
+    def nested(self, name: str, build: Callable[[object], _R], default: object = ...) -> _R:
+        try:
+            return build(self.get(name, default))
+        except ValidationError as err:
+            raise err.within(name) from None
+
+    def items(self, name: str, build: Callable[[object], _R], limit: int) -> tuple[_R, ...]:
+        raw = self.get(name, [])
+        if not isinstance(raw, list):
+            raise ValidationError(name, "expected a list")
+        if len(raw) > limit:
+            raise ValidationError(name, f"{len(raw)} items, at most {limit}")
+        out = []
+        for index, item in enumerate(raw):
+            try:
+                out.append(build(item))
+            except ValidationError as err:
+                raise err.within(f"{name}[{index}]") from None
+        return tuple(out)
+
+
+# -- records ----------------------------------------------------------------------
+
+
+class SourceKind(Enum):
+    CLUSTER = "cluster"
+    VM = "vm"
+
+
+class Protocol(Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class NetworkMode(Enum):
+    FLAT = "flat"
+    GATEWAY = "gateway"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Locality:
+    region: str
+    zone: str
+    cluster: str = ""
+    network: str = ""
+
+    def __post_init__(self) -> None:
+        check_label_value("region", self.region)
+        check_label_value("zone", self.zone)
+        if self.cluster:
+            check_dns_label("cluster", self.cluster)
+        check_label_value("network", self.network)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"region": self.region, "zone": self.zone, "cluster": self.cluster, "network": self.network}
+
+    @classmethod
+    def from_wire(cls, data: object) -> Locality:
+        f = _Fields(data, frozenset({"region", "zone", "cluster", "network"}))
+        return cls(
+            region=check_label_value("region", f.get("region")),
+            zone=check_label_value("zone", f.get("zone")),
+            cluster=_require_str("cluster", f.get("cluster", "")),
+            network=check_label_value("network", f.get("network", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRef:
+    """Who publishes an endpoint set: a cluster or a VM."""
+
+    kind: SourceKind
+    name: str
+
+    def __post_init__(self) -> None:
+        _enum("kind", SourceKind, self.kind)
+        check_dns_label("name", self.name)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> SourceRef:
+        """``cluster:east`` or ``vm:db-1``."""
+        kind, sep, name = text.partition(":")
+        if not sep:
+            raise ValidationError("", f"{text!r} is not KIND:NAME (cluster:NAME or vm:NAME)")
+        return cls(kind=_enum("kind", SourceKind, kind), name=name)
+
+    @classmethod
+    def from_wire(cls, data: object) -> SourceRef:
+        return cls.parse(_require_str("", data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceRef:
+    """A global service: ``<ns>/<name>`` is the same service everywhere."""
+
+    namespace: str
+    name: str
+
+    def __post_init__(self) -> None:
+        check_dns_label("namespace", self.namespace)
+        check_service_name("name", self.name)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceRef:
+        namespace, sep, name = text.partition("/")
+        if not sep:
+            raise ValidationError("", f"{text!r} is not NAMESPACE/NAME")
+        return cls(namespace=namespace, name=name)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "name": self.name}
+
+    @classmethod
+    def from_wire(cls, data: object) -> ServiceRef:
+        f = _Fields(data, frozenset({"namespace", "name"}))
+        return cls(
+            namespace=check_dns_label("namespace", f.get("namespace")),
+            name=check_service_name("name", f.get("name")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointPort:
+    name: str
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+    def __post_init__(self) -> None:
+        if self.name:
+            check_dns_label("name", self.name)
+        check_int("port", self.port, 1, 65535)
+        _enum("protocol", Protocol, self.protocol)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port, "protocol": self.protocol.value}
+
+    @classmethod
+    def from_wire(cls, data: object) -> EndpointPort:
+        f = _Fields(data, frozenset({"name", "port", "protocol"}))
+        return cls(
+            name=_require_str("name", f.get("name", "")),
+            port=check_int("port", f.get("port"), 1, 65535),
+            protocol=_enum("protocol", Protocol, f.get("protocol", "TCP")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """One backend address with EndpointSlice-style conditions."""
+
+    address: str
+    ports: tuple[EndpointPort, ...]
+    locality: Locality
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", check_ip("address", self.address))
+        if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
+            raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise ValidationError("ports", "port names must be unique")
+        check_int("weight", self.weight, 0, MAX_WEIGHT)
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready and not self.terminating
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "ports": [p.to_wire() for p in self.ports],
+            "locality": self.locality.to_wire(),
+            "ready": self.ready,
+            "serving": self.serving,
+            "terminating": self.terminating,
+            "weight": self.weight,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> Endpoint:
+        f = _Fields(
+            data,
+            frozenset({"address", "ports", "locality", "ready", "serving", "terminating", "weight"}),
+        )
+        return cls(
+            address=check_ip("address", f.get("address")),
+            ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
+            locality=f.nested("locality", Locality.from_wire),
+            ready=check_bool("ready", f.get("ready", True)),
+            serving=check_bool("serving", f.get("serving", True)),
+            terminating=check_bool("terminating", f.get("terminating", False)),
+            weight=check_int("weight", f.get("weight", 1), 0, MAX_WEIGHT),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSet:
+    """The whole endpoint set of one service from one source, versioned by
+    the source's ``generation``; ``stale`` is set when the source's lease
+    expired.  ``changed_at`` is the source's wall-clock time of the change,
+    carried end to end for the propagation metric."""
+
+    service: ServiceRef
+    source: SourceRef
+    generation: int
+    endpoints: tuple[Endpoint, ...] = ()
+    stale: bool = False
+    changed_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("generation", self.generation, 0, 2**63 - 1)
+        if len(self.endpoints) > MAX_ENDPOINTS_PER_SET:
+            raise ValidationError(
+                "endpoints", f"{len(self.endpoints)} endpoints, at most {MAX_ENDPOINTS_PER_SET}"
+            )
+        check_number("changedAt", self.changed_at, 0.0, 1e11)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "service": self.service.to_wire(),
+            "source": str(self.source),
+            "generation": self.generation,
+            "endpoints": [e.to_wire() for e in self.endpoints],
+            "stale": self.stale,
+            "changedAt": self.changed_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> EndpointSet:
+        known = {"service", "source", "generation", "endpoints", "stale", "changedAt"}
+        f = _Fields(data, frozenset(known))
+        return cls(
+            service=f.nested("service", ServiceRef.from_wire),
+            source=f.nested("source", SourceRef.from_wire),
+            generation=check_int("generation", f.get("generation"), 0, 2**63 - 1),
+            endpoints=f.items("endpoints", Endpoint.from_wire, MAX_ENDPOINTS_PER_SET),
+            stale=check_bool("stale", f.get("stale", False)),
+            changed_at=check_number("changedAt", f.get("changedAt", 0.0), 0.0, 1e11),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    name: str
+    locality: Locality
+    network_mode: NetworkMode = NetworkMode.FLAT
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_dns_label("name", self.name)
+        _enum("networkMode", NetworkMode, self.network_mode)
+        check_labels("labels", self.labels)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "locality": self.locality.to_wire(),
+            "networkMode": self.network_mode.value,
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> Cluster:
+        f = _Fields(data, frozenset({"name", "locality", "networkMode", "labels"}))
+        return cls(
+            name=check_dns_label("name", f.get("name")),
+            locality=f.nested("locality", Locality.from_wire),
+            network_mode=_enum("networkMode", NetworkMode, f.get("networkMode", "flat")),
+            labels=check_labels("labels", f.get("labels", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """A VM workload: what a VM agent registers (cf. Istio WorkloadEntry)."""
+
+    name: str
+    namespace: str
+    service_account: str
+    address: str
+    locality: Locality
+    ports: tuple[EndpointPort, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_dns_label("name", self.name)
+        check_dns_label("namespace", self.namespace)
+        check_dns_label("serviceAccount", self.service_account)
+        object.__setattr__(self, "address", check_ip("address", self.address))
+        if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
+            raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
+        check_labels("labels", self.labels)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "serviceAccount": self.service_account,
+            "address": self.address,
+            "locality": self.locality.to_wire(),
+            "ports": [p.to_wire() for p in self.ports],
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> Workload:
+        known = {"name", "namespace", "serviceAccount", "address", "locality", "ports", "labels"}
+        f = _Fields(data, frozenset(known))
+        return cls(
+            name=check_dns_label("name", f.get("name")),
+            namespace=check_dns_label("namespace", f.get("namespace")),
+            service_account=check_dns_label("serviceAccount", f.get("serviceAccount")),
+            address=check_ip("address", f.get("address")),
+            locality=f.nested("locality", Locality.from_wire),
+            ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
+            labels=check_labels("labels", f.get("labels", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailoverTarget:
+    """One step of an explicit failover order; empty fields match anything."""
+
+    region: str = ""
+    zone: str = ""
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        check_label_value("region", self.region)
+        check_label_value("zone", self.zone)
+        if self.cluster:
+            check_dns_label("cluster", self.cluster)
+        if not (self.region or self.zone or self.cluster):
+            raise ValidationError("", "a failover target names a region, zone or cluster")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"region": self.region, "zone": self.zone, "cluster": self.cluster}
+
+    @classmethod
+    def from_wire(cls, data: object) -> FailoverTarget:
+        f = _Fields(data, frozenset({"region", "zone", "cluster"}))
+        return cls(
+            region=_require_str("region", f.get("region", "")),
+            zone=_require_str("zone", f.get("zone", "")),
+            cluster=_require_str("cluster", f.get("cluster", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficPolicy:
+    """How consumers of one service choose among its sources."""
+
+    service: ServiceRef
+    failover: tuple[FailoverTarget, ...] = ()
+    min_healthy: int = 1
+    failback_hold_down_seconds: float = 30.0
+    weights: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.failover) > MAX_FAILOVER_TARGETS:
+            raise ValidationError("failover", f"at most {MAX_FAILOVER_TARGETS} targets")
+        check_int("minHealthy", self.min_healthy, 0, MAX_ENDPOINTS_PER_SET)
+        check_number("failbackHoldDownSeconds", self.failback_hold_down_seconds, 0.0, 86400.0)
+        if len(self.weights) > MAX_LABELS:
+            raise ValidationError("weights", f"at most {MAX_LABELS} sources")
+        for source, weight in self.weights.items():
+            try:
+                SourceRef.parse(source)
+            except ValidationError as err:
+                raise err.within(f"weights[{source!r}]") from None
+            check_int(f"weights[{source!r}]", weight, 0, MAX_WEIGHT)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "service": self.service.to_wire(),
+            "failover": [t.to_wire() for t in self.failover],
+            "minHealthy": self.min_healthy,
+            "failbackHoldDownSeconds": self.failback_hold_down_seconds,
+            "weights": dict(self.weights),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> TrafficPolicy:
+        known = {"service", "failover", "minHealthy", "failbackHoldDownSeconds", "weights"}
+        f = _Fields(data, frozenset(known))
+        weights = f.get("weights", {})
+        if not isinstance(weights, Mapping):
+            raise ValidationError("weights", "expected an object of source to weight")
+        return cls(
+            service=f.nested("service", ServiceRef.from_wire),
+            failover=f.items("failover", FailoverTarget.from_wire, MAX_FAILOVER_TARGETS),
+            min_healthy=check_int("minHealthy", f.get("minHealthy", 1), 0, MAX_ENDPOINTS_PER_SET),
+            failback_hold_down_seconds=check_number(
+                "failbackHoldDownSeconds", f.get("failbackHoldDownSeconds", 30.0), 0.0, 86400.0
+            ),
+            weights={str(k): check_int(f"weights[{k!r}]", v, 0, MAX_WEIGHT) for k, v in weights.items()},
+        )
+
+
+_RecordT = TypeVar("_RecordT", Cluster, Workload, EndpointSet, TrafficPolicy)
+
+
+def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:
+    """Canonical JSON bytes of a top-level record, as the store keeps it."""
+    return json.dumps(record.to_wire(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(kind: type[_RecordT], raw: bytes | str) -> _RecordT:
+    """Parse JSON bytes into ``kind``; malformed JSON is a ValidationError too."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValidationError("", f"malformed JSON: {err}") from None
+    return kind.from_wire(data)

@@ -1,0 +1,284 @@
+"""The highly available store: an etcd cluster through aetcd (asyncio gRPC).
+
+etcd already has the contract of ``base.Store``; this adapter maps types and
+errors, and adds two things aetcd leaves to its callers:
+
+- endpoints: ``etcd://a:2379,b:2379`` lists members; on ``Unavailable`` the
+  adapter moves to the next member for the next call;
+- watch resume: a watch whose stream breaks reconnects and resumes from the
+  revision after the last event it delivered, so a consumer sees every event
+  exactly once across a member failure.  A resume point that etcd has
+  compacted meanwhile surfaces as ``Compacted``, which the consumer handles
+  by listing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aetcd
+import aetcd.exceptions as etcd_errors
+
+from federation.store.base import (
+    MAX_VALUE_BYTES,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    EventType,
+    GetResult,
+    KeyValue,
+    Lease,
+    LeaseId,
+    LeaseNotFound,
+    Op,
+    Put,
+    RangeResult,
+    StoreError,
+    TxnResult,
+    Unavailable,
+    check_key,
+    check_ops,
+    prefix_end,
+)
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+class EtcdStore:
+    """The Store protocol on an etcd cluster."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        *,
+        max_value_bytes: int = MAX_VALUE_BYTES,
+        timeout: float = 5.0,
+    ) -> None:
+        if not endpoints:
+            raise StoreError("etcd store needs at least one endpoint")
+        self._endpoints = list(endpoints)
+        self._current = 0
+        self._timeout = timeout
+        self._max_value = max_value_bytes
+        self._client = self._new_client()
+        self._closed = False
+
+    def _new_client(self) -> aetcd.Client:
+        host, port = self._endpoints[self._current]
+        return aetcd.Client(host=host, port=port, timeout=self._timeout)
+
+    async def _rotate(self) -> None:
+        """Move to the next member after a connection failure."""
+        old = self._client
+        self._current = (self._current + 1) % len(self._endpoints)
+        self._client = self._new_client()
+        with contextlib.suppress(etcd_errors.ClientError, OSError):
+            await old.close()
+
+    async def start(self) -> None:
+        await self._call(lambda c: c.status())
+
+    async def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(etcd_errors.ClientError, OSError):
+            await self._client.close()
+
+    async def _call(self, action: Callable[[aetcd.Client], Awaitable[_T]]) -> _T:
+        """Run one RPC, classifying its errors; a connection failure moves
+        to the next member and raises ``Unavailable`` for the caller."""
+        if self._closed:
+            raise Unavailable("store is closed")
+        try:
+            return await action(self._client)
+        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as err:
+            await self._rotate()
+            raise Unavailable(f"etcd unreachable: {err}") from err
+        except etcd_errors.RevisionCompactedError as err:
+            raise Compacted(0, err.compacted_revision) from err
+        except etcd_errors.ClientError as err:
+            raise _classify(err) from err
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get(self, key: str) -> GetResult:
+        raw = check_key(key)
+        result = await self._call(lambda c: c.get_range(raw, raw + b"\0"))
+        kvs = [_kv(kv) for kv in result]
+        return GetResult(kv=kvs[0] if kvs else None, revision=result.header.revision)
+
+    async def range(self, prefix: str) -> RangeResult:
+        start = prefix.encode() or b"\0"
+        end = prefix_end(prefix.encode())
+        result = await self._call(lambda c: c.get_range(start, end))
+        return RangeResult(kvs=tuple(_kv(kv) for kv in result), revision=result.header.revision)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes, lease: LeaseId | None = None) -> int:
+        check_ops((Put(key=key, value=value, lease=lease),), self._max_value)
+        try:
+            result = await self._call(lambda c: c.put(key.encode(), value, lease=lease))
+        except _LeaseMissing as err:
+            raise LeaseNotFound(lease or LeaseId(0)) from err
+        return int(result.header.revision)
+
+    async def delete(self, key: str) -> int:
+        request = aetcd.rpc.DeleteRangeRequest(key=check_key(key))
+
+        async def run(c: aetcd.Client) -> Any:
+            return await c.kvstub.DeleteRange(request, timeout=self._timeout, metadata=c.metadata)
+
+        result = await self._call(_connected(run))
+        return int(result.header.revision)
+
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult:
+        check_ops(success, self._max_value)
+
+        async def run(c: aetcd.Client) -> tuple[bool, int]:
+            checks = [c.transactions.mod(check_key(x.key)) == x.mod_revision for x in compare]
+            ops = [_op(c, op) for op in success]
+            request = aetcd.rpc.TxnRequest(
+                compare=[x.build_message() for x in checks],
+                success=c._ops_to_requests(ops),
+                failure=[],
+            )
+            response = await c.kvstub.Txn(request, timeout=self._timeout, metadata=c.metadata)
+            return bool(response.succeeded), int(response.header.revision)
+
+        try:
+            succeeded, revision = await self._call(_connected(run))
+        except _LeaseMissing as err:
+            lease = next((op.lease for op in success if isinstance(op, Put) and op.lease), 0)
+            raise LeaseNotFound(LeaseId(lease or 0)) from err
+        return TxnResult(succeeded=succeeded, revision=revision)
+
+    async def compact(self, revision: int) -> None:
+        try:
+            await self._call(lambda c: c.compact(revision, physical=True))
+        except Compacted:
+            return  # already compacted at or past this revision
+
+    # -- watch ----------------------------------------------------------------
+
+    async def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
+        start = prefix.encode() or b"\0"
+        end = prefix_end(prefix.encode())
+        next_revision = start_revision
+        failures = 0
+        while True:
+            stream = await self._open_watch(start, end, next_revision)
+            try:
+                async for raw in stream:
+                    failures = 0
+                    event = _event(raw)
+                    next_revision = event.revision + 1
+                    yield event
+            except etcd_errors.RevisionCompactedError as err:
+                raise Compacted(next_revision or 0, err.compacted_revision) from err
+            except etcd_errors.ClientError as err:
+                failures += 1
+                log.warning("etcd watch broke, resuming", extra={"revision": next_revision})
+                if failures > len(_RETRY_DELAYS):
+                    raise Unavailable(f"etcd watch failed: {err}") from err
+                await self._rotate()
+                await asyncio.sleep(_RETRY_DELAYS[failures - 1])
+            finally:
+                with contextlib.suppress(etcd_errors.ClientError, OSError):
+                    await stream.cancel()
+            if self._closed:
+                raise Unavailable("store is closed")
+
+    async def _open_watch(self, start: bytes, end: bytes, revision: int | None) -> Any:
+        try:
+            return await self._call(
+                lambda c: c.watch(start, range_end=end, start_revision=revision)
+            )
+        except Compacted as err:
+            raise Compacted(revision or 0, err.compacted) from err
+
+    # -- leases ---------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> Lease:
+        if ttl <= 0:
+            raise StoreError(f"lease TTL must be positive, got {ttl}")
+        lease = await self._call(lambda c: c.lease(ttl))
+        return Lease(id=LeaseId(lease.id), ttl=int(lease.ttl))
+
+    async def keepalive(self, lease: LeaseId) -> int:
+        try:
+            reply = await self._call(lambda c: c.refresh_lease(lease))
+        except _LeaseMissing as err:
+            raise LeaseNotFound(lease) from err
+        if reply is None or reply.TTL <= 0:
+            raise LeaseNotFound(lease)
+        return int(reply.TTL)
+
+    async def revoke(self, lease: LeaseId) -> None:
+        try:
+            await self._call(lambda c: c.revoke_lease(lease))
+        except _LeaseMissing as err:
+            raise LeaseNotFound(lease) from err
+
+
+def _connected(
+    run: Callable[[aetcd.Client], Awaitable[_T]],
+) -> Callable[[aetcd.Client], Awaitable[_T]]:
+    """Make sure the client is connected before using its stubs directly,
+    and classify raw gRPC errors as aetcd's decorated methods do."""
+
+    async def call(client: aetcd.Client) -> _T:
+        await client.connect()
+        try:
+            return await run(client)
+        except aetcd.rpc.AioRpcError as err:
+            etcd_errors._handle_exception(err)
+            raise  # unreachable: the handler always raises
+
+    return call
+
+
+def _op(client: aetcd.Client, op: Op) -> Any:
+    if isinstance(op, Delete):
+        return client.transactions.delete(op.key.encode())
+    return client.transactions.put(op.key.encode(), op.value, lease=op.lease)
+
+
+class _LeaseMissing(StoreError):
+    """etcd refused a write naming a lease it does not have."""
+
+
+def _classify(err: Exception) -> StoreError:
+    text = str(err)
+    if "lease not found" in text:
+        return _LeaseMissing(f"etcd: requested lease not found: {text}")
+    if "too large" in text:
+        return StoreError(f"etcd refused the request as too large: {text}")
+    return StoreError(f"etcd error: {text}")
+
+
+def _kv(raw: Any) -> KeyValue:
+    return KeyValue(
+        key=raw.key.decode(),
+        value=bytes(raw.value),
+        create_revision=int(raw.create_revision),
+        mod_revision=int(raw.mod_revision),
+        version=int(raw.version),
+        lease=LeaseId(raw.lease) if raw.lease else None,
+    )
+
+
+def _event(raw: Any) -> Event:
+    kind = EventType.PUT if raw.kind == aetcd.EventKind.PUT else EventType.DELETE
+    return Event(
+        type=kind,
+        key=raw.kv.key.decode(),
+        revision=int(raw.kv.mod_revision),
+        value=bytes(raw.kv.value) if kind is EventType.PUT else b"",
+    )

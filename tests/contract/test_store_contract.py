@@ -1,0 +1,250 @@
+"""The store contract (DESIGN section 3), run against SQLite and etcd alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from federation.store.base import (
+    MAX_VALUE_BYTES,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    EventType,
+    LeaseId,
+    LeaseNotFound,
+    Put,
+    Store,
+    ValueTooLarge,
+)
+from tests.contract.conftest import Backend
+from tests.support import eventually
+
+
+async def take(events: AsyncIterator[Event], count: int, timeout: float = 10.0) -> list[Event]:
+    """The next ``count`` events, or fail after ``timeout`` seconds."""
+
+    async def collect() -> list[Event]:
+        out = []
+        async for event in events:
+            out.append(event)
+            if len(out) == count:
+                break
+        return out
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+async def test_get_put_delete_round_trip(backend: Backend, store: Store) -> None:
+    key = backend.key("a")
+    assert (await store.get(key)).kv is None
+    rev = await store.put(key, b"one")
+    got = await store.get(key)
+    assert got.kv is not None
+    assert got.kv.value == b"one"
+    assert got.kv.mod_revision == rev == got.kv.create_revision
+    assert got.kv.version == 1
+    assert got.revision >= rev
+    rev2 = await store.put(key, b"two")
+    got = await store.get(key)
+    assert got.kv is not None and got.kv.version == 2 and got.kv.create_revision == rev
+    assert got.kv.mod_revision == rev2
+    await store.delete(key)
+    assert (await store.get(key)).kv is None
+
+
+async def test_range_returns_only_the_prefix_in_key_order(backend: Backend, store: Store) -> None:
+    for name in ["b", "a", "c/x"]:
+        await store.put(backend.key(name), name.encode())
+    await store.put(backend.prefix.rstrip("/") + "-sibling", b"not mine")
+    result = await store.range(backend.prefix)
+    assert [kv.key for kv in result.kvs] == [backend.key(n) for n in ["a", "b", "c/x"]]
+    assert result.revision >= max(kv.mod_revision for kv in result.kvs)
+
+
+async def test_revisions_strictly_increase(backend: Backend, store: Store) -> None:
+    revisions = [await store.put(backend.key(f"k{i % 3}"), b"%d" % i) for i in range(20)]
+    revisions.append(await store.delete(backend.key("k0")))
+    assert all(b > a for a, b in zip(revisions, revisions[1:], strict=False))
+
+
+async def test_watch_yields_every_later_event_once_in_order(
+    backend: Backend, store: Store
+) -> None:
+    first = await store.put(backend.key("w0"), b"0")
+    expected = [(EventType.PUT, backend.key("w0"), b"0", first)]
+    for i in range(1, 30):
+        key = backend.key(f"w{i % 4}")
+        if i % 7 == 0:
+            rev = await store.delete(key)
+            expected.append((EventType.DELETE, key, b"", rev))
+        else:
+            rev = await store.put(key, b"%d" % i)
+            expected.append((EventType.PUT, key, b"%d" % i, rev))
+    async with contextlib.aclosing(store.watch(backend.prefix, first)) as events:
+        seen = await take(events, len(expected))
+    assert [(e.type, e.key, e.value, e.revision) for e in seen] == expected
+
+
+async def test_watch_follows_live_writes(backend: Backend, store: Store) -> None:
+    now = (await store.range(backend.prefix)).revision
+    async with contextlib.aclosing(store.watch(backend.prefix, now + 1)) as events:
+        waiter = asyncio.ensure_future(take(events, 3))
+        written = [await store.put(backend.key(f"live{i}"), b"x") for i in range(3)]
+        seen = await waiter
+    assert [e.revision for e in seen] == written
+
+
+async def test_watch_resumed_after_reconnect_misses_nothing(
+    backend: Backend, store: Store
+) -> None:
+    start = await store.put(backend.key("r"), b"0")
+    for i in range(1, 10):
+        await store.put(backend.key("r"), b"%d" % i)
+    async with contextlib.aclosing(store.watch(backend.prefix, start)) as events:
+        first_half = await take(events, 5)
+    await store.close()
+    backend.stores.remove(store)
+
+    again = await backend.open()
+    for i in range(10, 15):
+        await again.put(backend.key("r"), b"%d" % i)
+    resume_from = first_half[-1].revision + 1
+    async with contextlib.aclosing(again.watch(backend.prefix, resume_from)) as events:
+        second_half = await take(events, 10)
+    values = [e.value for e in first_half + second_half]
+    assert values == [b"%d" % i for i in range(15)]
+
+
+async def test_transaction_events_share_one_revision(backend: Backend, store: Store) -> None:
+    start = await store.put(backend.key("t0"), b"before")
+    result = await store.txn(
+        [],
+        [Put(key=backend.key("t1"), value=b"1"), Delete(key=backend.key("t0"))],
+    )
+    assert result.succeeded
+    async with contextlib.aclosing(store.watch(backend.prefix, start + 1)) as events:
+        seen = await take(events, 2)
+    assert {e.revision for e in seen} == {result.revision}
+    assert [e.type for e in seen] == [EventType.PUT, EventType.DELETE]
+
+
+async def test_too_old_revision_raises_compacted(backend: Backend, store: Store) -> None:
+    old = await store.put(backend.key("c"), b"0")
+    for i in range(5):
+        latest = await store.put(backend.key("c"), b"%d" % i)
+    await store.compact(latest)
+    with pytest.raises(Compacted):
+        async with contextlib.aclosing(store.watch(backend.prefix, old)) as events:
+            await take(events, 1)
+    # The compaction point itself is still watchable.
+    async with contextlib.aclosing(store.watch(backend.prefix, latest)) as events:
+        assert (await take(events, 1))[0].revision == latest
+
+
+async def test_compare_and_swap_loses_no_update_under_concurrent_writers(
+    backend: Backend, store: Store
+) -> None:
+    key = backend.key("counter")
+    await store.put(key, b"0")
+    writers, increments = 8, 15
+    conflicts = 0
+
+    async def writer() -> None:
+        nonlocal conflicts
+        for _ in range(increments):
+            while True:
+                current = await store.get(key)
+                assert current.kv is not None
+                await asyncio.sleep(0)  # let the other writers interleave
+                swapped = await store.txn(
+                    [Compare(key=key, mod_revision=current.kv.mod_revision)],
+                    [Put(key=key, value=b"%d" % (int(current.kv.value) + 1))],
+                )
+                if swapped.succeeded:
+                    break
+                conflicts += 1
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(writers):
+            group.create_task(writer())
+    final = await store.get(key)
+    assert final.kv is not None
+    assert int(final.kv.value) == writers * increments
+    assert conflicts > 0, "the writers never raced; the test proves nothing"
+
+
+async def test_create_only_if_absent(backend: Backend, store: Store) -> None:
+    key = backend.key("once")
+    first = await store.txn([Compare(key=key, mod_revision=0)], [Put(key=key, value=b"a")])
+    second = await store.txn([Compare(key=key, mod_revision=0)], [Put(key=key, value=b"b")])
+    assert first.succeeded and not second.succeeded
+    got = await store.get(key)
+    assert got.kv is not None and got.kv.value == b"a"
+
+
+async def test_expired_lease_deletes_keys_as_watch_events(backend: Backend, store: Store) -> None:
+    lease = await store.grant(2)
+    start = await store.put(backend.key("leased"), b"x", lease=lease.id)
+    await store.put(backend.key("kept"), b"y")
+    async with contextlib.aclosing(store.watch(backend.prefix, start)) as events:
+        assert [e.type for e in await take(events, 2)] == [EventType.PUT, EventType.PUT]
+        backend.let_time_pass(3)
+        (gone,) = await take(events, 1, timeout=15)
+    assert gone.type is EventType.DELETE and gone.key == backend.key("leased")
+    assert (await store.get(backend.key("leased"))).kv is None
+    assert (await store.get(backend.key("kept"))).kv is not None
+    with pytest.raises(LeaseNotFound):
+        await store.keepalive(lease.id)
+
+
+async def test_keepalive_keeps_keys(backend: Backend, store: Store) -> None:
+    lease = await store.grant(2)
+    await store.put(backend.key("alive"), b"x", lease=lease.id)
+    for _ in range(3):
+        backend.let_time_pass(1)
+        assert await store.keepalive(lease.id) >= 1
+    got = await store.get(backend.key("alive"))
+    assert got.kv is not None and got.kv.lease == lease.id
+
+
+async def test_revoked_lease_deletes_keys(backend: Backend, store: Store) -> None:
+    lease = await store.grant(60)
+    await store.put(backend.key("l1"), b"1", lease=lease.id)
+    await store.put(backend.key("l2"), b"2", lease=lease.id)
+    await store.revoke(lease.id)
+
+    async def both_gone() -> bool:
+        return not (await store.range(backend.prefix)).kvs
+
+    await eventually(both_gone, what="keys of a revoked lease to disappear")
+    with pytest.raises(LeaseNotFound):
+        await store.put(backend.key("l3"), b"3", lease=lease.id)
+
+
+async def test_put_with_unknown_lease_is_refused(backend: Backend, store: Store) -> None:
+    with pytest.raises(LeaseNotFound):
+        await store.put(backend.key("nope"), b"x", lease=LeaseId(987654321))
+    assert (await store.get(backend.key("nope"))).kv is None
+
+
+async def test_value_over_the_bound_is_refused_and_nothing_written(
+    backend: Backend, store: Store
+) -> None:
+    key = backend.key("big")
+    await store.put(key, b"small")
+    with pytest.raises(ValueTooLarge, match="over the limit"):
+        await store.put(key, b"x" * (MAX_VALUE_BYTES + 1))
+    with pytest.raises(ValueTooLarge):
+        await store.txn(
+            [],
+            [Put(key=backend.key("other"), value=b"1"), Put(key=key, value=b"x" * (2 << 20))],
+        )
+    got = await store.get(key)
+    assert got.kv is not None and got.kv.value == b"small"
+    assert (await store.get(backend.key("other"))).kv is None
+    await store.put(key, b"x" * MAX_VALUE_BYTES)  # exactly the bound is fine
