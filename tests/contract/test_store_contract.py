@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -69,12 +70,10 @@ async def test_range_returns_only_the_prefix_in_key_order(backend: Backend, stor
 async def test_revisions_strictly_increase(backend: Backend, store: Store) -> None:
     revisions = [await store.put(backend.key(f"k{i % 3}"), b"%d" % i) for i in range(20)]
     revisions.append(await store.delete(backend.key("k0")))
-    assert all(b > a for a, b in zip(revisions, revisions[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(revisions))
 
 
-async def test_watch_yields_every_later_event_once_in_order(
-    backend: Backend, store: Store
-) -> None:
+async def test_watch_yields_every_later_event_once_in_order(backend: Backend, store: Store) -> None:
     first = await store.put(backend.key("w0"), b"0")
     expected = [(EventType.PUT, backend.key("w0"), b"0", first)]
     for i in range(1, 30):
@@ -99,9 +98,7 @@ async def test_watch_follows_live_writes(backend: Backend, store: Store) -> None
     assert [e.revision for e in seen] == written
 
 
-async def test_watch_resumed_after_reconnect_misses_nothing(
-    backend: Backend, store: Store
-) -> None:
+async def test_watch_resumed_after_reconnect_misses_nothing(backend: Backend, store: Store) -> None:
     start = await store.put(backend.key("r"), b"0")
     for i in range(1, 10):
         await store.put(backend.key("r"), b"%d" % i)

@@ -6,190 +6,69 @@ plain JSON; ``from_wire`` rebuilds a record and, when the input is wrong,
 raises one error type, ``ValidationError``, naming the path of the bad field
 (``endpoints[3].ports[0].port``) so an API can answer with it verbatim.
 
-This module imports nothing of ours and no I/O library: the store, the API,
+This package imports nothing of ours and no I/O library: the store, the API,
 the agents and ``routing`` all share it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NewType, TypeVar
 
+from federation.model.validation import (
+    MAX_LABELS,
+    Fields,
+    ValidationError,
+    check_bool,
+    check_dns_label,
+    check_enum,
+    check_int,
+    check_ip,
+    check_label_value,
+    check_labels,
+    check_number,
+    check_service_name,
+    require_str,
+)
+
 ClusterName = NewType("ClusterName", str)
 WorkloadName = NewType("WorkloadName", str)
 
-_E = TypeVar("_E", bound=Enum)
-_R = TypeVar("_R")
 
 MAX_ENDPOINTS_PER_SET = 1000
 MAX_PORTS_PER_ENDPOINT = 100
-MAX_LABELS = 64
 MAX_FAILOVER_TARGETS = 32
 MAX_WEIGHT = 1_000_000
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_RecordT = TypeVar("_RecordT", "Cluster", "Workload", "EndpointSet", "TrafficPolicy")
 
-
-class ValidationError(ValueError):
-    """A record or its wire form is invalid; ``path`` names the bad field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
-
-    def within(self, prefix: str) -> ValidationError:
-        """The same error seen from an enclosing record."""
-        if not self.path:
-            return ValidationError(prefix, self.message)
-        joiner = "" if self.path.startswith("[") else "."
-        return ValidationError(f"{prefix}{joiner}{self.path}", self.message)
-
-
-# -- field checks -------------------------------------------------------------
-
-
-def check_dns_label(path: str, value: object) -> str:
-    """A DNS-1123 label: namespaces, cluster and workload names."""
-    text = _require_str(path, value)
-    if len(text) > 63 or not _DNS1123_LABEL.match(text):
-        raise ValidationError(path, f"{text!r} is not a DNS-1123 label (lower case a-z0-9 and -)")
-    return text
-
-
-def check_service_name(path: str, value: object) -> str:
-    """A Service name: a DNS-1035 label (starts with a letter)."""
-    text = _require_str(path, value)
-    if len(text) > 63 or not _DNS1035_LABEL.match(text):
-        raise ValidationError(path, f"{text!r} is not a DNS-1035 label (a-z first, then a-z0-9-)")
-    return text
-
-
-def check_label_value(path: str, value: object) -> str:
-    """A Kubernetes label value (may be empty): regions, zones, networks."""
-    text = _require_str(path, value)
-    if len(text) > 63 or not _LABEL_VALUE.match(text):
-        raise ValidationError(path, f"{text!r} is not a valid label value")
-    return text
-
-
-def check_label_key(path: str, value: object) -> str:
-    """A Kubernetes label key: optional DNS subdomain prefix, then a name."""
-    text = _require_str(path, value)
-    prefix, _, name = text.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
-        raise ValidationError(path, f"label key prefix {prefix!r} is not a DNS subdomain")
-    if len(name) > 63 or not _LABEL_KEY_NAME.match(name):
-        raise ValidationError(path, f"label key {text!r} is not valid")
-    return text
-
-
-def check_ip(path: str, value: object) -> str:
-    """An IPv4 or IPv6 address, returned in canonical form."""
-    text = _require_str(path, value)
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise ValidationError(path, f"{text!r} is not an IP address") from None
-
-
-def check_int(path: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(path, f"expected an integer, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValidationError(path, f"{value} is outside {low}..{high}")
-    return value
-
-
-def check_number(path: str, value: object, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(path, f"expected a number, got {type(value).__name__}")
-    number = float(value)
-    if not low <= number <= high:
-        raise ValidationError(path, f"{value} is outside {low}..{high}")
-    return number
-
-
-def check_bool(path: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError(path, f"expected true or false, got {type(value).__name__}")
-    return value
-
-
-def check_labels(path: str, value: object) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ValidationError(path, "expected an object of label key to value")
-    if len(value) > MAX_LABELS:
-        raise ValidationError(path, f"{len(value)} labels, at most {MAX_LABELS}")
-    return {
-        check_label_key(f"{path}[{k!r}]", k): check_label_value(f"{path}[{k!r}]", v)
-        for k, v in value.items()
-    }
-
-
-def _require_str(path: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(path, f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _enum(path: str, kind: type[_E], value: object) -> _E:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in kind)
-        raise ValidationError(path, f"{value!r} is not one of {allowed}") from None
-
-
-# -- wire helpers ---------------------------------------------------------------
-
-
-class _Fields:
-    """Typed access to a JSON object, with errors that name the field."""
-
-    def __init__(self, data: object, known: frozenset[str]) -> None:
-        if not isinstance(data, Mapping):
-            raise ValidationError("", f"expected an object, got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ValidationError(unknown[0], "unknown field")
-        self._data = data
-
-    def get(self, name: str, default: object = ...) -> object:
-        if name in self._data:
-            return self._data[name]
-        if default is ...:
-            raise ValidationError(name, "required field is missing")
-        return default
-
-    def nested(self, name: str, build: Callable[[object], _R], default: object = ...) -> _R:
-        try:
-            return build(self.get(name, default))
-        except ValidationError as err:
-            raise err.within(name) from None
-
-    def items(self, name: str, build: Callable[[object], _R], limit: int) -> tuple[_R, ...]:
-        raw = self.get(name, [])
-        if not isinstance(raw, list):
-            raise ValidationError(name, "expected a list")
-        if len(raw) > limit:
-            raise ValidationError(name, f"{len(raw)} items, at most {limit}")
-        out = []
-        for index, item in enumerate(raw):
-            try:
-                out.append(build(item))
-            except ValidationError as err:
-                raise err.within(f"{name}[{index}]") from None
-        return tuple(out)
+__all__ = [
+    "MAX_ENDPOINTS_PER_SET",
+    "MAX_FAILOVER_TARGETS",
+    "MAX_LABELS",
+    "MAX_PORTS_PER_ENDPOINT",
+    "MAX_WEIGHT",
+    "Cluster",
+    "ClusterName",
+    "Endpoint",
+    "EndpointPort",
+    "EndpointSet",
+    "FailoverTarget",
+    "Locality",
+    "NetworkMode",
+    "Protocol",
+    "ServiceRef",
+    "SourceKind",
+    "SourceRef",
+    "TrafficPolicy",
+    "Workload",
+    "WorkloadName",
+    "decode",
+    "encode",
+]
 
 
 # -- records ----------------------------------------------------------------------
@@ -226,15 +105,20 @@ class Locality:
         check_label_value("network", self.network)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"region": self.region, "zone": self.zone, "cluster": self.cluster, "network": self.network}
+        return {
+            "region": self.region,
+            "zone": self.zone,
+            "cluster": self.cluster,
+            "network": self.network,
+        }
 
     @classmethod
     def from_wire(cls, data: object) -> Locality:
-        f = _Fields(data, frozenset({"region", "zone", "cluster", "network"}))
+        f = Fields(data, frozenset({"region", "zone", "cluster", "network"}))
         return cls(
             region=check_label_value("region", f.get("region")),
             zone=check_label_value("zone", f.get("zone")),
-            cluster=_require_str("cluster", f.get("cluster", "")),
+            cluster=require_str("cluster", f.get("cluster", "")),
             network=check_label_value("network", f.get("network", "")),
         )
 
@@ -247,7 +131,7 @@ class SourceRef:
     name: str
 
     def __post_init__(self) -> None:
-        _enum("kind", SourceKind, self.kind)
+        check_enum("kind", SourceKind, self.kind)
         check_dns_label("name", self.name)
 
     def __str__(self) -> str:
@@ -259,11 +143,11 @@ class SourceRef:
         kind, sep, name = text.partition(":")
         if not sep:
             raise ValidationError("", f"{text!r} is not KIND:NAME (cluster:NAME or vm:NAME)")
-        return cls(kind=_enum("kind", SourceKind, kind), name=name)
+        return cls(kind=check_enum("kind", SourceKind, kind), name=name)
 
     @classmethod
     def from_wire(cls, data: object) -> SourceRef:
-        return cls.parse(_require_str("", data))
+        return cls.parse(require_str("", data))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,7 +176,7 @@ class ServiceRef:
 
     @classmethod
     def from_wire(cls, data: object) -> ServiceRef:
-        f = _Fields(data, frozenset({"namespace", "name"}))
+        f = Fields(data, frozenset({"namespace", "name"}))
         return cls(
             namespace=check_dns_label("namespace", f.get("namespace")),
             name=check_service_name("name", f.get("name")),
@@ -309,18 +193,18 @@ class EndpointPort:
         if self.name:
             check_dns_label("name", self.name)
         check_int("port", self.port, 1, 65535)
-        _enum("protocol", Protocol, self.protocol)
+        check_enum("protocol", Protocol, self.protocol)
 
     def to_wire(self) -> dict[str, Any]:
         return {"name": self.name, "port": self.port, "protocol": self.protocol.value}
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointPort:
-        f = _Fields(data, frozenset({"name", "port", "protocol"}))
+        f = Fields(data, frozenset({"name", "port", "protocol"}))
         return cls(
-            name=_require_str("name", f.get("name", "")),
+            name=require_str("name", f.get("name", "")),
             port=check_int("port", f.get("port"), 1, 65535),
-            protocol=_enum("protocol", Protocol, f.get("protocol", "TCP")),
+            protocol=check_enum("protocol", Protocol, f.get("protocol", "TCP")),
         )
 
 
@@ -362,9 +246,11 @@ class Endpoint:
 
     @classmethod
     def from_wire(cls, data: object) -> Endpoint:
-        f = _Fields(
+        f = Fields(
             data,
-            frozenset({"address", "ports", "locality", "ready", "serving", "terminating", "weight"}),
+            frozenset(
+                {"address", "ports", "locality", "ready", "serving", "terminating", "weight"}
+            ),
         )
         return cls(
             address=check_ip("address", f.get("address")),
@@ -412,7 +298,7 @@ class EndpointSet:
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
         known = {"service", "source", "generation", "endpoints", "stale", "changedAt"}
-        f = _Fields(data, frozenset(known))
+        f = Fields(data, frozenset(known))
         return cls(
             service=f.nested("service", ServiceRef.from_wire),
             source=f.nested("source", SourceRef.from_wire),
@@ -432,7 +318,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         check_dns_label("name", self.name)
-        _enum("networkMode", NetworkMode, self.network_mode)
+        check_enum("networkMode", NetworkMode, self.network_mode)
         check_labels("labels", self.labels)
 
     def to_wire(self) -> dict[str, Any]:
@@ -445,11 +331,11 @@ class Cluster:
 
     @classmethod
     def from_wire(cls, data: object) -> Cluster:
-        f = _Fields(data, frozenset({"name", "locality", "networkMode", "labels"}))
+        f = Fields(data, frozenset({"name", "locality", "networkMode", "labels"}))
         return cls(
             name=check_dns_label("name", f.get("name")),
             locality=f.nested("locality", Locality.from_wire),
-            network_mode=_enum("networkMode", NetworkMode, f.get("networkMode", "flat")),
+            network_mode=check_enum("networkMode", NetworkMode, f.get("networkMode", "flat")),
             labels=check_labels("labels", f.get("labels", {})),
         )
 
@@ -489,7 +375,7 @@ class Workload:
     @classmethod
     def from_wire(cls, data: object) -> Workload:
         known = {"name", "namespace", "serviceAccount", "address", "locality", "ports", "labels"}
-        f = _Fields(data, frozenset(known))
+        f = Fields(data, frozenset(known))
         return cls(
             name=check_dns_label("name", f.get("name")),
             namespace=check_dns_label("namespace", f.get("namespace")),
@@ -522,11 +408,11 @@ class FailoverTarget:
 
     @classmethod
     def from_wire(cls, data: object) -> FailoverTarget:
-        f = _Fields(data, frozenset({"region", "zone", "cluster"}))
+        f = Fields(data, frozenset({"region", "zone", "cluster"}))
         return cls(
-            region=_require_str("region", f.get("region", "")),
-            zone=_require_str("zone", f.get("zone", "")),
-            cluster=_require_str("cluster", f.get("cluster", "")),
+            region=require_str("region", f.get("region", "")),
+            zone=require_str("zone", f.get("zone", "")),
+            cluster=require_str("cluster", f.get("cluster", "")),
         )
 
 
@@ -566,7 +452,7 @@ class TrafficPolicy:
     @classmethod
     def from_wire(cls, data: object) -> TrafficPolicy:
         known = {"service", "failover", "minHealthy", "failbackHoldDownSeconds", "weights"}
-        f = _Fields(data, frozenset(known))
+        f = Fields(data, frozenset(known))
         weights = f.get("weights", {})
         if not isinstance(weights, Mapping):
             raise ValidationError("weights", "expected an object of source to weight")
@@ -577,11 +463,10 @@ class TrafficPolicy:
             failback_hold_down_seconds=check_number(
                 "failbackHoldDownSeconds", f.get("failbackHoldDownSeconds", 30.0), 0.0, 86400.0
             ),
-            weights={str(k): check_int(f"weights[{k!r}]", v, 0, MAX_WEIGHT) for k, v in weights.items()},
+            weights={
+                str(k): check_int(f"weights[{k!r}]", v, 0, MAX_WEIGHT) for k, v in weights.items()
+            },
         )
-
-
-_RecordT = TypeVar("_RecordT", Cluster, Workload, EndpointSet, TrafficPolicy)
 
 
 def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:

@@ -1,0 +1,180 @@
+"""Field checks and typed access to JSON objects, with errors naming paths.
+
+Every check takes the path of the field it checks, so an error says where
+the input was wrong (``endpoints[3].ports[0].port``), not just what.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=Enum)
+_R = TypeVar("_R")
+
+MAX_LABELS = 64
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+class ValidationError(ValueError):
+    """A record or its wire form is invalid; ``path`` names the bad field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+    def within(self, prefix: str) -> ValidationError:
+        """The same error seen from an enclosing record."""
+        if not self.path:
+            return ValidationError(prefix, self.message)
+        joiner = "" if self.path.startswith("[") else "."
+        return ValidationError(f"{prefix}{joiner}{self.path}", self.message)
+
+
+# -- field checks -------------------------------------------------------------
+
+
+def check_dns_label(path: str, value: object) -> str:
+    """A DNS-1123 label: namespaces, cluster and workload names."""
+    text = require_str(path, value)
+    if len(text) > 63 or not _DNS1123_LABEL.match(text):
+        raise ValidationError(path, f"{text!r} is not a DNS-1123 label (lower case a-z0-9 and -)")
+    return text
+
+
+def check_service_name(path: str, value: object) -> str:
+    """A Service name: a DNS-1035 label (starts with a letter)."""
+    text = require_str(path, value)
+    if len(text) > 63 or not _DNS1035_LABEL.match(text):
+        raise ValidationError(path, f"{text!r} is not a DNS-1035 label (a-z first, then a-z0-9-)")
+    return text
+
+
+def check_label_value(path: str, value: object) -> str:
+    """A Kubernetes label value (may be empty): regions, zones, networks."""
+    text = require_str(path, value)
+    if len(text) > 63 or not _LABEL_VALUE.match(text):
+        raise ValidationError(path, f"{text!r} is not a valid label value")
+    return text
+
+
+def check_label_key(path: str, value: object) -> str:
+    """A Kubernetes label key: optional DNS subdomain prefix, then a name."""
+    text = require_str(path, value)
+    prefix, _, name = text.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValidationError(path, f"label key prefix {prefix!r} is not a DNS subdomain")
+    if len(name) > 63 or not _LABEL_KEY_NAME.match(name):
+        raise ValidationError(path, f"label key {text!r} is not valid")
+    return text
+
+
+def check_ip(path: str, value: object) -> str:
+    """An IPv4 or IPv6 address, returned in canonical form."""
+    text = require_str(path, value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValidationError(path, f"{text!r} is not an IP address") from None
+
+
+def check_int(path: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(path, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValidationError(path, f"{value} is outside {low}..{high}")
+    return value
+
+
+def check_number(path: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(path, f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not low <= number <= high:
+        raise ValidationError(path, f"{value} is outside {low}..{high}")
+    return number
+
+
+def check_bool(path: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(path, f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def check_labels(path: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(path, "expected an object of label key to value")
+    if len(value) > MAX_LABELS:
+        raise ValidationError(path, f"{len(value)} labels, at most {MAX_LABELS}")
+    return {
+        check_label_key(f"{path}[{k!r}]", k): check_label_value(f"{path}[{k!r}]", v)
+        for k, v in value.items()
+    }
+
+
+def require_str(path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(path, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def check_enum(path: str, kind: type[_E], value: object) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise ValidationError(path, f"{value!r} is not one of {allowed}") from None
+
+
+# -- wire access ---------------------------------------------------------------
+
+
+class Fields:
+    """Typed access to a JSON object, with errors that name the field."""
+
+    def __init__(self, data: object, known: frozenset[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ValidationError("", f"expected an object, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValidationError(unknown[0], "unknown field")
+        self._data = data
+
+    def get(self, name: str, default: object = ...) -> object:
+        if name in self._data:
+            return self._data[name]
+        if default is ...:
+            raise ValidationError(name, "required field is missing")
+        return default
+
+    def nested(self, name: str, build: Callable[[object], _R], default: object = ...) -> _R:
+        raw = self.get(name, default)
+        try:
+            return build(raw)
+        except ValidationError as err:
+            raise err.within(name) from None
+
+    def items(self, name: str, build: Callable[[object], _R], limit: int) -> tuple[_R, ...]:
+        raw = self.get(name, [])
+        if not isinstance(raw, list):
+            raise ValidationError(name, "expected a list")
+        if len(raw) > limit:
+            raise ValidationError(name, f"{len(raw)} items, at most {limit}")
+        out = []
+        for index, item in enumerate(raw):
+            try:
+                out.append(build(item))
+            except ValidationError as err:
+                raise err.within(f"{name}[{index}]") from None
+        return tuple(out)
