@@ -48,7 +48,6 @@ from federation.store.base import (
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 class EtcdStore:
@@ -60,12 +59,14 @@ class EtcdStore:
         *,
         max_value_bytes: int = MAX_VALUE_BYTES,
         timeout: float = 5.0,
+        watch_retry_seconds: float = 30.0,
     ) -> None:
         if not endpoints:
             raise StoreError("etcd store needs at least one endpoint")
         self._endpoints = list(endpoints)
         self._current = 0
         self._timeout = timeout
+        self._watch_retry_seconds = watch_retry_seconds
         self._max_value = max_value_bytes
         self._client = self._new_client()
         self._closed = False
@@ -171,29 +172,29 @@ class EtcdStore:
         start = prefix.encode() or b"\0"
         end = prefix_end(prefix.encode())
         next_revision = start_revision
-        failures = 0
+        backoff = _Backoff(self._watch_retry_seconds)
         while True:
-            stream = await self._open_watch(start, end, next_revision)
+            try:
+                stream = await self._open_watch(start, end, next_revision)
+            except Unavailable:
+                await backoff.wait_or_raise()
+                continue
             try:
                 async for raw in stream:
-                    failures = 0
+                    backoff.reset()
                     event = _event(raw)
                     next_revision = event.revision + 1
                     yield event
             except etcd_errors.RevisionCompactedError as err:
                 raise Compacted(next_revision or 0, err.compacted_revision) from err
             except etcd_errors.ClientError as err:
-                failures += 1
-                log.warning("etcd watch broke, resuming", extra={"revision": next_revision})
-                if failures > len(_RETRY_DELAYS):
-                    raise Unavailable(f"etcd watch failed: {err}") from err
-                await self._rotate()
-                await asyncio.sleep(_RETRY_DELAYS[failures - 1])
+                log.warning("etcd watch broke (%s); resuming at %s", err, next_revision)
             finally:
-                with contextlib.suppress(etcd_errors.ClientError, OSError):
-                    await stream.cancel()
+                await _cancel_quietly(stream)
             if self._closed:
                 raise Unavailable("store is closed")
+            await self._rotate()
+            await backoff.wait_or_raise()
 
     async def _open_watch(self, start: bytes, end: bytes, revision: int | None) -> Any:
         try:
@@ -225,6 +226,31 @@ class EtcdStore:
             await self._call(lambda c: c.revoke_lease(lease))
         except _LeaseMissing as err:
             raise LeaseNotFound(lease) from err
+
+
+class _Backoff:
+    """Exponential backoff that gives up after ``budget`` seconds of failure."""
+
+    def __init__(self, budget: float) -> None:
+        self._budget = budget
+        self.reset()
+
+    def reset(self) -> None:
+        self._delay = 0.05
+        self._spent = 0.0
+
+    async def wait_or_raise(self) -> None:
+        if self._spent >= self._budget:
+            raise Unavailable(f"etcd unreachable for {self._spent:.1f}s; giving up the watch")
+        await asyncio.sleep(self._delay)
+        self._spent += self._delay
+        self._delay = min(self._delay * 2, 1.0)
+
+
+async def _cancel_quietly(stream: Any) -> None:
+    """Cancel a watch stream whose client may already be gone."""
+    with contextlib.suppress(etcd_errors.ClientError, OSError, AttributeError):
+        await stream.cancel()
 
 
 def _connected(
