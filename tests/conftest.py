@@ -7,17 +7,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+# Tasks that are already unwinding (a gRPC call being cancelled, say) get this
+# long to finish on their own before they count as leaked.
+UNWIND_SECONDS = 2.0
+
 
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield
     current = asyncio.current_task()
-    for _ in range(3):  # let cancelled tasks finish unwinding
-        await asyncio.sleep(0)
-    leaked = [
-        t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()
-    ]
+
+    def stragglers() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() if t not in before and t is not current}
+
+    pending = stragglers()
+    if pending:
+        await asyncio.wait(pending, timeout=UNWIND_SECONDS)
+    leaked = [t for t in stragglers() if not t.done()]
     for task in leaked:
         task.cancel()
     assert not leaked, f"tasks outlived the test: {leaked}"
