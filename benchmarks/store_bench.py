@@ -110,7 +110,9 @@ async def bench_store(store: Store, prefix: str, args: argparse.Namespace) -> di
     return summary(latency, rate)
 
 
-async def bench_raw_etcd(server: EtcdProcess, prefix: str, args: argparse.Namespace) -> dict[str, float]:
+async def bench_raw_etcd(
+    server: EtcdProcess, prefix: str, args: argparse.Namespace
+) -> dict[str, float]:
     client = aetcd.Client(host=server.host, port=server.client_port)
     try:
 
