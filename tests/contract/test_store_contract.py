@@ -23,7 +23,6 @@ from federation.store.base import (
     ValueTooLarge,
 )
 from tests.contract.conftest import Backend
-from tests.support import eventually
 
 
 async def take(events: AsyncIterator[Event], count: int, timeout: float = 10.0) -> list[Event]:
@@ -209,16 +208,18 @@ async def test_keepalive_keeps_keys(backend: Backend, store: Store) -> None:
     assert got.kv is not None and got.kv.lease == lease.id
 
 
-async def test_revoked_lease_deletes_keys(backend: Backend, store: Store) -> None:
+async def test_revoked_lease_deletes_keys_as_watch_events(backend: Backend, store: Store) -> None:
     lease = await store.grant(60)
-    await store.put(backend.key("l1"), b"1", lease=lease.id)
+    start = await store.put(backend.key("l1"), b"1", lease=lease.id)
     await store.put(backend.key("l2"), b"2", lease=lease.id)
     await store.revoke(lease.id)
-
-    async def both_gone() -> bool:
-        return not (await store.range(backend.prefix)).kvs
-
-    await eventually(both_gone, what="keys of a revoked lease to disappear")
+    async with contextlib.aclosing(store.watch(backend.prefix, start)) as events:
+        seen = await take(events, 4)
+    assert [(e.type, e.key) for e in seen[2:]] == [
+        (EventType.DELETE, backend.key("l1")),
+        (EventType.DELETE, backend.key("l2")),
+    ]
+    assert not (await store.range(backend.prefix)).kvs
     with pytest.raises(LeaseNotFound):
         await store.put(backend.key("l3"), b"3", lease=lease.id)
 
