@@ -1,0 +1,310 @@
+"""The HTTP face of the emulator: discovery, resource verbs, watch streams,
+bearer-token auth over TLS, and fault injection (``/_sim/faults`` or the
+Python API of ``SimKubeServer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from federation.sim.kube.errors import KubeError
+from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
+from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
+
+API_KEY = web.AppKey("kube_api", KubeApi)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(body), status=status, content_type="application/json")
+
+
+def _error(err: KubeError) -> web.Response:
+    return _json(err.status(), err.code)
+
+
+def _verb(request: web.Request) -> str:
+    if request.method == "GET":
+        if request.query.get("watch", "").lower() in ("1", "true"):
+            return "watch"
+        return "get" if _has_name(request.path) else "list"
+    return _VERBS.get(request.method, request.method.lower())
+
+
+def _has_name(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    return len(rest) >= 2
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    api = request.app[API_KEY]
+    try:
+        if request.path not in OPEN_PATHS and not request.path.startswith("/_sim/"):
+            header = request.headers.get("Authorization", "")
+            if not secrets.compare_digest(header, f"Bearer {api.token}"):
+                raise KubeError.unauthorized()
+        if api.faults.latency_seconds > 0:
+            await asyncio.sleep(api.faults.latency_seconds)
+        if not request.path.startswith("/_sim/") and api.faults.should_fail(_verb(request)):
+            raise KubeError(500, "InternalError", "Internal error occurred: injected fault")
+        return await handler(request)
+    except KubeError as err:
+        return _error(err)
+
+
+async def _read_body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        if request.content_type == "application/apply-patch+yaml":
+            import yaml
+
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except ValueError as err:
+        raise KubeError.bad_request(f"the request body is not valid JSON: {err}") from None
+
+
+async def _resource(request: web.Request) -> web.StreamResponse:
+    api = request.app[API_KEY]
+    target = api.resolve(request.path)
+    query = dict(request.query)
+    if request.method == "GET":
+        if query.get("watch", "").lower() in ("1", "true"):
+            return await _stream_watch(request, api, target, query)
+        if target.name is None:
+            return _json(api.list(target, query))
+        return _json(api.store.get(target.rt, target.namespace or "", target.name))
+    if request.method == "POST" and target.name is None:
+        return _json(api.create(target, await _read_body(request)), 201)
+    if target.name is None:
+        raise KubeError(
+            405, "MethodNotAllowed", f"{request.method} is not supported on a collection"
+        )
+    if request.method == "PUT":
+        return _json(api.update(target, await _read_body(request)))
+    if request.method == "PATCH":
+        return _json(api.patch(target, request.content_type, await _read_body(request)))
+    if request.method == "DELETE":
+        status, body = api.delete(target)
+        return _json(body, status)
+    raise KubeError(405, "MethodNotAllowed", f"{request.method} is not supported")
+
+
+async def _stream_watch(
+    request: web.Request, api: KubeApi, target: Any, query: dict[str, str]
+) -> web.StreamResponse:
+    try:
+        sub = api.watch(target, query)
+    except KubeError as err:
+        if err.code != 410:
+            raise
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
+        return response
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    )
+    await response.prepare(request)
+    try:
+        async for event in watch_events(api, target.rt, sub, query):
+            await response.write(json.dumps(event).encode() + b"\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        api.store.unsubscribe(sub)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def _version(request: web.Request) -> web.Response:
+    return _json(
+        {"major": "1", "minor": "31", "gitVersion": "v1.31.0-sim", "platform": "simulated/linux"}
+    )
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _api_versions(request: web.Request) -> web.Response:
+    return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+
+
+async def _api_groups(request: web.Request) -> web.Response:
+    api = request.app[API_KEY]
+    groups = [
+        {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+         "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+        for g, vs in sorted(api.types.groups().items())
+    ]  # fmt: skip
+    return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+
+
+def _resource_list(api: KubeApi, group: str, version: str) -> dict[str, Any]:
+    verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+    resources = []
+    for rt in api.types.all():
+        if rt.group == group and rt.version == version:
+            entry = {
+                "name": rt.plural,
+                "singularName": rt.singular,
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": verbs,
+            }
+            if rt.short_names:
+                entry["shortNames"] = list(rt.short_names)
+            resources.append(entry)
+            resources.append(
+                {
+                    "name": f"{rt.plural}/status",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    if not resources:
+        raise KubeError(404, "NotFound", "the server could not find the requested resource")
+    group_version = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}  # fmt: skip
+
+
+async def _core_resources(request: web.Request) -> web.Response:
+    return _json(_resource_list(request.app[API_KEY], "", "v1"))
+
+
+async def _group_resources(request: web.Request) -> web.Response:
+    api = request.app[API_KEY]
+    return _json(_resource_list(api, request.match_info["group"], request.match_info["version"]))
+
+
+async def _faults(request: web.Request) -> web.Response:
+    """POST {"latencySeconds", "errorRates": {verb: p}, "dropWatches", "compact"}."""
+    api = request.app[API_KEY]
+    if request.method == "POST":
+        body = await _read_body(request)
+        if not isinstance(body, dict):
+            raise KubeError.bad_request("expected an object")
+        if "latencySeconds" in body:
+            api.faults.latency_seconds = float(body["latencySeconds"])
+        if "errorRates" in body:
+            api.faults.error_rates = {str(k): float(v) for k, v in body["errorRates"].items()}
+        if body.get("dropWatches"):
+            api.store.drop_watches()
+        if body.get("compact"):
+            api.store.compact()
+    return _json(
+        {
+            "latencySeconds": api.faults.latency_seconds,
+            "errorRates": api.faults.error_rates,
+            "revision": api.store.revision,
+        }
+    )
+
+
+def build_app(api: KubeApi) -> web.Application:
+    app = web.Application(middlewares=[_guard], client_max_size=3 * 1024 * 1024)
+    app[API_KEY] = api
+    app.router.add_get("/version", _version)
+    for path in OPEN_PATHS - {"/version"}:
+        app.router.add_get(path, _healthz)
+    app.router.add_get("/api", _api_versions)
+    app.router.add_get("/apis", _api_groups)
+    app.router.add_get("/api/v1", _core_resources)
+    app.router.add_get("/apis/{group}/{version}", _group_resources)
+    app.router.add_route("*", "/_sim/faults", _faults)
+    app.router.add_route("*", "/api/v1/{tail:.+}", _resource)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", _resource)
+    return app
+
+
+class SimKubeServer:
+    """One simulated cluster's API server on a loopback address, over TLS."""
+
+    def __init__(
+        self, name: str, *, host: str = "127.0.0.1", port: int = 0, bookmark_interval: float = 1.0
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.api = KubeApi(token=secrets.token_urlsafe(24), bookmark_interval=bookmark_interval)
+        self._certs = make_serving_certs(name, [host, "localhost"])
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"sim-{name}-")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    def _ssl(self) -> ssl.SSLContext:
+        cert = Path(self._tmp.name) / "tls.crt"
+        key = Path(self._tmp.name) / "tls.key"
+        cert.write_bytes(self._certs.cert_pem)
+        key.write_bytes(self._certs.key_pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(
+            build_app(self.api), handle_signals=False, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(
+            self._runner, self.host, self.port, ssl_context=self._ssl(), reuse_address=True
+        )
+        await self._site.start()
+        if self.port == 0:
+            server = self._site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def set_unreachable(self, unreachable: bool) -> None:
+        """Fault injection: stop listening (and cut watches), or listen again."""
+        if unreachable and self._site is not None:
+            self.api.store.drop_watches()
+            await self._site.stop()
+            self._site = None
+        elif not unreachable and self._site is None:
+            await self._listen()
+
+    async def stop(self) -> None:
+        self.api.store.drop_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._tmp.cleanup()
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        write_kubeconfig(path, self.name, self.url, self._certs.ca_pem, self.api.token)
+        return path
+
+    async def __aenter__(self) -> SimKubeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,84 @@
+"""Built-in resource types the emulator serves, and CRD registration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federation.sim.kube.errors import KubeError
+from federation.sim.kube.objects import ResourceType
+
+BUILTIN = (
+    ResourceType(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False, singular="namespace", short_names=("ns",)),
+    ResourceType(group="", version="v1", plural="services", kind="Service", namespaced=True, singular="service", short_names=("svc",)),
+    ResourceType(group="", version="v1", plural="nodes", kind="Node", namespaced=False, singular="node", short_names=("no",)),
+    ResourceType(group="", version="v1", plural="secrets", kind="Secret", namespaced=True, singular="secret"),
+    ResourceType(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True, singular="configmap", short_names=("cm",)),
+    ResourceType(group="", version="v1", plural="pods", kind="Pod", namespaced=True, singular="pod", short_names=("po",)),
+    ResourceType(group="discovery.k8s.io", version="v1", plural="endpointslices", kind="EndpointSlice", namespaced=True, singular="endpointslice"),
+    ResourceType(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True, singular="lease"),
+    ResourceType(group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions", kind="CustomResourceDefinition", namespaced=False, singular="customresourcedefinition", short_names=("crd", "crds")),
+)  # fmt: skip
+
+CRD = BUILTIN[-1]
+NAMESPACE = BUILTIN[0]
+
+
+class Registry:
+    """Which resource types exist now, by group/version/plural."""
+
+    def __init__(self) -> None:
+        self._types: dict[tuple[str, str, str], ResourceType] = {}
+        for rt in BUILTIN:
+            self.add(rt)
+
+    def add(self, rt: ResourceType) -> None:
+        self._types[(rt.group, rt.version, rt.plural)] = rt
+
+    def remove_group_kind(self, group: str, plural: str) -> None:
+        for key in [k for k in self._types if k[0] == group and k[2] == plural]:
+            del self._types[key]
+
+    def find(self, group: str, version: str, plural: str) -> ResourceType:
+        rt = self._types.get((group, version, plural))
+        if rt is None:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        return rt
+
+    def all(self) -> list[ResourceType]:
+        return list(self._types.values())
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for group, version, _ in self._types:
+            if group and version not in out.setdefault(group, []):
+                out[group].append(version)
+        return out
+
+
+def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
+    """The resource types a CustomResourceDefinition declares."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+    scope = spec.get("scope")
+    versions = [v.get("name") for v in spec.get("versions") or [] if v.get("served", True)]
+    name = crd.get("metadata", {}).get("name", "")
+    if not (group and plural and kind and versions) or scope not in {"Namespaced", "Cluster"}:
+        raise KubeError.invalid(
+            CRD, name, "spec", "group, names.plural, names.kind, scope and versions are required"
+        )
+    if name != f"{plural}.{group}":
+        raise KubeError.invalid(
+            CRD,
+            name,
+            "metadata.name",
+            f'must be spec.names.plural+"."+spec.group ({plural}.{group})',
+        )
+    return [
+        ResourceType(
+            group=group, version=version, plural=plural, kind=kind,
+            namespaced=scope == "Namespaced", singular=names.get("singular", kind.lower()),
+            short_names=tuple(names.get("shortNames", [])),
+        )
+        for version in versions
+    ]  # fmt: skip

@@ -1,0 +1,309 @@
+"""A Kubernetes API emulator: the REST subset the agents use, real semantics.
+
+Paths, verbs, list/watch, errors and metadata follow kube-apiserver, so the
+same client code (kubernetes_asyncio, kubectl) runs against this and a real
+cluster.  It is a simulation and says so: its kubeconfig cluster is named
+``sim-<name>`` and /version reports ``platform: simulated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.sim.kube import patch as patches
+from federation.sim.kube.errors import KubeError
+from federation.sim.kube.objects import Obj, ObjectStore, ResourceType, Subscription
+from federation.sim.kube.resources import CRD, NAMESPACE, Registry, types_from_crd
+from federation.sim.kube.selectors import Selector
+from federation.sim.kube.validation import validate
+
+log = logging.getLogger(__name__)
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
+
+
+@dataclass
+class Faults:
+    """What the emulator does wrong on purpose."""
+
+    latency_seconds: float = 0.0
+    error_rates: dict[str, float] = field(default_factory=dict)  # verb -> probability
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def should_fail(self, verb: str) -> bool:
+        rate = self.error_rates.get(verb, 0.0)
+        return rate > 0 and self.rng.random() < rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    rt: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+class KubeApi:
+    """The state and behaviour of one emulated apiserver."""
+
+    def __init__(self, *, token: str, bookmark_interval: float = 1.0) -> None:
+        self.store = ObjectStore()
+        self.types = Registry()
+        self.faults = Faults()
+        self.token = token
+        self.bookmark_interval = bookmark_interval
+        for name in DEFAULT_NAMESPACES:
+            self.store.create(
+                NAMESPACE, "", {"metadata": {"name": name}, "status": {"phase": "Active"}}
+            )
+        self.store.compact()  # like a real cluster, the bootstrap history is long gone
+
+    # -- routing --------------------------------------------------------------
+
+    def resolve(self, path: str) -> _Target:
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 3:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        rt = self.types.find(group, version, rest[0])
+        if namespace is not None and not rt.namespaced:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub not in (None, "status"):
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        if rt.namespaced and name is not None and namespace is None:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        return _Target(rt, namespace, name, sub)
+
+    # -- verbs ----------------------------------------------------------------
+
+    def create(self, target: _Target, body: Any) -> Obj:
+        obj = _object(body)
+        ns = self._namespace_for_write(target, obj)
+        self._check_kind(target.rt, obj)
+        if obj.get("metadata", {}).get("name") or not obj.get("metadata", {}).get("generateName"):
+            validate(target.rt, obj)
+        created = self.store.create(target.rt, ns, obj)
+        validate(target.rt, created)
+        if target.rt is CRD:
+            created = self._establish(created)
+        return created
+
+    def update(self, target: _Target, body: Any) -> Obj:
+        assert target.name is not None
+        obj = _object(body)
+        ns = self._namespace_for_write(target, obj)
+        self._check_kind(target.rt, obj)
+        if target.subresource == "status":
+            current = self.store.get(target.rt, ns, target.name)
+            current["status"] = obj.get("status")
+            current["metadata"]["resourceVersion"] = obj.get("metadata", {}).get("resourceVersion")
+            obj = current
+        validate(target.rt, obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}})
+        return self.store.update(target.rt, ns, target.name, obj)
+
+    def patch(self, target: _Target, content_type: str, body: Any) -> Obj:
+        assert target.name is not None
+        ns = target.namespace or ""
+        current = self.store.get(target.rt, ns, target.name)
+        if content_type == patches.JSON:
+            patched = patches.json_patch(current, body)
+        elif content_type == patches.MERGE:
+            patched = patches.merge_patch(current, body)
+        elif content_type in (patches.STRATEGIC, patches.APPLY):
+            if target.rt.group not in ("", "discovery.k8s.io", "coordination.k8s.io"):
+                raise KubeError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: {patches.JSON}, {patches.MERGE}",
+                )
+            patched = patches.strategic_merge_patch(current, body)
+        else:
+            raise KubeError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+        if not isinstance(patched, dict):
+            raise KubeError.bad_request("a patch must leave an object")
+        patched.setdefault("metadata", {})
+        wanted_rv = (
+            (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        )
+        patched["metadata"]["resourceVersion"] = wanted_rv or current["metadata"]["resourceVersion"]
+        validate(target.rt, patched | {"metadata": patched["metadata"] | {"name": target.name}})
+        return self.store.update(target.rt, ns, target.name, patched)
+
+    def delete(self, target: _Target) -> tuple[int, Obj]:
+        assert target.name is not None
+        ns = target.namespace or ""
+        if target.rt is NAMESPACE:
+            self._empty_namespace(target.name)
+        result = self.store.delete(target.rt, ns, target.name)
+        if target.rt is CRD and not result["metadata"].get("deletionTimestamp"):
+            self._forget_crd(result)
+        if result["metadata"].get("deletionTimestamp") and self.store.exists(
+            target.rt, ns, target.name
+        ):
+            return 200, result
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                  "details": {"name": target.name, "group": target.rt.group, "kind": target.rt.plural,
+                              "uid": result["metadata"].get("uid")}}  # fmt: skip
+        return 200, status
+
+    def list(self, target: _Target, query: dict[str, str]) -> Obj:
+        selector = Selector.parse(query.get("labelSelector", ""), query.get("fieldSelector", ""))
+        requested = query.get("resourceVersion", "")
+        if requested not in ("", "0"):
+            self.store.check_fresh(_int(requested, "resourceVersion"))
+        items, revision = self.store.list(target.rt, target.namespace, selector)
+        start_after = None
+        token = query.get("continue")
+        if token:
+            revision, start_after = _decode_continue(token)
+            self.store.check_fresh(revision)
+            items = [o for o in items if _order(o) > start_after]
+        limit = _int(query.get("limit", "0"), "limit")
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if limit > 0 and len(items) > limit:
+            meta["continue"] = _encode_continue(revision, _order(items[limit - 1]))
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+        return {
+            "kind": f"{target.rt.kind}List",
+            "apiVersion": target.rt.api_version,
+            "metadata": meta,
+            "items": items,
+        }
+
+    def watch(self, target: _Target, query: dict[str, str]) -> Subscription:
+        selector = Selector.parse(query.get("labelSelector", ""), query.get("fieldSelector", ""))
+        requested = query.get("resourceVersion", "")
+        since = None if requested in ("", "0") else _int(requested, "resourceVersion")
+        return self.store.subscribe(target.rt, target.namespace, selector, since)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _namespace_for_write(self, target: _Target, obj: Obj) -> str:
+        if not target.rt.namespaced:
+            return ""
+        meta = obj.setdefault("metadata", {})
+        ns = target.namespace or meta.get("namespace")
+        if not ns:
+            raise KubeError.bad_request("the namespace of the object is required")
+        if meta.get("namespace") not in (None, "", ns):
+            raise KubeError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        if not self.store.exists(NAMESPACE, "", ns):
+            raise KubeError.not_found(NAMESPACE, ns)
+        return str(ns)
+
+    @staticmethod
+    def _check_kind(rt: ResourceType, obj: Obj) -> None:
+        kind = obj.get("kind")
+        if kind not in (None, "", rt.kind):
+            raise KubeError.bad_request(f"the kind {kind!r} does not match the resource {rt.kind}")
+
+    def _establish(self, crd: Obj) -> Obj:
+        for rt in types_from_crd(crd):
+            self.types.add(rt)
+        crd["status"] = {
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+            ],
+            "acceptedNames": crd["spec"]["names"],
+            "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
+        }  # fmt: skip
+        return self.store.update(CRD, "", crd["metadata"]["name"], crd)
+
+    def _forget_crd(self, crd: Obj) -> None:
+        for rt in types_from_crd(crd):
+            items, _ = self.store.list(rt, None, Selector())
+            for item in items:
+                meta = item["metadata"]
+                with contextlib.suppress(KubeError):
+                    self.store.delete(rt, meta.get("namespace", ""), meta["name"])
+            self.types.remove_group_kind(rt.group, rt.plural)
+
+    def _empty_namespace(self, namespace: str) -> None:
+        for rt in self.types.all():
+            if not rt.namespaced:
+                continue
+            items, _ = self.store.list(rt, namespace, Selector())
+            for item in items:
+                with contextlib.suppress(KubeError):
+                    self.store.delete(rt, namespace, item["metadata"]["name"])
+
+
+def _object(body: Any) -> Obj:
+    if not isinstance(body, dict):
+        raise KubeError.bad_request("the request body must be a JSON object")
+    return body
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise KubeError.bad_request(f"invalid {name}: {text!r}") from None
+
+
+def _order(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+def _encode_continue(revision: int, after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"rv": revision, "start": after}).encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError):
+        raise KubeError.bad_request("continue key is not valid") from None
+
+
+async def watch_events(
+    api: KubeApi, rt: ResourceType, sub: Subscription, query: dict[str, str]
+) -> AsyncIterator[dict[str, Any]]:
+    """The events of one watch stream, with bookmarks and a timeout."""
+    timeout = _int(query.get("timeoutSeconds", "1800"), "timeoutSeconds")
+    bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (remaining := deadline - loop.time()) > 0:
+        wait = min(remaining, api.bookmark_interval) if bookmarks else remaining
+        try:
+            event = await asyncio.wait_for(sub.queue.get(), wait)
+        except TimeoutError:
+            if bookmarks and deadline - loop.time() > 0:
+                yield _bookmark(rt, api.store.revision)
+            continue
+        if event is None:
+            return  # dropped by fault injection
+        yield {"type": event.type, "object": event.obj}
+
+
+def _bookmark(rt: ResourceType, revision: int) -> dict[str, Any]:
+    meta = {"resourceVersion": str(revision)}
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta},
+    }
