@@ -149,10 +149,13 @@ async def _api_versions(request: web.Request) -> web.Response:
 async def _api_groups(request: web.Request) -> web.Response:
     api = request.app[API_KEY]
     groups = [
-        {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-         "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+        {
+            "name": g,
+            "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+            "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+        }
         for g, vs in sorted(api.types.groups().items())
-    ]  # fmt: skip
+    ]
     return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
 
@@ -183,7 +186,12 @@ def _resource_list(api: KubeApi, group: str, version: str) -> dict[str, Any]:
     if not resources:
         raise KubeError(404, "NotFound", "the server could not find the requested resource")
     group_version = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}  # fmt: skip
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
 
 
 async def _core_resources(request: web.Request) -> web.Response:
@@ -279,8 +287,8 @@ class SimKubeServer:
         await self._site.start()
         if self.port == 0:
             server = self._site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            assert isinstance(server, asyncio.base_events.Server)
+            self.port = int(server.sockets[0].getsockname()[1])
 
     async def set_unreachable(self, unreachable: bool) -> None:
         """Fault injection: stop listening (and cut watches), or listen again."""

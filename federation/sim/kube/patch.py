@@ -118,10 +118,12 @@ def _apply_op(doc: Any, op: Any) -> Any:
         elif kind == "remove":
             del parent[int(last) if isinstance(parent, list) else last]
         elif kind == "replace":
-            index = int(last) if isinstance(parent, list) else last
-            if not isinstance(parent, list) and last not in parent:
+            if isinstance(parent, list):
+                parent[int(last)] = copy.deepcopy(op["value"])
+            elif last in parent:
+                parent[last] = copy.deepcopy(op["value"])
+            else:
                 raise KeyError(last)
-            parent[index] = copy.deepcopy(op["value"])
         else:
             raise KubeError.bad_request(f"unknown JSON patch operation {kind!r}")
         return doc

@@ -8,16 +8,80 @@ from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import ResourceType
 
 BUILTIN = (
-    ResourceType(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False, singular="namespace", short_names=("ns",)),
-    ResourceType(group="", version="v1", plural="services", kind="Service", namespaced=True, singular="service", short_names=("svc",)),
-    ResourceType(group="", version="v1", plural="nodes", kind="Node", namespaced=False, singular="node", short_names=("no",)),
-    ResourceType(group="", version="v1", plural="secrets", kind="Secret", namespaced=True, singular="secret"),
-    ResourceType(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True, singular="configmap", short_names=("cm",)),
-    ResourceType(group="", version="v1", plural="pods", kind="Pod", namespaced=True, singular="pod", short_names=("po",)),
-    ResourceType(group="discovery.k8s.io", version="v1", plural="endpointslices", kind="EndpointSlice", namespaced=True, singular="endpointslice"),
-    ResourceType(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True, singular="lease"),
-    ResourceType(group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions", kind="CustomResourceDefinition", namespaced=False, singular="customresourcedefinition", short_names=("crd", "crds")),
-)  # fmt: skip
+    ResourceType(
+        group="",
+        version="v1",
+        plural="namespaces",
+        kind="Namespace",
+        namespaced=False,
+        singular="namespace",
+        short_names=("ns",),
+    ),
+    ResourceType(
+        group="",
+        version="v1",
+        plural="services",
+        kind="Service",
+        namespaced=True,
+        singular="service",
+        short_names=("svc",),
+    ),
+    ResourceType(
+        group="",
+        version="v1",
+        plural="nodes",
+        kind="Node",
+        namespaced=False,
+        singular="node",
+        short_names=("no",),
+    ),
+    ResourceType(
+        group="", version="v1", plural="secrets", kind="Secret", namespaced=True, singular="secret"
+    ),
+    ResourceType(
+        group="",
+        version="v1",
+        plural="configmaps",
+        kind="ConfigMap",
+        namespaced=True,
+        singular="configmap",
+        short_names=("cm",),
+    ),
+    ResourceType(
+        group="",
+        version="v1",
+        plural="pods",
+        kind="Pod",
+        namespaced=True,
+        singular="pod",
+        short_names=("po",),
+    ),
+    ResourceType(
+        group="discovery.k8s.io",
+        version="v1",
+        plural="endpointslices",
+        kind="EndpointSlice",
+        namespaced=True,
+        singular="endpointslice",
+    ),
+    ResourceType(
+        group="coordination.k8s.io",
+        version="v1",
+        plural="leases",
+        kind="Lease",
+        namespaced=True,
+        singular="lease",
+    ),
+    ResourceType(
+        group="apiextensions.k8s.io",
+        version="v1",
+        plural="customresourcedefinitions",
+        kind="CustomResourceDefinition",
+        namespaced=False,
+        singular="customresourcedefinition",
+        short_names=("crd", "crds"),
+    ),
+)
 
 CRD = BUILTIN[-1]
 NAMESPACE = BUILTIN[0]
@@ -76,9 +140,13 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
         )
     return [
         ResourceType(
-            group=group, version=version, plural=plural, kind=kind,
-            namespaced=scope == "Namespaced", singular=names.get("singular", kind.lower()),
+            group=group,
+            version=version,
+            plural=plural,
+            kind=kind,
+            namespaced=scope == "Namespaced",
+            singular=names.get("singular", kind.lower()),
             short_names=tuple(names.get("shortNames", [])),
         )
         for version in versions
-    ]  # fmt: skip
+    ]

@@ -159,9 +159,18 @@ class KubeApi:
             target.rt, ns, target.name
         ):
             return 200, result
-        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                  "details": {"name": target.name, "group": target.rt.group, "kind": target.rt.plural,
-                              "uid": result["metadata"].get("uid")}}  # fmt: skip
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": target.name,
+                "group": target.rt.group,
+                "kind": target.rt.plural,
+                "uid": result["metadata"].get("uid"),
+            },
+        }
         return 200, status
 
     def list(self, target: _Target, query: dict[str, str]) -> Obj:
@@ -223,12 +232,22 @@ class KubeApi:
             self.types.add(rt)
         crd["status"] = {
             "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                },
             ],
             "acceptedNames": crd["spec"]["names"],
             "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
-        }  # fmt: skip
+        }
         return self.store.update(CRD, "", crd["metadata"]["name"], crd)
 
     def _forget_crd(self, crd: Obj) -> None:

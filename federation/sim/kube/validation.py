@@ -126,7 +126,7 @@ def _endpoint_slice(check: _Check, obj: dict[str, Any]) -> None:
             _validate_port(check, f"ports[{i}].port", port.get("port"))
 
 
-def _validate_address(check: _Check, path: str, family: str, address: Any) -> None:
+def _validate_address(check: _Check, path: str, family: Any, address: Any) -> None:
     if family == "FQDN":
         if not isinstance(address, str) or not _DNS_SUBDOMAIN.match(address):
             check.fail(path, f"Invalid value: {address!r}: must be a valid FQDN")
