@@ -1,0 +1,229 @@
+"""What the agents rely on from a Kubernetes API server.
+
+Written against kubernetes_asyncio only, so it passes unchanged against the
+emulator and against a real cluster (FEDERATION_TEST_KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, watch
+
+from tests.contract.kube.conftest import Kube
+
+
+def service(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def endpoint_slice(name: str, service_name: str, address: str = "10.1.2.3") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service_name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+
+
+async def expect_status(code: int, call: Any) -> client.ApiException:
+    with pytest.raises(client.ApiException) as caught:
+        await call
+    assert caught.value.status == code, caught.value.body
+    return caught.value
+
+
+async def test_create_sets_server_metadata(kube: Kube) -> None:
+    created = await kube.core.create_namespaced_service(kube.namespace, service("echo"))
+    meta = created.metadata
+    assert meta.uid and meta.creation_timestamp and meta.resource_version
+    assert meta.namespace == kube.namespace
+    fetched = await kube.core.read_namespaced_service("echo", kube.namespace)
+    assert fetched.metadata.uid == meta.uid
+
+
+async def test_errors_are_status_objects_with_real_codes(kube: Kube) -> None:
+    await expect_status(404, kube.core.read_namespaced_service("absent", kube.namespace))
+    await kube.core.create_namespaced_service(kube.namespace, service("echo"))
+    exists = await expect_status(
+        409, kube.core.create_namespaced_service(kube.namespace, service("echo"))
+    )
+    assert '"reason":"AlreadyExists"' in exists.body.replace(" ", "")
+    await expect_status(
+        404, kube.core.create_namespaced_service("no-such-namespace-x", service("echo"))
+    )
+
+
+async def test_stale_resource_version_update_conflicts(kube: Kube) -> None:
+    created = await kube.core.create_namespaced_service(kube.namespace, service("echo"))
+    body = created.to_dict()
+    first = await kube.core.patch_namespaced_service(
+        "echo", kube.namespace, {"metadata": {"labels": {"a": "1"}}}
+    )
+    assert first.metadata.resource_version != created.metadata.resource_version
+    stale = client.V1Service(
+        metadata=client.V1ObjectMeta(
+            name="echo", resource_version=body["metadata"]["resource_version"], labels={"b": "2"}
+        ),
+        spec=created.spec,
+    )
+    conflict = await expect_status(
+        409, kube.core.replace_namespaced_service("echo", kube.namespace, stale)
+    )
+    assert "Conflict" in conflict.body
+
+
+async def test_generate_name(kube: Kube) -> None:
+    body = endpoint_slice("", "echo")
+    body["metadata"] = {"generateName": "echo-", "labels": body["metadata"]["labels"]}
+    created = await kube.discovery.create_namespaced_endpoint_slice(kube.namespace, body)
+    assert created.metadata.name.startswith("echo-") and len(created.metadata.name) > len("echo-")
+
+
+async def test_label_and_field_selectors(kube: Kube) -> None:
+    for name, tier in [("a", "web"), ("b", "web"), ("c", "db")]:
+        await kube.core.create_namespaced_service(
+            kube.namespace, service(name, {"tier": tier, "app": name})
+        )
+    web = await kube.core.list_namespaced_service(kube.namespace, label_selector="tier=web")
+    assert sorted(s.metadata.name for s in web.items) == ["a", "b"]
+    not_web = await kube.core.list_namespaced_service(kube.namespace, label_selector="tier!=web")
+    assert [s.metadata.name for s in not_web.items] == ["c"]
+    in_set = await kube.core.list_namespaced_service(
+        kube.namespace, label_selector="app in (a,c),tier"
+    )
+    assert sorted(s.metadata.name for s in in_set.items) == ["a", "c"]
+    by_name = await kube.core.list_namespaced_service(
+        kube.namespace, field_selector="metadata.name=b"
+    )
+    assert [s.metadata.name for s in by_name.items] == ["b"]
+
+
+async def test_list_pages_with_limit_and_continue(kube: Kube) -> None:
+    for i in range(5):
+        await kube.core.create_namespaced_config_map(
+            kube.namespace, {"metadata": {"name": f"cm-{i}", "labels": {"page": "yes"}}}
+        )
+    seen: list[str] = []
+    token = None
+    while True:
+        page = await kube.core.list_namespaced_config_map(
+            kube.namespace, label_selector="page=yes", limit=2, _continue=token
+        )
+        seen += [c.metadata.name for c in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+        assert len(page.items) == 2
+    assert sorted(seen) == [f"cm-{i}" for i in range(5)]
+
+
+async def test_watch_from_a_resource_version_sees_later_changes_in_order(kube: Kube) -> None:
+    listed = await kube.discovery.list_namespaced_endpoint_slice(kube.namespace)
+    since = listed.metadata.resource_version
+    await kube.discovery.create_namespaced_endpoint_slice(
+        kube.namespace, endpoint_slice("echo-1", "echo")
+    )
+    await kube.discovery.patch_namespaced_endpoint_slice(
+        "echo-1", kube.namespace, {"metadata": {"labels": {"x": "y"}}}
+    )
+    await kube.discovery.delete_namespaced_endpoint_slice("echo-1", kube.namespace)
+    seen = []
+    stream = watch.Watch()
+    async with asyncio.timeout(20):
+        async for event in stream.stream(
+            kube.discovery.list_namespaced_endpoint_slice,
+            kube.namespace,
+            resource_version=since,
+            timeout_seconds=10,
+        ):
+            seen.append((event["type"], event["object"].metadata.name))
+            if event["type"] == "DELETED":
+                break
+    stream.stop()
+    assert seen == [("ADDED", "echo-1"), ("MODIFIED", "echo-1"), ("DELETED", "echo-1")]
+
+
+async def test_watch_from_a_compacted_resource_version_is_gone(kube: Kube) -> None:
+    stream = watch.Watch()
+    with pytest.raises(client.ApiException) as caught:
+        async with asyncio.timeout(20):
+            async for _ in stream.stream(
+                kube.core.list_namespaced_service,
+                kube.namespace,
+                resource_version="1",
+                timeout_seconds=5,
+            ):
+                pass
+    stream.stop()
+    assert caught.value.status == 410
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s.update(addressType="IPv5"), "addressType"),
+        (lambda s: s["endpoints"][0].update(addresses=["10.0.0.300"]), "endpoints[0].addresses[0]"),
+        (lambda s: s["ports"][0].update(name="HTTP_PORT"), "ports[0].name"),
+        (lambda s: s["metadata"]["labels"].update(bad="has space"), "metadata.labels"),
+    ],
+)
+async def test_invalid_endpoint_slices_are_422(kube: Kube, mutate: Any, field: str) -> None:
+    body = endpoint_slice("echo-bad", "echo")
+    mutate(body)
+    error = await expect_status(
+        422, kube.discovery.create_namespaced_endpoint_slice(kube.namespace, body)
+    )
+    assert field.split("[")[0] in error.body
+    await expect_status(
+        404, kube.discovery.read_namespaced_endpoint_slice("echo-bad", kube.namespace)
+    )
+
+
+async def test_patch_types(kube: Kube) -> None:
+    await kube.core.create_namespaced_config_map(
+        kube.namespace, {"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}}
+    )
+    merged = await kube.core.patch_namespaced_config_map(
+        "cfg", kube.namespace, {"data": {"a": None, "c": "3"}}
+    )
+    assert merged.data == {"b": "2", "c": "3"}
+    operations = [
+        {"op": "replace", "path": "/data/b", "value": "20"},
+        {"op": "add", "path": "/data/d", "value": "4"},
+    ]  # a list body goes out as application/json-patch+json
+    patched = await kube.core.patch_namespaced_config_map("cfg", kube.namespace, operations)
+    assert patched.data == {"b": "20", "c": "3", "d": "4"}
+
+
+async def test_finalizers_hold_deletion_until_removed(kube: Kube) -> None:
+    body = {"metadata": {"name": "held", "finalizers": ["federation.io/test"]}, "data": {"k": "v"}}
+    await kube.core.create_namespaced_config_map(kube.namespace, body)
+    await kube.core.delete_namespaced_config_map("held", kube.namespace)
+    pending = await kube.core.read_namespaced_config_map("held", kube.namespace)
+    assert pending.metadata.deletion_timestamp is not None
+    await kube.core.patch_namespaced_config_map(
+        "held", kube.namespace, {"metadata": {"finalizers": None}}
+    )
+    await expect_status(404, kube.core.read_namespaced_config_map("held", kube.namespace))
+
+
+async def test_leases_for_leader_election(kube: Kube) -> None:
+    coordination = client.CoordinationV1Api(kube.api)
+    lease = await coordination.create_namespaced_lease(
+        kube.namespace,
+        {
+            "metadata": {"name": "agent"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+        },
+    )
+    lease.spec.holder_identity = "b"
+    renewed = await coordination.replace_namespaced_lease("agent", kube.namespace, lease)
+    assert renewed.spec.holder_identity == "b"
+    lease.spec.holder_identity = "c"  # still carries the old resourceVersion
+    await expect_status(409, coordination.replace_namespaced_lease("agent", kube.namespace, lease))
