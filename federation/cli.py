@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from federation.sim import cli as sim_cli
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One control plane for services across Kubernetes clusters and VMs.",
     )
     parser.add_argument("--version", action="version", version=f"fedctl {_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sim_cli.add_commands(commands)
     return parser
 
 
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = args.handler
         return int(handler(args))
-    except CommandError as err:
+    except (CommandError, sim_cli.SimUsageError, OSError) as err:
         sys.stderr.write(f"fedctl: {err}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
