@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store clean
+.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,10 @@ demo: $(STAMP)
 bench-store: $(STAMP)
 	$(BIN)/python benchmarks/store_bench.py
 
-bench: bench-store
+bench-kubeapi: $(STAMP)
+	$(BIN)/python benchmarks/kubeapi_bench.py
+
+bench: bench-kubeapi bench-store
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
