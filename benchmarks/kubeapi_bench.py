@@ -15,13 +15,9 @@ import statistics
 import time
 
 import aiohttp
+from stats import percentile
 
 from federation.sim.kube.app import SimKubeServer
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:

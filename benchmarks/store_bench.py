@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aetcd
+from stats import percentile
 
 from federation.sim.etcd_process import EtcdProcess
 from federation.store.base import Store
@@ -28,12 +29,6 @@ from federation.store.etcd import EtcdStore
 from federation.store.sqlite import SqliteStore
 
 VALUE = b'{"endpoints":[{"address":"10.0.0.1","ports":[{"name":"http","port":8080}]}]}'
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def measure_latency(

@@ -17,13 +17,13 @@ _R = TypeVar("_R")
 
 MAX_LABELS = 64
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
+# Kubernetes' name grammars; use with ``fullmatch`` (``$`` would let a
+# trailing newline through).
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class ValidationError(ValueError):
@@ -45,37 +45,35 @@ class ValidationError(ValueError):
 # -- field checks -------------------------------------------------------------
 
 
+def _matching(path: str, value: object, grammar: re.Pattern[str], what: str) -> str:
+    text = require_str(path, value)
+    if len(text) > 63 or not grammar.fullmatch(text):
+        raise ValidationError(path, f"{text!r} is not {what}")
+    return text
+
+
 def check_dns_label(path: str, value: object) -> str:
     """A DNS-1123 label: namespaces, cluster and workload names."""
-    text = require_str(path, value)
-    if len(text) > 63 or not _DNS1123_LABEL.match(text):
-        raise ValidationError(path, f"{text!r} is not a DNS-1123 label (lower case a-z0-9 and -)")
-    return text
+    return _matching(path, value, DNS1123_LABEL, "a DNS-1123 label (lower case a-z0-9 and -)")
 
 
 def check_service_name(path: str, value: object) -> str:
     """A Service name: a DNS-1035 label (starts with a letter)."""
-    text = require_str(path, value)
-    if len(text) > 63 or not _DNS1035_LABEL.match(text):
-        raise ValidationError(path, f"{text!r} is not a DNS-1035 label (a-z first, then a-z0-9-)")
-    return text
+    return _matching(path, value, DNS1035_LABEL, "a DNS-1035 label (a-z first, then a-z0-9-)")
 
 
 def check_label_value(path: str, value: object) -> str:
     """A Kubernetes label value (may be empty): regions, zones, networks."""
-    text = require_str(path, value)
-    if len(text) > 63 or not _LABEL_VALUE.match(text):
-        raise ValidationError(path, f"{text!r} is not a valid label value")
-    return text
+    return _matching(path, value, LABEL_VALUE, "a valid label value")
 
 
 def check_label_key(path: str, value: object) -> str:
     """A Kubernetes label key: optional DNS subdomain prefix, then a name."""
     text = require_str(path, value)
     prefix, _, name = text.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         raise ValidationError(path, f"label key prefix {prefix!r} is not a DNS subdomain")
-    if len(name) > 63 or not _LABEL_KEY_NAME.match(name):
+    if len(name) > 63 or not LABEL_NAME.fullmatch(name):
         raise ValidationError(path, f"label key {text!r} is not valid")
     return text
 

@@ -115,8 +115,7 @@ class EtcdStore:
         return GetResult(kv=kvs[0] if kvs else None, revision=result.header.revision)
 
     async def range(self, prefix: str) -> RangeResult:
-        start = prefix.encode() or b"\0"
-        end = prefix_end(prefix.encode())
+        start, end = _key_range(prefix)
         result = await self._call(lambda c: c.get_range(start, end))
         return RangeResult(kvs=tuple(_kv(kv) for kv in result), revision=result.header.revision)
 
@@ -169,8 +168,7 @@ class EtcdStore:
     # -- watch ----------------------------------------------------------------
 
     async def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
-        start = prefix.encode() or b"\0"
-        end = prefix_end(prefix.encode())
+        start, end = _key_range(prefix)
         next_revision = start_revision
         backoff = _Backoff(self._watch_retry_seconds)
         while True:
@@ -226,6 +224,12 @@ class EtcdStore:
             await self._call(lambda c: c.revoke_lease(lease))
         except _LeaseMissing as err:
             raise LeaseNotFound(lease) from err
+
+
+def _key_range(prefix: str) -> tuple[bytes, bytes]:
+    """etcd's [start, end) for every key under ``prefix`` (all keys if empty)."""
+    raw = prefix.encode()
+    return raw or b"\0", prefix_end(raw)
 
 
 class _Backoff:

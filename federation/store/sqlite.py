@@ -168,11 +168,14 @@ class SqliteStore:
 
     async def compact(self, revision: int) -> None:
         revision = min(revision, self._revision)
-        if revision <= self._compacted:
-            return
-        with self._transaction():
-            self._db.execute("DELETE FROM history WHERE revision < ?", (revision,))
-            self._set_meta("compacted", revision)
+        if revision > self._compacted:
+            with self._transaction():
+                self._trim_history(revision)
+
+    def _trim_history(self, revision: int) -> None:
+        """Forget history before ``revision``; call inside a transaction."""
+        self._db.execute("DELETE FROM history WHERE revision < ?", (revision,))
+        self._set_meta("compacted", revision)
         self._compacted = revision
 
     def _commit(self, compare: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
@@ -232,16 +235,15 @@ class SqliteStore:
         self._set_meta("revision", revision)
         horizon = revision - self._history_limit
         if horizon > self._compacted and revision % 256 == 0:
-            self._db.execute("DELETE FROM history WHERE revision < ?", (horizon,))
-            self._set_meta("compacted", horizon)
-            self._compacted = horizon
+            self._trim_history(horizon)
 
     def _advance(self, revision: int, events: Sequence[Event]) -> None:
         self._revision = revision
+        keyed = [(seq, event, event.key.encode()) for seq, event in enumerate(events)]
         for watcher in self._watchers:
             delivered = False
-            for seq, event in enumerate(events):
-                if not watcher.matches(event.key.encode()):
+            for seq, event, key in keyed:
+                if not watcher.matches(key):
                     continue
                 if len(watcher.pending) >= WATCH_BUFFER:
                     watcher.overflow = True
@@ -291,7 +293,7 @@ class SqliteStore:
         rows = self._query(
             """SELECT revision, seq, type, key, value FROM history
                WHERE (revision > ? OR (revision = ? AND seq > ?)) ORDER BY revision, seq LIMIT ?""",
-            (after_rev, after_rev, min(after_seq, 2**62), HISTORY_BATCH),
+            (after_rev, after_rev, after_seq, HISTORY_BATCH),
         ).fetchall()
         if len(rows) < HISTORY_BATCH:
             watcher.overflow = False  # the buffer follows from here
@@ -317,15 +319,18 @@ class SqliteStore:
         return Lease(id=lease, ttl=ttl)
 
     async def keepalive(self, lease: LeaseId) -> int:
-        self._expire_due()
-        row = self._query("SELECT ttl FROM leases WHERE id = ?", (lease,)).fetchone()
+        row = self._query("SELECT ttl, expires_at FROM leases WHERE id = ?", (lease,)).fetchone()
         if row is None:
+            raise LeaseNotFound(lease)
+        ttl, expires_at = row
+        if expires_at <= self._clock.now():  # expired, the sweeper just has not run yet
+            self._drop_lease(lease)
             raise LeaseNotFound(lease)
         with self._transaction():
             self._db.execute(
-                "UPDATE leases SET expires_at = ? WHERE id = ?", (self._clock.now() + row[0], lease)
+                "UPDATE leases SET expires_at = ? WHERE id = ?", (self._clock.now() + ttl, lease)
             )
-        return int(row[0])
+        return int(ttl)
 
     async def revoke(self, lease: LeaseId) -> None:
         if not self._lease_exists(lease):

@@ -59,7 +59,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 raise KubeError.unauthorized()
         if api.faults.latency_seconds > 0:
             await asyncio.sleep(api.faults.latency_seconds)
-        if not request.path.startswith("/_sim/") and api.faults.should_fail(_verb(request)):
+        injecting = api.faults.error_rates and not request.path.startswith("/_sim/")
+        if injecting and api.faults.should_fail(_verb(request)):
             raise KubeError(500, "InternalError", "Internal error occurred: injected fault")
         return await handler(request)
     except KubeError as err:

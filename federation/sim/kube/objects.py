@@ -71,6 +71,19 @@ class Subscription:
         return self.selector.matches(meta)
 
 
+def assign_name(rt: ResourceType, obj: Obj) -> dict[str, Any]:
+    """Give the object its name, generating one from generateName; returns
+    its metadata.  Done before validation, so the final name is checked."""
+    meta: dict[str, Any] = obj.setdefault("metadata", {})
+    if not meta.get("name"):
+        base = meta.get("generateName")
+        if not base:
+            raise KubeError.invalid(rt, "", "metadata.name", "name or generateName is required")
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        meta["name"] = base + suffix
+    return meta
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -116,14 +129,7 @@ class ObjectStore:
     # -- writes ---------------------------------------------------------------
 
     def create(self, rt: ResourceType, namespace: str, obj: Obj) -> Obj:
-        meta = obj.setdefault("metadata", {})
-        if not meta.get("name"):
-            base = meta.get("generateName")
-            if not base:
-                raise KubeError.invalid(rt, "", "metadata.name", "name or generateName is required")
-            meta["name"] = base + "".join(
-                random.choices(string.ascii_lowercase + string.digits, k=5)
-            )
+        meta = assign_name(rt, obj)
         name = meta["name"]
         if (rt.key, namespace, name) in self._objects:
             raise KubeError.already_exists(rt, name)

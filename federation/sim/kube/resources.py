@@ -7,79 +7,35 @@ from typing import Any
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import ResourceType
 
+
+def _builtin(group: str, plural: str, kind: str, namespaced: bool, *short: str) -> ResourceType:
+    return ResourceType(
+        group=group,
+        version="v1",
+        plural=plural,
+        kind=kind,
+        namespaced=namespaced,
+        singular=kind.lower(),
+        short_names=short,
+    )
+
+
 BUILTIN = (
-    ResourceType(
-        group="",
-        version="v1",
-        plural="namespaces",
-        kind="Namespace",
-        namespaced=False,
-        singular="namespace",
-        short_names=("ns",),
-    ),
-    ResourceType(
-        group="",
-        version="v1",
-        plural="services",
-        kind="Service",
-        namespaced=True,
-        singular="service",
-        short_names=("svc",),
-    ),
-    ResourceType(
-        group="",
-        version="v1",
-        plural="nodes",
-        kind="Node",
-        namespaced=False,
-        singular="node",
-        short_names=("no",),
-    ),
-    ResourceType(
-        group="", version="v1", plural="secrets", kind="Secret", namespaced=True, singular="secret"
-    ),
-    ResourceType(
-        group="",
-        version="v1",
-        plural="configmaps",
-        kind="ConfigMap",
-        namespaced=True,
-        singular="configmap",
-        short_names=("cm",),
-    ),
-    ResourceType(
-        group="",
-        version="v1",
-        plural="pods",
-        kind="Pod",
-        namespaced=True,
-        singular="pod",
-        short_names=("po",),
-    ),
-    ResourceType(
-        group="discovery.k8s.io",
-        version="v1",
-        plural="endpointslices",
-        kind="EndpointSlice",
-        namespaced=True,
-        singular="endpointslice",
-    ),
-    ResourceType(
-        group="coordination.k8s.io",
-        version="v1",
-        plural="leases",
-        kind="Lease",
-        namespaced=True,
-        singular="lease",
-    ),
-    ResourceType(
-        group="apiextensions.k8s.io",
-        version="v1",
-        plural="customresourcedefinitions",
-        kind="CustomResourceDefinition",
-        namespaced=False,
-        singular="customresourcedefinition",
-        short_names=("crd", "crds"),
+    _builtin("", "namespaces", "Namespace", False, "ns"),
+    _builtin("", "services", "Service", True, "svc"),
+    _builtin("", "nodes", "Node", False, "no"),
+    _builtin("", "secrets", "Secret", True),
+    _builtin("", "configmaps", "ConfigMap", True, "cm"),
+    _builtin("", "pods", "Pod", True, "po"),
+    _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice", True),
+    _builtin("coordination.k8s.io", "leases", "Lease", True),
+    _builtin(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "crd",
+        "crds",
     ),
 )
 

@@ -14,13 +14,19 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
-from federation.sim.kube.objects import Obj, ObjectStore, ResourceType, Subscription
+from federation.sim.kube.objects import (
+    Obj,
+    ObjectStore,
+    ResourceType,
+    Subscription,
+    assign_name,
+)
 from federation.sim.kube.resources import CRD, NAMESPACE, Registry, types_from_crd
 from federation.sim.kube.selectors import Selector
 from federation.sim.kube.validation import validate
@@ -98,12 +104,12 @@ class KubeApi:
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
-        if obj.get("metadata", {}).get("name") or not obj.get("metadata", {}).get("generateName"):
-            validate(target.rt, obj)
+        assign_name(target.rt, obj)
+        validate(target.rt, obj)
+        declared = types_from_crd(obj) if target.rt is CRD else []
         created = self.store.create(target.rt, ns, obj)
-        validate(target.rt, created)
-        if target.rt is CRD:
-            created = self._establish(created)
+        if declared:
+            created = self._establish(created, declared)
         return created
 
     def update(self, target: _Target, body: Any) -> Obj:
@@ -227,8 +233,8 @@ class KubeApi:
         if kind not in (None, "", rt.kind):
             raise KubeError.bad_request(f"the kind {kind!r} does not match the resource {rt.kind}")
 
-    def _establish(self, crd: Obj) -> Obj:
-        for rt in types_from_crd(crd):
+    def _establish(self, crd: Obj, declared: Sequence[ResourceType]) -> Obj:
+        for rt in declared:
             self.types.add(rt)
         crd["status"] = {
             "conditions": [

@@ -10,14 +10,11 @@ import ipaddress
 import re
 from typing import Any
 
+from federation.model.validation import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_NAME, LABEL_VALUE
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import ResourceType
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _LABEL_NAMES = {"namespaces", "services"}  # resources whose names are DNS-1123/1035 labels
 
 
@@ -45,14 +42,14 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
 
 def _validate_name(check: _Check, rt: ResourceType, name: str) -> None:
     if rt.plural in _LABEL_NAMES:
-        if len(name) > 63 or not _DNS_LABEL.match(name):
+        if len(name) > 63 or not DNS1123_LABEL.fullmatch(name):
             check.fail(
                 "metadata.name",
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'",
             )
         if rt.plural == "services" and not name[0].isalpha():
             check.fail("metadata.name", "a DNS-1035 label must start with an alphabetic character")
-    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
         check.fail(
             "metadata.name",
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
@@ -62,11 +59,11 @@ def _validate_name(check: _Check, rt: ResourceType, name: str) -> None:
 def _validate_label(check: _Check, key: Any, value: Any) -> None:
     path = f"metadata.labels[{key}]"
     prefix, _, label = str(key).rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         check.fail(path, "prefix part must be a DNS subdomain")
-    if len(label) > 63 or not _LABEL_NAME.match(label):
+    if len(label) > 63 or not LABEL_NAME.fullmatch(label):
         check.fail(path, "name part must consist of alphanumeric characters, '-', '_' or '.'")
-    if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.fullmatch(value):
         check.fail(
             path, f"Invalid value: {value!r}: a valid label value must be 63 characters or less"
         )
@@ -75,7 +72,7 @@ def _validate_label(check: _Check, key: Any, value: Any) -> None:
 def _validate_port_name(check: _Check, path: str, name: Any, required: bool) -> None:
     if name in (None, "") and not required:
         return
-    if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+    if not isinstance(name, str) or len(name) > 63 or not DNS1123_LABEL.fullmatch(name):
         check.fail(path, f"Invalid value: {name!r}: must be a DNS label")
 
 
@@ -128,7 +125,7 @@ def _endpoint_slice(check: _Check, obj: dict[str, Any]) -> None:
 
 def _validate_address(check: _Check, path: str, family: Any, address: Any) -> None:
     if family == "FQDN":
-        if not isinstance(address, str) or not _DNS_SUBDOMAIN.match(address):
+        if not isinstance(address, str) or not DNS1123_SUBDOMAIN.fullmatch(address):
             check.fail(path, f"Invalid value: {address!r}: must be a valid FQDN")
         return
     try:
@@ -143,7 +140,7 @@ def _validate_address(check: _Check, path: str, family: Any, address: Any) -> No
 def _data_keys(check: _Check, obj: dict[str, Any]) -> None:
     for field in ("data", "stringData", "binaryData"):
         for key in obj.get(field) or {}:
-            if len(key) > 253 or not _CONFIG_KEY.match(key):
+            if len(key) > 253 or not _CONFIG_KEY.fullmatch(key):
                 check.fail(
                     f"{field}[{key}]",
                     "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
