@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 
 
 async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], Awaitable[bool] | bool],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
 ) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    """Poll ``condition`` (plain or async) until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
-        if await condition():
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from federation.sim.kube.app import SimKubeServer
+from federation.sim.cluster import SimCluster
 
 
 class SimUsageError(ValueError):
@@ -32,24 +32,40 @@ def add_commands(subparsers: Any) -> None:
     cluster.add_argument(
         "--kubeconfig", required=True, type=Path, help="where to write its kubeconfig"
     )
+    cluster.add_argument(
+        "--index", type=int, default=1, help="1-250: the cluster owns 127.INDEX.0.0/16 (default 1)"
+    )
+    cluster.add_argument("--region", default="sim-region-1")
+    cluster.add_argument("--zones", default="a", help="comma-separated zone names (default a)")
     cluster.set_defaults(handler=run_cluster)
 
 
 def run_cluster(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
-    return asyncio.run(_serve(args.name, host, port, args.kubeconfig))
+    if not 1 <= args.index <= 250:
+        raise SimUsageError(f"--index {args.index} is outside 1-250")
+    zones = [z for z in args.zones.split(",") if z]
+    if not zones:
+        raise SimUsageError("--zones names no zone")
+    cluster = SimCluster(
+        args.name, index=args.index, region=args.region, zones=zones, api_host=host, api_port=port
+    )
+    return asyncio.run(_serve(cluster, args.kubeconfig))
 
 
-async def _serve(name: str, host: str, port: int, kubeconfig: Path) -> int:
+async def _serve(cluster: SimCluster, kubeconfig: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with SimKubeServer(name, host=host, port=port) as server:
-        server.write_kubeconfig(kubeconfig)
+    async with cluster:
+        cluster.write_kubeconfig(kubeconfig)
+        name = cluster.name
         sys.stdout.write(
-            f"SIMULATED cluster sim-{name} (an API emulator, not a real Kubernetes cluster)\n"
-            f"  api server  {server.url}\n  kubeconfig  {kubeconfig}\n"
+            f"SIMULATED cluster sim-{name} (an API emulator with a simulated kubelet,\n"
+            f"EndpointSlice controller and kube-proxy; not a real Kubernetes cluster)\n"
+            f"  api server  {cluster.url}\n  kubeconfig  {kubeconfig}\n"
+            f"  addresses   127.{cluster.index}.0.0/16 (nodes, pods, service IPs)\n"
             f"  try: kubectl --kubeconfig {kubeconfig} get namespaces\n"
         )
         sys.stdout.flush()

@@ -34,9 +34,10 @@ def test_fedctl_sim_cluster_serves_and_says_it_is_simulated(tmp_path: Path) -> N
     )
     try:
         assert child.stdout is not None
-        banner = [child.stdout.readline() for _ in range(3)]
+        banner = [child.stdout.readline() for _ in range(5)]
         assert "SIMULATED cluster sim-west" in banner[0]
-        assert f"https://127.0.0.1:{port}" in banner[1]
+        assert "kube-proxy" in banner[1]
+        assert f"https://127.0.0.1:{port}" in banner[2]
         config = yaml.safe_load(kubeconfig.read_text())
         assert config["current-context"] == "sim-west"
     finally:

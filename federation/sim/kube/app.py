@@ -18,6 +18,7 @@ from aiohttp import web
 
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
+from federation.sim.kube.services import DEFAULT_SERVICE_CIDR
 from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
 
 API_KEY = web.AppKey("kube_api", KubeApi)
@@ -52,6 +53,11 @@ def _has_name(path: str) -> bool:
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     api = request.app[API_KEY]
+    if api.faults.unreachable and not request.path.startswith("/_sim/"):
+        # Unreachable: the client sees its connection die with no answer.
+        if request.transport is not None:
+            request.transport.abort()
+        raise web.HTTPServiceUnavailable()
     try:
         if request.path not in OPEN_PATHS and not request.path.startswith("/_sim/"):
             header = request.headers.get("Authorization", "")
@@ -205,7 +211,9 @@ async def _group_resources(request: web.Request) -> web.Response:
 
 
 async def _faults(request: web.Request) -> web.Response:
-    """POST {"latencySeconds", "errorRates": {verb: p}, "dropWatches", "compact"}."""
+    """POST {"latencySeconds", "errorRates": {verb: p}, "dropWatches", "compact",
+    "unreachable"}.  While unreachable, every other request has its connection
+    cut without an answer and open watches end."""
     api = request.app[API_KEY]
     if request.method == "POST":
         body = await _read_body(request)
@@ -215,7 +223,9 @@ async def _faults(request: web.Request) -> web.Response:
             api.faults.latency_seconds = float(body["latencySeconds"])
         if "errorRates" in body:
             api.faults.error_rates = {str(k): float(v) for k, v in body["errorRates"].items()}
-        if body.get("dropWatches"):
+        if "unreachable" in body:
+            api.faults.unreachable = bool(body["unreachable"])
+        if body.get("dropWatches") or api.faults.unreachable:
             api.store.drop_watches()
         if body.get("compact"):
             api.store.compact()
@@ -223,6 +233,7 @@ async def _faults(request: web.Request) -> web.Response:
         {
             "latencySeconds": api.faults.latency_seconds,
             "errorRates": api.faults.error_rates,
+            "unreachable": api.faults.unreachable,
             "revision": api.store.revision,
         }
     )
@@ -248,12 +259,22 @@ class SimKubeServer:
     """One simulated cluster's API server on a loopback address, over TLS."""
 
     def __init__(
-        self, name: str, *, host: str = "127.0.0.1", port: int = 0, bookmark_interval: float = 1.0
+        self,
+        name: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        bookmark_interval: float = 1.0,
+        service_cidr: str = DEFAULT_SERVICE_CIDR,
     ) -> None:
         self.name = name
         self.host = host
         self.port = port
-        self.api = KubeApi(token=secrets.token_urlsafe(24), bookmark_interval=bookmark_interval)
+        self.api = KubeApi(
+            token=secrets.token_urlsafe(24),
+            bookmark_interval=bookmark_interval,
+            service_cidr=service_cidr,
+        )
         self._certs = make_serving_certs(name, [host, "localhost"])
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

@@ -27,8 +27,9 @@ from federation.sim.kube.objects import (
     Subscription,
     assign_name,
 )
-from federation.sim.kube.resources import CRD, NAMESPACE, Registry, types_from_crd
+from federation.sim.kube.resources import CRD, NAMESPACE, SERVICE, Registry, types_from_crd
 from federation.sim.kube.selectors import Selector
+from federation.sim.kube.services import DEFAULT_SERVICE_CIDR, ServiceAllocator
 from federation.sim.kube.validation import validate
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Faults:
 
     latency_seconds: float = 0.0
     error_rates: dict[str, float] = field(default_factory=dict)  # verb -> probability
+    unreachable: bool = False
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def should_fail(self, verb: str) -> bool:
@@ -60,9 +62,16 @@ class _Target:
 class KubeApi:
     """The state and behaviour of one emulated apiserver."""
 
-    def __init__(self, *, token: str, bookmark_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        bookmark_interval: float = 1.0,
+        service_cidr: str = DEFAULT_SERVICE_CIDR,
+    ) -> None:
         self.store = ObjectStore()
         self.types = Registry()
+        self.services = ServiceAllocator(SERVICE, service_cidr)
         self.faults = Faults()
         self.token = token
         self.bookmark_interval = bookmark_interval
@@ -98,6 +107,16 @@ class KubeApi:
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
         return _Target(rt, namespace, name, sub)
 
+    @staticmethod
+    def target(
+        rt: ResourceType,
+        namespace: str | None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> _Target:
+        """A target for in-process callers (the simulated kubelet and friends)."""
+        return _Target(rt, namespace if rt.namespaced else None, name, subresource)
+
     # -- verbs ----------------------------------------------------------------
 
     def create(self, target: _Target, body: Any) -> Obj:
@@ -107,9 +126,14 @@ class KubeApi:
         assign_name(target.rt, obj)
         validate(target.rt, obj)
         declared = types_from_crd(obj) if target.rt is CRD else []
+        if target.rt is SERVICE:
+            if self.store.exists(SERVICE, ns, obj["metadata"]["name"]):
+                raise KubeError.already_exists(SERVICE, obj["metadata"]["name"])
+            self.services.prepare_create(obj)
         created = self.store.create(target.rt, ns, obj)
         if declared:
             created = self._establish(created, declared)
+        self._sync_service(target.rt, ns, created["metadata"]["name"])
         return created
 
     def update(self, target: _Target, body: Any) -> Obj:
@@ -122,8 +146,25 @@ class KubeApi:
             current["status"] = obj.get("status")
             current["metadata"]["resourceVersion"] = obj.get("metadata", {}).get("resourceVersion")
             obj = current
+        return self._replace(target, ns, obj)
+
+    def _replace(self, target: _Target, ns: str, obj: Obj) -> Obj:
+        assert target.name is not None
+        if target.rt is SERVICE and target.subresource is None:
+            self.services.prepare_update(ns, self.store.get(SERVICE, ns, target.name), obj)
         validate(target.rt, obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}})
-        return self.store.update(target.rt, ns, target.name, obj)
+        updated = self.store.update(target.rt, ns, target.name, obj)
+        self._sync_service(target.rt, ns, target.name)
+        return updated
+
+    def _sync_service(self, rt: ResourceType, ns: str, name: str) -> None:
+        """Keep the IP/port allocations equal to the Services stored."""
+        if rt is not SERVICE:
+            return
+        if self.store.exists(SERVICE, ns, name):
+            self.services.commit(ns, self.store.get(SERVICE, ns, name))
+        else:
+            self.services.release(ns, name)
 
     def patch(self, target: _Target, content_type: str, body: Any) -> Obj:
         assert target.name is not None
@@ -150,8 +191,7 @@ class KubeApi:
             (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
         )
         patched["metadata"]["resourceVersion"] = wanted_rv or current["metadata"]["resourceVersion"]
-        validate(target.rt, patched | {"metadata": patched["metadata"] | {"name": target.name}})
-        return self.store.update(target.rt, ns, target.name, patched)
+        return self._replace(target, ns, patched)
 
     def delete(self, target: _Target) -> tuple[int, Obj]:
         assert target.name is not None
@@ -159,6 +199,7 @@ class KubeApi:
         if target.rt is NAMESPACE:
             self._empty_namespace(target.name)
         result = self.store.delete(target.rt, ns, target.name)
+        self._sync_service(target.rt, ns, target.name)
         if target.rt is CRD and not result["metadata"].get("deletionTimestamp"):
             self._forget_crd(result)
         if result["metadata"].get("deletionTimestamp") and self.store.exists(
@@ -273,6 +314,7 @@ class KubeApi:
             for item in items:
                 with contextlib.suppress(KubeError):
                     self.store.delete(rt, namespace, item["metadata"]["name"])
+                self._sync_service(rt, namespace, item["metadata"]["name"])
 
 
 def _object(body: Any) -> Obj:

@@ -227,3 +227,37 @@ async def test_leases_for_leader_election(kube: Kube) -> None:
     assert renewed.spec.holder_identity == "b"
     lease.spec.holder_identity = "c"  # still carries the old resourceVersion
     await expect_status(409, coordination.replace_namespaced_lease("agent", kube.namespace, lease))
+
+
+async def test_services_get_cluster_ips_and_node_ports_that_stick(kube: Kube) -> None:
+    created = await kube.core.create_namespaced_service(kube.namespace, service("ip"))
+    ip = created.spec.cluster_ip
+    assert ip and created.spec.cluster_ips == [ip]
+    assert created.spec.ports[0].protocol == "TCP"
+    taken = service("copy")
+    taken["spec"]["clusterIP"] = ip
+    await expect_status(422, kube.core.create_namespaced_service(kube.namespace, taken))
+
+    # A replace that leaves the IP out keeps it; one that changes it is refused.
+    current = await kube.core.read_namespaced_service("ip", kube.namespace)
+    body = service("ip", {"v": "2"})
+    body["metadata"]["resourceVersion"] = current.metadata.resource_version
+    replaced = await kube.core.replace_namespaced_service("ip", kube.namespace, body)
+    assert replaced.spec.cluster_ip == ip
+    await expect_status(
+        422,
+        kube.core.patch_namespaced_service(
+            "ip", kube.namespace, {"spec": {"clusterIP": "10.255.255.254"}}
+        ),
+    )
+
+    # NodePort: a port from 30000-32767, kept across a patch.
+    node_port = service("np")
+    node_port["spec"]["type"] = "NodePort"
+    created = await kube.core.create_namespaced_service(kube.namespace, node_port)
+    allocated = created.spec.ports[0].node_port
+    assert 30000 <= allocated <= 32767
+    patched = await kube.core.patch_namespaced_service(
+        "np", kube.namespace, {"metadata": {"labels": {"x": "y"}}}
+    )
+    assert patched.spec.ports[0].node_port == allocated
