@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from federation.sim.etcd_process import EtcdProcess
 
 # Tasks that are already unwinding (a gRPC call being cancelled, say) get this
 # long to finish on their own before they count as leaked.
@@ -28,3 +30,10 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     for task in leaked:
         task.cancel()
     assert not leaked, f"tasks outlived the test: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdProcess]:
+    """One real etcd for the session, on a free loopback port; never skipped."""
+    with EtcdProcess() as server:
+        yield server

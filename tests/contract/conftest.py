@@ -8,7 +8,7 @@ prefix, so tests do not see each other's keys.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +21,6 @@ from federation.store.etcd import EtcdStore
 from federation.store.sqlite import SqliteStore
 
 _prefixes = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdProcess]:
-    with EtcdProcess() as server:
-        yield server
 
 
 @dataclass

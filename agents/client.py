@@ -1,0 +1,318 @@
+"""The registry client every agent (and fedctl) uses.
+
+- mutual TLS with the credential the agent got at join;
+- ``join``: pins the registry's root by the sha256 carried in the join token
+  before trusting it, then exchanges the token and a CSR for a certificate;
+- ``renew``: a new certificate for a new key, presenting the current one;
+- writes retry with capped exponential backoff on connection errors and
+  5xx, and give up at once on 4xx (the request itself is wrong);
+- ``changes``: snapshot, then watch from its revision; resumes from the last
+  revision seen after a broken stream, and falls back to a new snapshot on
+  410.  Each event is delivered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import ssl
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from federation.clock import Clock, SystemClock
+from federation.model import EndpointSet, ServiceRef, SourceRef
+from federation.trust import ca as certs
+from federation.trust.tokens import pin_of
+
+log = logging.getLogger("agents.client")
+
+
+class RegistryError(Exception):
+    """The registry refused a request (4xx), or could not be reached in time."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Credentials:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in (("tls.crt", self.cert_pem), ("tls.key", self.key_pem), ("ca.crt", self.ca_pem)):
+            path = directory / name
+            path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)
+            path.write_bytes(data)
+
+    @classmethod
+    def load(cls, directory: Path) -> Credentials:
+        return cls.from_files(directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, ca: Path) -> Credentials:
+        return cls(cert.read_bytes(), key.read_bytes(), ca.read_bytes())
+
+    def needs_renewal(self, now: float) -> bool:
+        """True once two thirds of the certificate's lifetime have passed."""
+        cert = self.certificate
+        start = cert.not_valid_before_utc.timestamp()
+        end = cert.not_valid_after_utc.timestamp()
+        return now >= start + (end - start) * 2 / 3
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Everything the registry holds at ``revision``: replace what you knew."""
+
+    revision: int
+    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # PUT or DELETE
+    revision: int
+    kind: str
+    key: str
+    object: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    revision: int
+
+
+Change = Reset | Event | Bookmark
+
+
+def _ssl_context(credentials: Credentials | None, ca_pem: bytes) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    if credentials is not None:
+        with tempfile.TemporaryDirectory() as tmp:  # ssl loads keys only from files
+            cert, key = Path(tmp) / "c", Path(tmp) / "k"
+            cert.write_bytes(credentials.cert_pem)
+            key.write_bytes(credentials.key_pem)
+            context.load_cert_chain(cert, key)
+    return context
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials | None,
+        *,
+        ca_pem: bytes | None = None,
+        clock: Clock | None = None,
+        retries: int = 6,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.credentials = credentials
+        ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
+        if ca is None:
+            raise ValueError("a CA certificate is needed to trust the registry")
+        self._ssl = _ssl_context(credentials, ca)
+        self.clock = clock or SystemClock()
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl), timeout=self._timeout
+            )
+        return self._session
+
+    # -- plain requests --------------------------------------------------------
+
+    async def request(
+        self, method: str, path: str, body: Any = None, *, retry: bool = True
+    ) -> dict[str, Any]:
+        """One JSON request; retried on connection errors and 5xx."""
+        attempts = self.retries if retry else 1
+        delay = self.backoff
+        for attempt in range(attempts):
+            try:
+                async with self._http().request(method, self.url + path, json=body) as answer:
+                    data = await _json_body(answer)
+                    if answer.status < 400:
+                        return data
+                    message = str(data.get("message", answer.reason))
+                    if answer.status < 500:
+                        raise RegistryError(answer.status, message)
+                    failure = RegistryError(answer.status, message)
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                failure = RegistryError(0, f"cannot reach the registry at {self.url}: {_why(err)}")
+            if attempt + 1 < attempts:
+                log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
+                await self.clock.sleep(delay * (0.5 + random.random()))  # noqa: S311
+                delay = min(delay * 2, self.max_backoff)
+        raise failure
+
+    # -- join and renew ----------------------------------------------------------
+
+    @classmethod
+    async def join(
+        cls, url: str, token: str, *, clock: Clock | None = None
+    ) -> tuple[Credentials, str]:
+        """Join with a token; returns the credential and the SPIFFE id."""
+        pin = pin_of(token)
+        ca_pem = await _fetch_pinned_ca(url, pin)
+        key = certs.new_key()
+        async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:
+            body = {"token": token, "csr": certs.make_csr(key).decode()}
+            answer = await client.request("POST", "/v1/join", body, retry=False)
+        creds = Credentials(answer["certificate"].encode(), certs.plain_key_pem(key), ca_pem)
+        return creds, str(answer["identity"])
+
+    async def renew(self) -> Credentials:
+        key = certs.new_key()
+        answer = await self.request("POST", "/v1/renew", {"csr": certs.make_csr(key).decode()})
+        assert self.credentials is not None
+        renewed = Credentials(
+            answer["certificate"].encode(), certs.plain_key_pem(key), answer["caBundle"].encode()
+        )
+        self.credentials = renewed
+        self._ssl = _ssl_context(renewed, renewed.ca_pem)
+        await self.close()  # new connections present the new certificate
+        return renewed
+
+    # -- records -----------------------------------------------------------------
+
+    async def publish(self, endpoint_set: EndpointSet) -> dict[str, Any]:
+        path = f"/v1/services/{endpoint_set.service}/sources/{endpoint_set.source}"
+        return await self.request("PUT", path, endpoint_set.to_wire())
+
+    async def withdraw(self, service: ServiceRef, source: SourceRef) -> dict[str, Any]:
+        return await self.request("DELETE", f"/v1/services/{service}/sources/{source}")
+
+    async def heartbeat(self, source: SourceRef) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/sources/{source}/heartbeat")
+
+    async def snapshot(self) -> Reset:
+        data = await self.request("GET", "/v1/snapshot")
+        return Reset(int(data["revision"]), list(data["items"]))
+
+    # -- watch ---------------------------------------------------------------------
+
+    async def changes(self, since: int | None = None) -> AsyncIterator[Change]:
+        """A Reset (unless resuming from ``since``), then events, forever.
+        Broken streams resume after the last revision seen; 410 relists."""
+        delay = self.backoff
+        while True:
+            if since is None:
+                reset = await self.snapshot()
+                since = reset.revision
+                yield reset
+            try:
+                async for change in self._watch(since):
+                    delay = self.backoff
+                    since = change.revision
+                    yield change
+            except _Gone:
+                log.info("watch from revision %d is compacted; taking a new snapshot", since)
+                since = None
+                continue
+            except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
+                log.warning("watch broke (%s); resuming after revision %d", _why(err), since)
+            await self.clock.sleep(delay * (0.5 + random.random()))  # noqa: S311
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _watch(self, since: int) -> AsyncIterator[Event | Bookmark]:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        url = f"{self.url}/v1/watch?since={since}"
+        async with self._http().get(url, timeout=timeout) as answer:
+            if answer.status == 410:
+                raise _Gone()
+            if answer.status != 200:
+                data = await _json_body(answer)
+                raise RegistryError(answer.status, str(data.get("message", answer.reason)))
+            async for raw in answer.content:
+                line = json.loads(raw)
+                kind = line["type"]
+                if kind == "BOOKMARK":
+                    yield Bookmark(int(line["revision"]))
+                elif kind == "ERROR":
+                    if line.get("code") == 410:
+                        raise _Gone()
+                    raise RegistryError(int(line.get("code", 0)), str(line.get("message")))
+                else:
+                    yield Event(kind, int(line["revision"]), line["kind"], line["key"], line["object"])
+
+
+class _Gone(Exception):
+    pass
+
+
+async def _json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        data = await answer.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {"message": f"HTTP {answer.status} {answer.reason}"}
+    return data if isinstance(data, dict) else {"items": data}
+
+
+def _why(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text.splitlines()[0]
+
+
+async def _fetch_pinned_ca(url: str, pin: str) -> bytes:
+    """Read the registry's root without trusting the connection, and accept
+    it only if its sha256 is the one the join token pins."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as http,
+            http.get(url.rstrip("/") + "/v1/ca", timeout=aiohttp.ClientTimeout(total=10)) as answer,
+        ):
+            data = await answer.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
+        raise RegistryError(0, f"cannot reach the registry at {url}: {_why(err)}") from None
+    ca_pem = str(data.get("certificate", "")).encode()
+    try:
+        cert = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError:
+        raise RegistryError(0, "the registry sent no usable CA certificate") from None
+    seen = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    if seen != pin:
+        raise RegistryError(0, "the registry's CA does not match the join token's pin: refusing to join")
+    return ca_pem

@@ -1,0 +1,493 @@
+"""The registry's domain operations over a revisioned Store.
+
+Keys, under ``/federation/v1/``:
+
+- ``clusters/<name>``, ``vms/<name>``: the members (Cluster, Workload);
+- ``endpoints/<ns>/<name>/<source>``: one EndpointSet per (service, source);
+- ``policies/<ns>/<name>``: TrafficPolicy;
+- ``tokens/<sha256>``: an unused join token (identity and expiry);
+- ``alive/<source>``: held by a store lease that heartbeats renew;
+- ``trust/root``: the mesh root CA, its key encrypted.
+
+Every write is one store transaction guarded by a compare on what it read, so
+nothing is ever half written and concurrent replicas cannot lose updates.
+Authorization is the API layer's job; this module trusts its caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography import x509
+
+from federation.clock import Clock, SystemClock
+from federation.model import (
+    Cluster,
+    EndpointSet,
+    ServiceRef,
+    SourceRef,
+    TrafficPolicy,
+    ValidationError,
+    Workload,
+    decode,
+    encode,
+)
+from federation.store import (
+    DEFAULT_PREFIX,
+    Compare,
+    Delete,
+    EventType,
+    LeaseNotFound,
+    Put,
+    Store,
+    Unavailable,
+)
+from federation.trust import ca as certs
+from federation.trust import tokens
+from federation.trust.identity import Identity, Role
+
+log = logging.getLogger("federation.registry")
+
+DEFAULT_HEARTBEAT_TTL = 15
+DEFAULT_TOKEN_TTL = 3600.0
+TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
+WATCHED = {
+    "clusters/": "Cluster",
+    "vms/": "Workload",
+    "endpoints/": "EndpointSet",
+    "policies/": "TrafficPolicy",
+}
+
+
+class RegistryError(Exception):
+    status = 400
+
+
+class Invalid(RegistryError):
+    status = 400
+
+
+class Unauthorized(RegistryError):
+    status = 401
+
+
+class Forbidden(RegistryError):
+    status = 403
+
+
+class NotFound(RegistryError):
+    status = 404
+
+
+class Conflict(RegistryError):
+    status = 409
+
+
+class Gone(RegistryError):
+    status = 410
+
+
+class MissingEncryptionKey(RegistryError):
+    """The CA key must be encrypted or decrypted and no key was given."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One watched object: kind, key relative to the prefix, JSON object."""
+
+    kind: str
+    key: str
+    object: dict[str, Any] | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "object": self.object}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    type: str  # PUT, DELETE
+    revision: int
+    item: Item
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "revision": self.revision, **self.item.to_wire()}
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    identity: Identity
+    certificate: x509.Certificate
+    ca_pem: bytes
+
+
+def endpoints_key(service: ServiceRef, source: SourceRef) -> str:
+    return f"endpoints/{service.namespace}/{service.name}/{source}"
+
+
+def member_key(identity: Identity) -> str:
+    return f"{'clusters' if identity.role is Role.CLUSTER else 'vms'}/{identity.name}"
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        trust_domain: str = "cluster.local",
+        passphrase: bytes | None = None,
+        clock: Clock | None = None,
+        heartbeat_ttl: int = DEFAULT_HEARTBEAT_TTL,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self.store = store
+        self.trust_domain = trust_domain
+        self.clock = clock or SystemClock()
+        self.heartbeat_ttl = heartbeat_ttl
+        self.prefix = prefix
+        self._passphrase = passphrase
+        self._ca: certs.CertificateAuthority | None = None
+
+    def _key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    # -- the root CA ------------------------------------------------------------
+
+    @property
+    def ca(self) -> certs.CertificateAuthority:
+        if self._ca is None:
+            raise RuntimeError("Registry.open() has not run")
+        return self._ca
+
+    async def open(self) -> bool:
+        """Load the mesh root, creating it on first start; True if created."""
+        if not self._passphrase:
+            raise MissingEncryptionKey(
+                "no encryption key for the CA key: give --encryption-key-file "
+                "or set FEDERATION_ENCRYPTION_KEY"
+            )
+        key = self._key("trust/root")
+        got = await self.store.get(key)
+        if got.kv is None:
+            root = certs.new_root(self.trust_domain, self.clock.now())
+            value = json.dumps(
+                {
+                    "cert": certs.cert_pem(root.cert).decode(),
+                    "key": certs.encrypt_key(root.key, self._passphrase).decode(),
+                }
+            ).encode()
+            result = await self.store.txn(
+                [Compare(key=key, mod_revision=0)], [Put(key=key, value=value)]
+            )
+            if result.succeeded:
+                self._ca = root
+                log.info("created the mesh root CA %s", root.fingerprint)
+                return True
+            got = await self.store.get(key)  # another replica won the race
+        assert got.kv is not None
+        stored = json.loads(got.kv.value)
+        cert = x509.load_pem_x509_certificate(stored["cert"].encode())
+        try:
+            private = certs.decrypt_key(stored["key"].encode(), self._passphrase)
+        except certs.CertificateError as err:
+            raise MissingEncryptionKey(str(err)) from None
+        self._ca = certs.CertificateAuthority(cert, private)
+        return False
+
+    # -- members and join tokens ----------------------------------------------
+
+    async def add_member(self, record: Cluster | Workload, token_ttl: float) -> str:
+        """Register a cluster or VM and mint its first join token."""
+        identity = Identity(Role.CLUSTER if isinstance(record, Cluster) else Role.VM, record.name)
+        key = self._key(member_key(identity))
+        token, token_op = self._token(identity, token_ttl)
+        result = await self.store.txn(
+            [Compare(key=key, mod_revision=0)], [Put(key=key, value=encode(record)), token_op]
+        )
+        if not result.succeeded:
+            raise Conflict(f"{identity} already exists; mint a new token with `token`")
+        log.info("registered %s", identity)
+        return token
+
+    async def mint_token(self, identity: Identity, token_ttl: float) -> str:
+        key = self._key(member_key(identity))
+        got = await self.store.get(key)
+        if got.kv is None:
+            raise NotFound(f"{identity} is not registered")
+        token, token_op = self._token(identity, token_ttl)
+        result = await self.store.txn(
+            [Compare(key=key, mod_revision=got.kv.mod_revision)], [token_op]
+        )
+        if not result.succeeded:
+            raise Conflict(f"{identity} changed; try again")
+        return token
+
+    def _token(self, identity: Identity, ttl: float) -> tuple[str, Put]:
+        if not 1 <= ttl <= 7 * 86400:
+            raise Invalid("token TTL must be between 1 second and 7 days")
+        token = tokens.mint(self.ca.fingerprint)
+        value = json.dumps({"identity": str(identity), "expiresAt": self.clock.now() + ttl})
+        return token, Put(key=self._key(f"tokens/{tokens.token_hash(token)}"), value=value.encode())
+
+    async def member(self, identity: Identity) -> Cluster | Workload | None:
+        got = await self.store.get(self._key(member_key(identity)))
+        if got.kv is None:
+            return None
+        return _decode_member(identity.role, got.kv.value)
+
+    async def members(self, role: Role) -> list[Cluster | Workload]:
+        prefix = "clusters/" if role is Role.CLUSTER else "vms/"
+        result = await self.store.range(self._key(prefix))
+        return [_decode_member(role, kv.value) for kv in result.kvs]
+
+    async def remove_member(self, identity: Identity) -> None:
+        """Delete a member, its endpoint sets and its liveness (in batches of
+        at most TXN_OPS; the member record goes last, so a retry finishes)."""
+        key = self._key(member_key(identity))
+        if (await self.store.get(key)).kv is None:
+            raise NotFound(f"{identity} is not registered")
+        source = identity.source
+        assert source is not None
+        doomed = [
+            kv.key
+            for kv in (await self.store.range(self._key("endpoints/"))).kvs
+            if kv.key.endswith(f"/{source}")
+        ]
+        doomed += [self._key(f"alive/{source}"), key]
+        for start in range(0, len(doomed), TXN_OPS):
+            await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
+        log.info("removed %s and %d of its records", identity, len(doomed) - 1)
+
+    async def join(self, token: str, csr_pem: str) -> Issued:
+        """Exchange a join token and a CSR for a client certificate."""
+        csr = _csr(csr_pem)
+        key = self._key(f"tokens/{tokens.token_hash(token.strip())}")
+        got = await self.store.get(key)
+        if got.kv is None:
+            raise Unauthorized("the join token is unknown or already used")
+        record = json.loads(got.kv.value)
+        if record["expiresAt"] <= self.clock.now():
+            await self.store.txn(
+                [Compare(key=key, mod_revision=got.kv.mod_revision)], [Delete(key=key)]
+            )
+            raise Unauthorized("the join token has expired; mint a new one")
+        role, name = record["identity"].split("/", 1)
+        identity = Identity(Role(role), name)
+        if await self.member(identity) is None:
+            raise Unauthorized(f"{identity} was removed; its join token is void")
+        used = await self.store.txn(
+            [Compare(key=key, mod_revision=got.kv.mod_revision)], [Delete(key=key)]
+        )
+        if not used.succeeded:
+            raise Unauthorized("the join token is unknown or already used")
+        log.info("%s joined", identity)
+        return self._issue(identity, csr)
+
+    async def renew(self, identity: Identity, csr_pem: str) -> Issued:
+        csr = _csr(csr_pem)
+        if await self.member(identity) is None:
+            raise Forbidden(f"{identity} is not registered")
+        return self._issue(identity, csr)
+
+    def issue_admin(self, name: str) -> tuple[x509.Certificate, certs.PrivateKey]:
+        key = certs.new_key()
+        csr = x509.load_pem_x509_csr(certs.make_csr(key))
+        issued = self._issue(Identity(Role.ADMIN, name), csr, certs.ADMIN_LIFETIME)
+        return issued.certificate, key
+
+    def _issue(
+        self,
+        identity: Identity,
+        csr: x509.CertificateSigningRequest,
+        lifetime: dt.timedelta = certs.AGENT_LIFETIME,
+    ) -> Issued:
+        now = self.clock.now()
+        cert = certs.issue_identity(self.ca, csr, identity, self.trust_domain, now, lifetime)
+        log.info("issued %s until %s", identity.spiffe_id(self.trust_domain), cert.not_valid_after_utc)
+        return Issued(identity, cert, self.ca.cert_pem)
+
+    # -- endpoint sets, liveness, policies ------------------------------------
+
+    async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
+        """Write a source's endpoint set; idempotent per generation.
+        Returns (revision, whether anything was written)."""
+        if await self.member(Identity.of_source(endpoint_set.source)) is None:
+            raise NotFound(f"source {endpoint_set.source} is not registered")
+        key = self._key(endpoints_key(endpoint_set.service, endpoint_set.source))
+        for _ in range(8):
+            got = await self.store.get(key)
+            mod = 0
+            if got.kv is not None:
+                current = decode(EndpointSet, got.kv.value)
+                mod = got.kv.mod_revision
+                if endpoint_set.generation < current.generation:
+                    raise Conflict(
+                        f"generation {endpoint_set.generation} is older than the stored "
+                        f"generation {current.generation}"
+                    )
+                if endpoint_set.generation == current.generation:
+                    if replace(current, stale=False) == replace(endpoint_set, stale=False):
+                        return got.revision, False
+                    raise Conflict(
+                        f"generation {current.generation} was already published with other content"
+                    )
+            alive = (await self.store.get(self._key(f"alive/{endpoint_set.source}"))).kv is not None
+            record = replace(endpoint_set, stale=not alive)
+            result = await self.store.txn(
+                [Compare(key=key, mod_revision=mod)], [Put(key=key, value=encode(record))]
+            )
+            if result.succeeded:
+                return result.revision, True
+        raise Conflict("the endpoint set is being written concurrently; try again")
+
+    async def withdraw(self, service: ServiceRef, source: SourceRef) -> int:
+        key = self._key(endpoints_key(service, source))
+        if (await self.store.get(key)).kv is None:
+            raise NotFound(f"{source} publishes no endpoints for {service}")
+        return await self.store.delete(key)
+
+    async def endpoint_sets(self, service: ServiceRef | None = None) -> list[EndpointSet]:
+        prefix = "endpoints/" if service is None else f"endpoints/{service}/"
+        result = await self.store.range(self._key(prefix))
+        return [decode(EndpointSet, kv.value) for kv in result.kvs]
+
+    async def put_policy(self, policy: TrafficPolicy) -> int:
+        return await self.store.put(self._key(f"policies/{policy.service}"), encode(policy))
+
+    async def delete_policy(self, service: ServiceRef) -> int:
+        key = self._key(f"policies/{service}")
+        if (await self.store.get(key)).kv is None:
+            raise NotFound(f"no traffic policy for {service}")
+        return await self.store.delete(key)
+
+    async def policies(self) -> list[TrafficPolicy]:
+        result = await self.store.range(self._key("policies/"))
+        return [decode(TrafficPolicy, kv.value) for kv in result.kvs]
+
+    async def heartbeat(self, source: SourceRef) -> int:
+        """Renew the source's liveness lease (granting one if it lapsed);
+        returns the TTL.  A source coming back has its sets un-staled."""
+        if await self.member(Identity.of_source(source)) is None:
+            raise NotFound(f"source {source} is not registered")
+        key = self._key(f"alive/{source}")
+        got = await self.store.get(key)
+        if got.kv is not None:
+            with contextlib.suppress(LeaseNotFound):
+                return await self.store.keepalive(json.loads(got.kv.value)["lease"])
+        lease = await self.store.grant(self.heartbeat_ttl)
+        value = json.dumps({"lease": lease.id, "since": self.clock.now()}).encode()
+        await self.store.put(key, value, lease=lease.id)
+        await self._mark(source, stale=False)
+        return lease.ttl
+
+    async def liveness(self) -> None:
+        """Mark a source's endpoint sets stale when its liveness key goes
+        (lease expired), until cancelled.  Runs on every replica; marking
+        is a compare-and-swap, so doing it twice is harmless."""
+        while True:
+            try:
+                result = await self.store.range(self._key("alive/"))
+                alive = {kv.key.rsplit("/", 1)[1] for kv in result.kvs}
+                for endpoint_set in await self.endpoint_sets():
+                    if str(endpoint_set.source) not in alive and not endpoint_set.stale:
+                        await self._mark(endpoint_set.source, stale=True)
+                async for event in self.store.watch(self._key("alive/"), result.revision + 1):
+                    if event.type is EventType.DELETE:
+                        source = SourceRef.parse(event.key.rsplit("/", 1)[1])
+                        log.info("%s missed its heartbeats: its endpoints are stale", source)
+                        await self._mark(source, stale=True)
+            except Unavailable as err:
+                log.warning("liveness: store unavailable (%s); retrying", err)
+                await self.clock.sleep(1.0)
+
+    async def _mark(self, source: SourceRef, *, stale: bool) -> None:
+        result = await self.store.range(self._key("endpoints/"))
+        for kv in result.kvs:
+            if not kv.key.endswith(f"/{source}"):
+                continue
+            for _ in range(8):
+                endpoint_set = decode(EndpointSet, kv.value)
+                if endpoint_set.stale == stale:
+                    break
+                done = await self.store.txn(
+                    [Compare(key=kv.key, mod_revision=kv.mod_revision)],
+                    [Put(key=kv.key, value=encode(replace(endpoint_set, stale=stale)))],
+                )
+                if done.succeeded:
+                    break
+                fresh = (await self.store.get(kv.key)).kv
+                if fresh is None:
+                    break
+                kv = fresh
+
+    # -- snapshot and watch ----------------------------------------------------
+
+    async def snapshot(self) -> tuple[int, list[Item]]:
+        result = await self.store.range(self.prefix)
+        items = []
+        for kv in result.kvs:
+            item = self._item(kv.key, kv.value)
+            if item is not None:
+                items.append(item)
+        return result.revision, items
+
+    async def watch(self, since: int) -> AsyncIterator[Change | int]:
+        """Changes after revision ``since``; also yields the bare revision of
+        every store event it filters out, so callers can bookmark it.
+        Raises ``Compacted`` if that history is gone."""
+        async for event in self.store.watch(self.prefix, since + 1):
+            item = self._item(event.key, event.value if event.type is EventType.PUT else None)
+            if item is None:
+                yield event.revision
+            else:
+                yield Change(event.type.value, event.revision, item)
+
+    def _item(self, key: str, value: bytes | None) -> Item | None:
+        relative = key[len(self.prefix) :]
+        for prefix, kind in WATCHED.items():
+            if relative.startswith(prefix):
+                return Item(kind, relative, None if value is None else json.loads(value))
+        return None
+
+
+def _decode_member(role: Role, raw: bytes) -> Cluster | Workload:
+    if role is Role.CLUSTER:
+        return decode(Cluster, raw)
+    return decode(Workload, raw)
+
+
+def _csr(pem: str) -> x509.CertificateSigningRequest:
+    try:
+        return certs.load_csr(pem)
+    except certs.CertificateError as err:
+        raise Invalid(str(err)) from None
+
+
+def source_of(text: str) -> SourceRef:
+    try:
+        return SourceRef.parse(text)
+    except ValidationError as err:
+        raise Invalid(str(err)) from None
+
+
+__all__ = [
+    "Change",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "Invalid",
+    "Issued",
+    "Item",
+    "MissingEncryptionKey",
+    "NotFound",
+    "Registry",
+    "RegistryError",
+    "Unauthorized",
+    "endpoints_key",
+    "source_of",
+]

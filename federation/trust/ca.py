@@ -1,0 +1,303 @@
+"""The mesh root CA: key generation, CSR signing with identity checks, and
+private keys encrypted at rest.
+
+The registry never copies names out of a CSR.  It takes the CSR's public key
+(after checking the CSR's self-signature and key type), builds the subject
+and the one SPIFFE URI SAN itself from the identity the caller proved, and
+then checks its own output (``check_issued``) before handing it out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from federation.trust.identity import Identity
+
+ROOT_LIFETIME = dt.timedelta(days=3650)
+AGENT_LIFETIME = dt.timedelta(hours=24)
+ADMIN_LIFETIME = dt.timedelta(days=365)
+SERVER_LIFETIME = dt.timedelta(days=365)
+BACKDATE = dt.timedelta(minutes=5)  # tolerate clock skew between hosts
+MAX_CSR_BYTES = 16 * 1024
+
+PrivateKey = ec.EllipticCurvePrivateKey
+
+
+class CertificateError(ValueError):
+    """A CSR or certificate is not acceptable; the message says why."""
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    cert: x509.Certificate
+    key: PrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the certificate's DER, hex: what a join token pins."""
+        return fingerprint(self.cert)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def new_key() -> PrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not ca,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _when(now: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(now, dt.UTC)
+
+
+def new_root(
+    trust_domain: str, now: float, lifetime: dt.timedelta = ROOT_LIFETIME
+) -> CertificateAuthority:
+    key = new_key()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"federation root CA ({trust_domain})"),
+        ]
+    )
+    start = _when(now) - BACKDATE
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateAuthority(cert, key)
+
+
+def load_csr(pem: str | bytes) -> x509.CertificateSigningRequest:
+    raw = pem.encode() if isinstance(pem, str) else pem
+    if len(raw) > MAX_CSR_BYTES:
+        raise CertificateError(f"the CSR is {len(raw)} bytes, over {MAX_CSR_BYTES}")
+    try:
+        csr = x509.load_pem_x509_csr(raw)
+    except ValueError as err:
+        raise CertificateError(f"the CSR is not a PEM certificate request: {err}") from None
+    if not csr.is_signature_valid:
+        raise CertificateError("the CSR's signature does not verify")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ("secp256r1", "secp384r1"):
+            raise CertificateError(f"EC curve {key.curve.name} is not accepted (P-256, P-384)")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CertificateError(f"RSA key of {key.key_size} bits is too small (2048 at least)")
+    elif not isinstance(key, ed25519.Ed25519PublicKey):
+        raise CertificateError("the CSR's key type is not accepted (EC P-256/P-384, RSA, Ed25519)")
+    return csr
+
+
+def _leaf(
+    ca: CertificateAuthority,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+    now: float,
+    lifetime: dt.timedelta,
+) -> x509.Certificate:
+    start = _when(now) - BACKDATE
+    end = min(start + lifetime, ca.cert.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+def issue_identity(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    identity: Identity,
+    trust_domain: str,
+    now: float,
+    lifetime: dt.timedelta = AGENT_LIFETIME,
+) -> x509.Certificate:
+    """A client certificate for ``identity`` only, whatever the CSR asked for."""
+    public_key = csr.public_key()
+    assert isinstance(
+        public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    )
+    uri = identity.spiffe_id(trust_domain)
+    cert = _leaf(
+        ca,
+        public_key,
+        str(identity),
+        [x509.UniformResourceIdentifier(uri)],
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        now,
+        lifetime,
+    )
+    check_issued(ca, cert, uri, now)
+    return cert
+
+
+def issue_server(
+    ca: CertificateAuthority, hosts: list[str], now: float
+) -> tuple[x509.Certificate, PrivateKey]:
+    """The registry's own serving certificate."""
+    key = new_key()
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = _leaf(
+        ca,
+        key.public_key(),
+        "federation registry",
+        sans,
+        [ExtendedKeyUsageOID.SERVER_AUTH],
+        now,
+        SERVER_LIFETIME,
+    )
+    return cert, key
+
+
+def spiffe_ids(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def check_issued(ca: CertificateAuthority, cert: x509.Certificate, uri: str, now: float) -> None:
+    """The registry's check of its own output: signed by ``ca``, not a CA,
+    valid now, and naming exactly one identity, ``uri``."""
+    try:
+        cert.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError) as err:
+        raise CertificateError(f"issued certificate does not chain to the CA: {err}") from None
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if constraints.ca:
+        raise CertificateError("issued certificate is a CA")
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if list(san) != [x509.UniformResourceIdentifier(uri)]:
+        raise CertificateError(f"issued certificate names {list(san)}, not exactly {uri}")
+    moment = _when(now)
+    if not cert.not_valid_before_utc <= moment < cert.not_valid_after_utc:
+        raise CertificateError("issued certificate is not valid now")
+
+
+def encrypt_key(key: PrivateKey, passphrase: bytes) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+
+
+def decrypt_key(pem: bytes, passphrase: bytes) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, passphrase)
+    except (ValueError, TypeError):
+        raise CertificateError("cannot decrypt the CA key: wrong encryption key?") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertificateError("the stored CA key is not an EC key")
+    return key
+
+
+def plain_key_pem(key: PrivateKey) -> bytes:
+    """For credential files handed to a client (0600), like a kubeconfig's key."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def make_csr(key: PrivateKey, common_name: str = "federation agent") -> bytes:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
