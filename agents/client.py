@@ -57,7 +57,11 @@ class Credentials:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, data in (("tls.crt", self.cert_pem), ("tls.key", self.key_pem), ("ca.crt", self.ca_pem)):
+        for name, data in (
+            ("tls.crt", self.cert_pem),
+            ("tls.key", self.key_pem),
+            ("ca.crt", self.ca_pem),
+        ):
             path = directory / name
             path.touch(mode=0o600, exist_ok=True)
             path.chmod(0o600)
@@ -273,7 +277,9 @@ class RegistryClient:
                         raise _Gone()
                     raise RegistryError(int(line.get("code", 0)), str(line.get("message")))
                 else:
-                    yield Event(kind, int(line["revision"]), line["kind"], line["key"], line["object"])
+                    yield Event(
+                        kind, int(line["revision"]), line["kind"], line["key"], line["object"]
+                    )
 
 
 class _Gone(Exception):
@@ -314,5 +320,7 @@ async def _fetch_pinned_ca(url: str, pin: str) -> bytes:
         raise RegistryError(0, "the registry sent no usable CA certificate") from None
     seen = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     if seen != pin:
-        raise RegistryError(0, "the registry's CA does not match the join token's pin: refusing to join")
+        raise RegistryError(
+            0, "the registry's CA does not match the join token's pin: refusing to join"
+        )
     return ca_pem

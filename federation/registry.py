@@ -308,7 +308,9 @@ class Registry:
     ) -> Issued:
         now = self.clock.now()
         cert = certs.issue_identity(self.ca, csr, identity, self.trust_domain, now, lifetime)
-        log.info("issued %s until %s", identity.spiffe_id(self.trust_domain), cert.not_valid_after_utc)
+        log.info(
+            "issued %s until %s", identity.spiffe_id(self.trust_domain), cert.not_valid_after_utc
+        )
         return Issued(identity, cert, self.ca.cert_pem)
 
     # -- endpoint sets, liveness, policies ------------------------------------

@@ -33,6 +33,7 @@ from federation.model import (
 )
 from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import (
+    Forbidden,
     Invalid,
     Issued,
     Registry,
@@ -100,7 +101,7 @@ class Settings:
 REGISTRY_KEY = web.AppKey("registry", Registry)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 SETTINGS_KEY = web.AppKey("settings", Settings)
-IDENTITY_KEY = web.RequestKey("identity", Identity | None)  # type: ignore[arg-type]
+IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -187,7 +188,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     identity: Identity | None = None
     try:
         identity = peer_identity(request, registry.trust_domain, registry.clock)
-        request[IDENTITY_KEY] = identity
+        if identity is not None:
+            request[IDENTITY_KEY] = identity
         if route is not None:
             source = None
             if route.access is Access.OWNER:
@@ -317,12 +319,15 @@ async def _join(request: web.Request) -> web.Response:
 
 
 async def _renew(request: web.Request) -> web.Response:
+    identity = _identity(request)
+    if identity is None or identity.role is Role.ADMIN:
+        raise Forbidden(
+            "only cluster and VM agents renew here; admins get a new credential from serve"
+        )
     body = _object(await _body(request), "{csr}")
     csr = body.get("csr")
     if not isinstance(csr, str):
         raise ValidationError("csr", "expected a PEM certificate request")
-    identity = _identity(request)
-    assert identity is not None
     return _issued(request, await _registry(request).renew(identity, csr))
 
 

@@ -1,0 +1,133 @@
+"""The watch stream: NDJSON with bookmarks, 410 and snapshot fallback, resume
+across a registry restart with no gap and no repeat, and liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from agents.client import Bookmark, Event, RegistryClient, Reset
+from federation.model import SourceRef
+from tests.registry.conftest import Harness
+from tests.registry.test_smoke import endpoint_set
+from tests.support import eventually
+
+EAST = SourceRef.parse("cluster:east")
+
+
+async def test_watch_is_ndjson_with_bookmarks(harness: Harness) -> None:
+    east = await harness.enrol_cluster("east")
+    await east.heartbeat(EAST)
+    since = (await east.snapshot()).revision
+    lines: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        http.get(f"{harness.url}/v1/watch?since={since}") as answer,
+    ):
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("application/x-ndjson")
+        published = await east.publish(endpoint_set("east"))
+        async for raw in answer.content:
+            lines.append(json.loads(raw))
+            types = {line["type"] for line in lines}
+            if {"PUT", "BOOKMARK"} <= types:
+                break
+    put = next(line for line in lines if line["type"] == "PUT")
+    assert put["kind"] == "EndpointSet"
+    assert put["key"] == "endpoints/shop/cart/cluster:east"
+    assert put["revision"] == published["revision"]
+    assert put["object"]["source"] == "cluster:east"
+
+
+async def test_a_compacted_since_is_410_and_the_client_relists(sqlite_harness: Harness) -> None:
+    harness = sqlite_harness
+    east = await harness.enrol_cluster("east")
+    await east.heartbeat(EAST)
+    old = (await east.snapshot()).revision
+    await east.publish(endpoint_set("east", generation=1))
+    latest = (await east.publish(endpoint_set("east", generation=2)))["revision"]
+    assert harness.store is not None
+    await harness.store.compact(latest)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        http.get(f"{harness.url}/v1/watch?since={old}") as answer,
+    ):
+        assert answer.status == 410
+        assert (await answer.json())["code"] == 410
+    changes = east.changes(since=old)
+    first = await anext(changes)
+    await changes.aclose()
+    assert isinstance(first, Reset) and first.revision >= latest
+    sets = [i for i in first.items if i["kind"] == "EndpointSet"]
+    assert sets[0]["object"]["generation"] == 2
+
+
+async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
+    harness: Harness,
+) -> None:
+    """The consumer follows the registry across a restart of the registry;
+    every published revision arrives exactly once, in order."""
+    east = await harness.enrol_cluster("east")
+    await east.heartbeat(EAST)
+    watcher = await harness.enrol_cluster("west")
+    consumer = RegistryClient(
+        harness.url, watcher.credentials, backoff=0.02, max_backoff=0.2, retries=1
+    )
+    seen: list[int] = []
+    view: dict[str, Any] = {}
+
+    async def follow() -> None:
+        async for change in consumer.changes():
+            if isinstance(change, Reset):
+                view.clear()
+                view.update({i["key"]: i["object"] for i in change.items})
+            elif isinstance(change, Event):
+                seen.append(change.revision)
+                if change.type == "PUT":
+                    view[change.key] = change.object
+                else:
+                    view.pop(change.key, None)
+            else:
+                assert isinstance(change, Bookmark)
+
+    task = asyncio.create_task(follow())
+    try:
+        await eventually(lambda: bool(view), what="the first snapshot")
+        written: list[int] = []
+        for generation in range(1, 31):
+            if generation == 16:
+                await harness.restart()
+                east = harness.client(east.credentials)
+            answer = await east.publish(endpoint_set("east", generation=generation))
+            written.append(answer["revision"])
+        await eventually(lambda: bool(seen) and seen[-1] >= written[-1], what="the last write")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.close()
+    assert seen == sorted(set(seen)), "an event arrived twice or out of order"
+    assert set(written) <= set(seen), f"missed revisions {sorted(set(written) - set(seen))}"
+    assert view["endpoints/shop/cart/cluster:east"]["generation"] == 30
+
+
+async def test_a_silent_source_goes_stale_and_comes_back(harness: Harness) -> None:
+    east = await harness.enrol_cluster("east")
+    await east.heartbeat(EAST)
+    await east.publish(endpoint_set("east"))
+
+    async def stale() -> bool:
+        detail = await east.request("GET", "/v1/services/shop/cart")
+        return bool(detail["items"][0]["stale"])
+
+    assert not await stale()
+    harness.clock.advance(harness.heartbeat_ttl + 1)  # SQLite leases follow this clock
+    await eventually(stale, timeout=20, what="the endpoints marked stale")
+    status = await east.request("GET", "/v1/status")
+    assert status["staleSources"] == ["cluster:east"]
+    # Still there: stale, not deleted.
+    assert (await east.request("GET", "/v1/services"))["items"][0]["sources"][0]["endpoints"] == 1
+    await east.heartbeat(EAST)
+    assert not await stale()
