@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -185,7 +184,7 @@ class RegistryClient:
                 failure = RegistryError(0, f"cannot reach the registry at {self.url}: {_why(err)}")
             if attempt + 1 < attempts:
                 log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
-                await self.clock.sleep(delay * (0.5 + random.random()))  # noqa: S311
+                await self.clock.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.max_backoff)
         raise failure
 
@@ -255,7 +254,7 @@ class RegistryClient:
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
                 log.warning("watch broke (%s); resuming after revision %d", _why(err), since)
-            await self.clock.sleep(delay * (0.5 + random.random()))  # noqa: S311
+            await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
 
     async def _watch(self, since: int) -> AsyncIterator[Event | Bookmark]:

@@ -62,7 +62,8 @@ async def raw(
         (
             "POST",
             "/v1/clusters",
-            b'{"record": {"name": "ok", "locality": {"region": "r", "zone": "z"}}, "tokenTtlSeconds": "soon"}',
+            b'{"record": {"name": "ok", "locality": {"region": "r", "zone": "z"}},'
+            b' "tokenTtlSeconds": "soon"}',
             400,
         ),
         ("PUT", "/v1/policies/shop/cart", b'{"service": "shop/cart", "minHealthy": -1}', 400),
