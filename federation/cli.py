@@ -7,13 +7,17 @@ traceback.  Later subcommands (registry, agents, demo) are wired here.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from federation import cli_registry
+from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
 EXIT_ERROR = 1
+LONG_RUNNING = frozenset({"registry", "agent", "sim", "demo"})
 EXIT_USAGE = 2
 
 
@@ -42,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="One control plane for services across Kubernetes clusters and VMs.",
     )
     parser.add_argument("--version", action="version", version=f"fedctl {_version()}")
+    cli_registry.add_client_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    cli_registry.add_commands(commands)
     sim_cli.add_commands(commands)
     return parser
 
@@ -53,10 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # Long-running commands log; one-shot commands speak only through their
+    # output and their one-line error.
+    long_running = args.command in LONG_RUNNING
+    logging.basicConfig(
+        level=logging.INFO if long_running else logging.CRITICAL,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         handler = args.handler
         return int(handler(args))
-    except (CommandError, sim_cli.SimUsageError, OSError) as err:
+    except (
+        CommandError,
+        cli_registry.UsageError,
+        sim_cli.SimUsageError,
+        ValidationError,
+        OSError,
+    ) as err:
         sys.stderr.write(f"fedctl: {err}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:

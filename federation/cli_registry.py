@@ -1,0 +1,354 @@
+"""``fedctl registry serve`` and the admin commands that talk to a registry:
+``cluster``, ``vm``, ``services``, ``status``.
+
+Admin commands read the admin credential file that ``registry serve`` writes
+(``<data-dir>/admin.json``), named by ``--config`` or ``$FEDERATION_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.client import Credentials, RegistryClient, RegistryError
+from federation.model import Cluster, EndpointPort, Locality, NetworkMode, ValidationError, Workload
+
+KEY_ENV = "FEDERATION_ENCRYPTION_KEY"
+CONFIG_ENV = "FEDERATION_CONFIG"
+
+
+class UsageError(ValueError):
+    """A flag or a config file is wrong; one line for the user."""
+
+
+# -- output -------------------------------------------------------------------
+
+
+def emit(data: Any, output: str, columns: Sequence[tuple[str, Callable[[Any], object]]]) -> None:
+    """Print records as json, yaml or a table (``data`` is a list or one object)."""
+    if output == "json":
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return
+    if output == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=True))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = [[title for title, _ in columns]]
+    table += [[str(get(row)) for _, get in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for row in table:
+        sys.stdout.write(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
+
+
+def _output_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+
+# -- registry serve -------------------------------------------------------------
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.encryption_key_file:
+        try:
+            key = Path(args.encryption_key_file).read_bytes().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read --encryption-key-file: {err.strerror}") from None
+        if not key:
+            raise UsageError(f"--encryption-key-file {args.encryption_key_file} is empty")
+        return key
+    env = os.environ.get(KEY_ENV, "").strip()
+    return env.encode() if env else None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from federation.api.app import Settings
+    from federation.api.server import RegistryServer
+    from federation.registry import Registry
+    from federation.registry import RegistryError as DomainError
+    from federation.sim.cli import parse_listen
+    from federation.store import StoreError, open_store
+    from federation.trust.identity import check_trust_domain
+
+    host, port = parse_listen(args.listen)
+    data_dir = Path(args.data_dir)
+    store_url = args.store or f"sqlite:///{(data_dir / 'registry.db').resolve()}"
+    check_trust_domain(args.trust_domain)
+
+    async def run() -> int:
+        passphrase = _passphrase(args)
+        store = await open_store(store_url)
+        registry = Registry(
+            store,
+            trust_domain=args.trust_domain,
+            passphrase=passphrase,
+            heartbeat_ttl=args.heartbeat_ttl,
+        )
+        server = RegistryServer(
+            registry,
+            data_dir,
+            host=host,
+            port=port,
+            hostnames=tuple(args.hostname),
+            passphrase=passphrase or b"",
+            settings=Settings(bookmark_interval=args.bookmark_interval),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await server.start()
+            sys.stdout.write(
+                f"registry serving {server.url} (store {store_url.split('?')[0]})\n"
+                f"mesh root sha256 {registry.ca.fingerprint}"
+                f"{' (created now)' if server.created_root else ''}\n"
+                f"admin credential {server.admin_config}\n"
+                f"  export {CONFIG_ENV}={server.admin_config}\n"
+            )
+            sys.stdout.flush()
+            await stop.wait()
+        finally:
+            await server.stop()
+            await store.close()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except (DomainError, StoreError) as err:
+        raise UsageError(str(err)) from None
+
+
+# -- admin commands ----------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> RegistryClient:
+    path = args.config or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise UsageError(
+            f"no admin credential: pass --config or set {CONFIG_ENV} "
+            "(registry serve writes DATA_DIR/admin.json)"
+        )
+    try:
+        config = json.loads(Path(path).read_text())
+        credentials = Credentials.from_files(
+            Path(config["cert"]), Path(config["key"]), Path(config["ca"])
+        )
+        url = args.registry or config["registry"]
+    except OSError as err:
+        raise UsageError(f"cannot read the admin credential {path}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{path} is not an admin credential file") from None
+    return RegistryClient(url, credentials, retries=2, backoff=0.2, timeout=10)
+
+
+def _admin(
+    action: Callable[[RegistryClient, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def go() -> int:
+            async with _client(args) as client:
+                return await action(client, args)
+
+        try:
+            return asyncio.run(go())
+        except RegistryError as err:
+            raise UsageError(str(err)) from None
+        except ValidationError as err:
+            raise UsageError(str(err)) from None
+
+    return run
+
+
+def _locality(args: argparse.Namespace, cluster: str = "") -> Locality:
+    return Locality(region=args.region, zone=args.zone, cluster=cluster, network=args.network)
+
+
+async def _cluster_add(client: RegistryClient, args: argparse.Namespace) -> int:
+    record = Cluster(
+        name=args.name,
+        locality=_locality(args, args.name),
+        network_mode=NetworkMode(args.network_mode),
+    )
+    body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
+    answer = await client.request("POST", "/v1/clusters", body, retry=False)
+    return _print_token(answer, args)
+
+
+def _ports(specs: Sequence[str]) -> tuple[EndpointPort, ...]:
+    ports = []
+    for spec in specs:
+        name, _, number = spec.rpartition(":")
+        if not number.isdigit():
+            raise UsageError(f"--port {spec!r} is not NAME:PORT")
+        ports.append(EndpointPort(name=name, port=int(number)))
+    return tuple(ports)
+
+
+async def _vm_add(client: RegistryClient, args: argparse.Namespace) -> int:
+    record = Workload(
+        name=args.name,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        address=args.address,
+        locality=_locality(args),
+        ports=_ports(args.port),
+    )
+    body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
+    answer = await client.request("POST", "/v1/vms", body, retry=False)
+    return _print_token(answer, args)
+
+
+def _print_token(answer: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.output in ("json", "yaml"):
+        emit(answer, args.output, [])
+    else:
+        sys.stdout.write(
+            f"{answer.get('record', {}).get('name', args.name)} registered; its join token "
+            f"(single use, shown once):\n{answer['token']}\n"
+        )
+    return 0
+
+
+def _member_commands(commands: Any, role: str) -> None:
+    plural = "clusters" if role == "cluster" else "vms"
+    group = commands.add_parser(role, help=f"{role}s of the federation")
+    sub = group.add_subparsers(dest=f"{role}_command", metavar="ACTION", required=True)
+
+    add = sub.add_parser("add", help=f"register a {role} and mint its join token")
+    add.add_argument("name")
+    add.add_argument("--region", required=True)
+    add.add_argument("--zone", required=True)
+    add.add_argument("--network", default="")
+    add.add_argument("--token-ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    if role == "cluster":
+        add.add_argument("--network-mode", choices=("flat", "gateway"), default="flat")
+        add.set_defaults(handler=_admin(_cluster_add))
+    else:
+        add.add_argument("--namespace", required=True)
+        add.add_argument("--service-account", required=True)
+        add.add_argument("--address", required=True, help="the VM's IP address")
+        add.add_argument("--port", action="append", default=[], help="NAME:PORT, repeatable")
+        add.set_defaults(handler=_admin(_vm_add))
+    _output_flag(add)
+
+    async def listing(client: RegistryClient, args: argparse.Namespace) -> int:
+        items = (await client.request("GET", f"/v1/{plural}"))["items"]
+        columns: list[tuple[str, Callable[[Any], object]]] = [
+            ("NAME", lambda r: r["name"]),
+            ("REGION", lambda r: r["locality"]["region"]),
+            ("ZONE", lambda r: r["locality"]["zone"]),
+        ]
+        if role == "cluster":
+            columns.append(("MODE", lambda r: r["networkMode"]))
+        else:
+            columns += [
+                ("NAMESPACE", lambda r: r["namespace"]),
+                ("ADDRESS", lambda r: r["address"]),
+            ]
+        emit(items, args.output, columns)
+        return 0
+
+    ls = sub.add_parser("list", help=f"list {plural}")
+    _output_flag(ls)
+    ls.set_defaults(handler=_admin(listing))
+
+    async def remove(client: RegistryClient, args: argparse.Namespace) -> int:
+        await client.request("DELETE", f"/v1/{plural}/{args.name}", retry=False)
+        sys.stdout.write(f"{role} {args.name} removed, with its endpoints\n")
+        return 0
+
+    rm = sub.add_parser("remove", help=f"remove a {role} and everything it published")
+    rm.add_argument("name")
+    rm.set_defaults(handler=_admin(remove))
+
+    async def token(client: RegistryClient, args: argparse.Namespace) -> int:
+        body = {"tokenTtlSeconds": args.token_ttl}
+        answer = await client.request("POST", f"/v1/{plural}/{args.name}/tokens", body, retry=False)
+        return _print_token(answer, args)
+
+    tk = sub.add_parser("token", help=f"mint another join token for a {role}")
+    tk.add_argument("name")
+    tk.add_argument("--token-ttl", type=float, default=3600.0)
+    _output_flag(tk)
+    tk.set_defaults(handler=_admin(token))
+
+
+async def _services(client: RegistryClient, args: argparse.Namespace) -> int:
+    items = (await client.request("GET", "/v1/services"))["items"]
+    rows = [{"service": i["service"], **s} for i in items for s in i["sources"]]
+    emit(
+        rows if args.output == "table" else items,
+        args.output,
+        [
+            ("SERVICE", lambda r: r["service"]),
+            ("SOURCE", lambda r: r["source"]),
+            ("GENERATION", lambda r: r["generation"]),
+            ("HEALTHY", lambda r: f"{r['healthy']}/{r['endpoints']}"),
+            ("STALE", lambda r: "stale" if r["stale"] else ""),
+        ],
+    )
+    return 0
+
+
+async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
+    status = await client.request("GET", "/v1/status")
+    status["registry"] = client.url
+    emit(
+        status,
+        args.output,
+        [
+            ("REGISTRY", lambda r: r["registry"]),
+            ("REVISION", lambda r: r["revision"]),
+            ("CLUSTERS", lambda r: r["clusters"]),
+            ("VMS", lambda r: r["vms"]),
+            ("ENDPOINT SETS", lambda r: r["endpointSets"]),
+            ("STALE", lambda r: ",".join(r["staleSources"]) or "-"),
+        ],
+    )
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    registry = commands.add_parser("registry", help="run the registry")
+    sub = registry.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    serve = sub.add_parser("serve", help="serve the registry API over TLS")
+    serve.add_argument(
+        "--store", help="sqlite:///FILE or etcd://H:P[,H:P] (default: DATA_DIR/registry.db)"
+    )
+    serve.add_argument(
+        "--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)"
+    )
+    serve.add_argument("--data-dir", required=True, help="serving certificate and admin credential")
+    serve.add_argument("--encryption-key-file", help=f"key that encrypts CA keys (else ${KEY_ENV})")
+    serve.add_argument("--trust-domain", default="cluster.local")
+    serve.add_argument("--heartbeat-ttl", type=int, default=15, help="seconds (default 15)")
+    serve.add_argument("--bookmark-interval", type=float, default=5.0)
+    serve.add_argument(
+        "--hostname", action="append", default=[], help="extra name for the serving cert"
+    )
+    serve.set_defaults(handler=_serve)
+
+    for role in ("cluster", "vm"):
+        _member_commands(commands, role)
+    services = commands.add_parser("services", help="exported services and their sources")
+    _output_flag(services)
+    services.set_defaults(handler=_admin(_services))
+    status = commands.add_parser("status", help="the registry's state at a glance")
+    _output_flag(status)
+    status.set_defaults(handler=_admin(_status))
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"admin credential file (default ${CONFIG_ENV})")
+    parser.add_argument("--registry", help="registry URL (default: the one in the config)")

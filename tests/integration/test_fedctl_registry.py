@@ -1,0 +1,119 @@
+"""``fedctl registry serve`` and the admin commands, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federation.sim.etcd_process import free_port
+
+
+def fedctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode != 0, done.stdout
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[dict[str, str]]:
+    key = tmp_path / "key"
+    key.write_text("a-test-encryption-key\n")
+    port = free_port()
+    child = subprocess.Popen(
+        [
+            sys.executable, "-m", "federation.cli", "registry", "serve",
+            "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
+            "--encryption-key-file", str(key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        banner = [child.stdout.readline() for _ in range(4)]
+        assert f"https://127.0.0.1:{port}" in banner[0], banner
+        config = banner[3].strip().split("=", 1)[1]
+        yield {"FEDERATION_CONFIG": config}
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=20)
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+
+
+def test_admin_commands_round_trip(served: dict[str, str]) -> None:
+    added = fedctl("cluster", "add", "east", "--region", "eu", "--zone", "eu-1a", env=served)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("fj1.")
+    vm = fedctl(
+        "vm", "add", "db-1", "--namespace", "shop", "--service-account", "db",
+        "--address", "127.0.5.1", "--region", "eu", "--zone", "eu-1a", "--port", "sql:5432",
+        "-o", "json", env=served,
+    )  # fmt: skip
+    assert vm.returncode == 0, vm.stderr
+    assert json.loads(vm.stdout)["record"]["ports"] == [
+        {"name": "sql", "port": 5432, "protocol": "TCP"}
+    ]
+
+    as_json = json.loads(fedctl("cluster", "list", "-o", "json", env=served).stdout)
+    assert [c["name"] for c in as_json] == ["east"]
+    as_yaml = yaml.safe_load(fedctl("cluster", "list", "-o", "yaml", env=served).stdout)
+    assert as_yaml == as_json
+    table = fedctl("cluster", "list", env=served).stdout.splitlines()
+    assert table[0].split() == ["NAME", "REGION", "ZONE", "MODE"]
+    assert table[1].split() == ["east", "eu", "eu-1a", "flat"]
+    status = json.loads(fedctl("status", "-o", "json", env=served).stdout)
+    assert status["clusters"] == 1 and status["vms"] == 1
+    assert fedctl("services", env=served).stdout.split() == [
+        "SERVICE", "SOURCE", "GENERATION", "HEALTHY", "STALE",
+    ]  # fmt: skip
+
+    one_line_error(
+        fedctl("cluster", "add", "east", "--region", "eu", "--zone", "z", env=served),
+        "already exists",
+    )
+    one_line_error(
+        fedctl("cluster", "add", "Bad_Name", "--region", "eu", "--zone", "z", env=served),
+        "DNS-1123",
+    )
+    assert fedctl("cluster", "remove", "east", env=served).returncode == 0
+    one_line_error(fedctl("cluster", "remove", "east", env=served), "not registered")
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    one_line_error(fedctl("cluster", "list"), "FEDERATION_CONFIG")
+    one_line_error(fedctl("cluster", "add", "x"), "--region")
+    config = tmp_path / "admin.json"
+    config.write_text("{}")
+    one_line_error(fedctl("--config", str(config), "status"), "not an admin credential")
+    one_line_error(
+        fedctl("registry", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
+               env={"FEDERATION_ENCRYPTION_KEY": ""}),
+        "encryption key",
+    )  # fmt: skip
+
+
+def test_an_unreachable_registry_is_one_line(served: dict[str, str], tmp_path: Path) -> None:
+    wrong = f"https://127.0.0.1:{free_port()}"
+    one_line_error(fedctl("--registry", wrong, "status", env=served), "cannot reach the registry")
