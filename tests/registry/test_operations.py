@@ -1,0 +1,35 @@
+"""Probes, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from federation.api.app import ROUTES
+from tests.registry.conftest import Harness
+from tests.registry.test_smoke import endpoint_set
+
+
+async def test_probes_metrics_and_openapi(sqlite_harness: Harness) -> None:
+    harness = sqlite_harness
+    east = await harness.enrol_cluster("east")
+    await east.publish(endpoint_set("east"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http:
+        for probe in ("/healthz", "/readyz"):
+            async with http.get(harness.url + probe) as answer:
+                assert answer.status == 200
+        async with http.get(harness.url + "/metrics") as answer:
+            text = await answer.text()
+        async with http.get(harness.url + "/openapi.json") as answer:
+            spec = await answer.json()
+    for name in (
+        "federation_http_requests_total",
+        "federation_watch_streams",
+        "federation_watch_events_sent_total",
+        "federation_request_store_seconds",
+        "federation_authz_denied_total",
+    ):
+        assert name in text
+    published = 'code="200",method="PUT",route="/v1/services/{namespace}/{name}/sources/{source}"'
+    assert published in text
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert documented == {(r.method, r.path) for r in ROUTES}
