@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi clean
+.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ bench-store: $(STAMP)
 bench-kubeapi: $(STAMP)
 	$(BIN)/python benchmarks/kubeapi_bench.py
 
-bench: bench-kubeapi bench-store
+bench-registry: $(STAMP)
+	cd benchmarks && ../$(BIN)/python registry_bench.py
+
+bench: bench-kubeapi bench-store bench-registry
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,7 @@ from federation.trust.identity import Identity, Role
 log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
 MAX_BODY_BYTES = 2 * 1024 * 1024
+FIRST_LINE_WAIT = 0.25
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -463,8 +464,12 @@ async def _watch(request: web.Request) -> web.StreamResponse:
     metrics.watch_streams.inc()
     try:
         while True:
+            # Until the headers are out, wait only briefly: long enough for a
+            # compacted ``since`` to surface as a plain 410, short enough that
+            # a quiet stream still answers at once.
+            wait = interval if response is not None else min(interval, FIRST_LINE_WAIT)
             try:
-                change = await asyncio.wait_for(queue.get(), interval)
+                change = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
                 change = None
             if isinstance(change, Exception):

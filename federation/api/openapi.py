@@ -26,6 +26,11 @@ _PORT = {
     },
 }
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_SERVICE = {
+    "type": "object",
+    "required": ["namespace", "name"],
+    "properties": {"namespace": _DNS, "name": _DNS},
+}
 
 SCHEMAS: dict[str, Any] = {
     "Locality": _LOCALITY,
@@ -69,7 +74,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["service", "source", "generation"],
         "properties": {
-            "service": {"type": "string", "example": "shop/cart"},
+            "service": _SERVICE,
             "source": {"type": "string", "example": "cluster:east"},
             "generation": {"type": "integer", "minimum": 0},
             "endpoints": {
@@ -85,7 +90,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["service"],
         "properties": {
-            "service": {"type": "string"},
+            "service": _SERVICE,
             "failover": {
                 "type": "array",
                 "items": {

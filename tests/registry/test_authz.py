@@ -41,7 +41,7 @@ def body_for(path: str) -> object:
     if path == "/v1/renew":
         return {"csr": certs.make_csr(certs.new_key()).decode()}
     if path.startswith("/v1/policies/"):
-        return {"service": "shop/cart"}
+        return {"service": {"namespace": "shop", "name": "cart"}}
     return {}
 
 

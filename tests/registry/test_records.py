@@ -12,6 +12,7 @@ from tests.registry.conftest import Harness
 from tests.registry.test_smoke import endpoint_set
 
 EAST = SourceRef.parse("cluster:east")
+SERVICE_ONLY = b'{"service": {"namespace": "shop", "name": "cart"}}'
 
 
 async def status_of(client: RegistryClient, method: str, path: str, body: object = None) -> int:
@@ -57,7 +58,7 @@ async def raw(
         ("PUT", "/v1/services/shop/cart/sources/cluster:east", b"[1, 2]", 400),
         ("PUT", "/v1/services/Shop/cart/sources/cluster:east", b"{}", 400),
         ("PUT", "/v1/services/shop/cart/sources/pod:east", b"{}", 400),
-        ("PUT", "/v1/services/shop/cart/sources/cluster:east", b'{"service": "shop/cart"}', 400),
+        ("PUT", "/v1/services/shop/cart/sources/cluster:east", SERVICE_ONLY, 400),
         ("POST", "/v1/clusters", b'{"record": {"name": "UPPER", "locality": {}}}', 400),
         (
             "POST",
@@ -66,7 +67,12 @@ async def raw(
             b' "tokenTtlSeconds": "soon"}',
             400,
         ),
-        ("PUT", "/v1/policies/shop/cart", b'{"service": "shop/cart", "minHealthy": -1}', 400),
+        (
+            "PUT",
+            "/v1/policies/shop/cart",
+            b'{"service": {"namespace": "shop", "name": "cart"}, "minHealthy": -1}',
+            400,
+        ),
         ("GET", "/v1/watch?since=yesterday", b"", 400),
         ("GET", "/v1/nothing-here", b"", 404),
         ("PATCH", "/v1/clusters", b"{}", 405),

@@ -1,0 +1,256 @@
+"""Registry benchmark: publish->watch delivery to 1, 10 and 100 watchers, on a
+SQLite and an etcd-backed registry, next to raw etcd put->watch with the same
+number of watchers, plus publishes per second.
+
+The registry runs as its own process (``fedctl registry serve``), as in
+production; the publisher and the watchers run in this process.  Latency is
+from just before the publishing PUT is sent to the moment a watcher has
+parsed the event, one publish at a time, over every (publish, watcher) pair.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aetcd
+import aiohttp
+from stats import percentile
+
+from agents.client import Credentials, RegistryClient
+from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
+from federation.sim.etcd_process import EtcdProcess, free_port
+
+SOURCE = SourceRef.parse("cluster:east")
+
+
+def endpoint_set(generation: int, service: str = "cart") -> EndpointSet:
+    return EndpointSet(
+        service=ServiceRef(namespace="shop", name=service),
+        source=SOURCE,
+        generation=generation,
+        endpoints=tuple(
+            Endpoint(
+                address=f"127.0.1.{i + 2}",
+                ports=(EndpointPort(name="http", port=8080),),
+                locality=Locality(region="eu", zone="eu-1a", cluster="east"),
+            )
+            for i in range(3)
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def registry_process(store_url: str, data_dir: Path) -> AsyncIterator[str]:
+    """Run ``fedctl registry serve``; yield its admin config path."""
+    port = free_port()
+    key = data_dir / "key"
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(key.write_text, "bench-encryption-key")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "federation.cli", "registry", "serve",
+        "--store", store_url, "--listen", f"127.0.0.1:{port}",
+        "--data-dir", str(data_dir), "--encryption-key-file", str(key),
+        "--bookmark-interval", "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        lines = [(await child.stdout.readline()).decode() for _ in range(4)]
+        yield lines[3].strip().split("=", 1)[1]
+    finally:
+        child.terminate()
+        await child.wait()
+
+
+async def enrol(config_path: str) -> tuple[RegistryClient, RegistryClient]:
+    config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
+    admin = RegistryClient(
+        config["registry"],
+        Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"])),
+    )
+    record = {"name": "east", "locality": {"region": "eu", "zone": "eu-1a"}}
+    answer = await admin.request("POST", "/v1/clusters", {"record": record})
+    credentials, _ = await RegistryClient.join(config["registry"], answer["token"])
+    agent = RegistryClient(config["registry"], credentials)
+    await agent.heartbeat(SOURCE)
+    return admin, agent
+
+
+async def registry_latency(
+    agent: RegistryClient, watchers: int, count: int, first_generation: int
+) -> list[float]:
+    loop = asyncio.get_running_loop()
+    pending: dict[int, tuple[float, list[float], asyncio.Future[None]]] = {}
+    since = (await agent.snapshot()).revision
+    connected: list[None] = []
+    all_connected = asyncio.Event()
+
+    async def watch(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{agent.url}/v1/watch?since={since}") as answer:
+            connected.append(None)
+            if len(connected) == watchers:
+                all_connected.set()
+            async for raw in answer.content:
+                line = json.loads(raw)
+                if line["type"] != "PUT":
+                    continue
+                entry = pending.get(line["object"]["generation"])
+                if entry is None:
+                    continue
+                entry[1].append(time.perf_counter() - entry[0])
+                if len(entry[1]) == watchers and not entry[2].done():
+                    entry[2].set_result(None)
+
+    connector = aiohttp.TCPConnector(ssl=agent._ssl, limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = [asyncio.create_task(watch(session)) for _ in range(watchers)]
+        try:
+            await asyncio.wait_for(all_connected.wait(), 60)
+            samples: list[float] = []
+            for generation in range(first_generation, first_generation + count):
+                done = loop.create_future()
+                entry: tuple[float, list[float], asyncio.Future[None]] = (0.0, [], done)
+                pending[generation] = entry
+                record = endpoint_set(generation)
+                started = time.perf_counter()
+                pending[generation] = (started, entry[1], done)
+                await agent.publish(record)
+                await asyncio.wait_for(done, 30)
+                samples += pending.pop(generation)[1]
+            return samples
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def publish_rate(agent: RegistryClient, total: int, in_flight: int) -> float:
+    queue = iter(range(total))
+    generations: dict[str, int] = {}
+
+    async def worker(worker_id: int) -> None:
+        for _ in queue:
+            name = f"svc{worker_id}"
+            generations[name] = generations.get(name, 0) + 1
+            await agent.publish(endpoint_set(generations[name], name))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(in_flight)))
+    return total / (time.perf_counter() - started)
+
+
+async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> list[float]:
+    client = aetcd.Client(host=server.host, port=server.client_port)
+    prefix = f"/raw-bench/{time.time_ns()}/"
+    loop = asyncio.get_running_loop()
+    pending: dict[str, tuple[float, list[float], asyncio.Future[None]]] = {}
+    value = json.dumps(endpoint_set(1).to_wire()).encode()
+
+    async def watch() -> None:
+        stream = await client.watch_prefix(prefix.encode())
+        try:
+            async for event in stream:
+                entry = pending.get(event.kv.key.decode())
+                if entry is None:
+                    continue
+                json.loads(event.kv.value)  # parse, as a registry watcher does
+                entry[1].append(time.perf_counter() - entry[0])
+                if len(entry[1]) == watchers and not entry[2].done():
+                    entry[2].set_result(None)
+        finally:
+            await stream.cancel()
+
+    tasks = [asyncio.create_task(watch()) for _ in range(watchers)]
+    try:
+        await asyncio.sleep(0.5)  # let every watch be created
+        samples: list[float] = []
+        for i in range(count):
+            key = f"{prefix}{i}"
+            done = loop.create_future()
+            pending[key] = (time.perf_counter(), [], done)
+            await client.put(key.encode(), value)
+            await asyncio.wait_for(done, 30)
+            samples += pending.pop(key)[1]
+        return samples
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+
+def ms(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(samples, 0.5) * 1000, 3),
+        "p99_ms": round(percentile(samples, 0.99) * 1000, 3),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp, EtcdProcess() as etcd:
+        stores = {
+            "sqlite": f"sqlite:///{tmp}/registry.db",
+            "etcd": f"etcd://{etcd.host}:{etcd.client_port}",
+        }
+        for name, url in stores.items():
+            async with registry_process(url, Path(tmp) / name) as config:
+                admin, agent = await enrol(config)
+                try:
+                    generation = 1
+                    for watchers in args.watchers:
+                        samples = await registry_latency(agent, watchers, args.count, generation)
+                        generation += args.count
+                        results[f"{name}_{watchers}w"] = ms(samples)
+                        print(f"{name:6} {watchers:3} watchers  {ms(samples)}", flush=True)
+                    rate = await publish_rate(agent, args.publishes, args.in_flight)
+                    results[f"{name}_publishes_per_s"] = round(rate)
+                    print(f"{name:6} publishes/s {rate:,.0f}", flush=True)
+                finally:
+                    await agent.close()
+                    await admin.close()
+        for watchers in args.watchers:
+            samples = await raw_etcd_latency(etcd, watchers, args.count)
+            results[f"raw_etcd_{watchers}w"] = ms(samples)
+            print(f"raw    {watchers:3} watchers  {ms(samples)}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200, help="publishes per latency run")
+    parser.add_argument("--watchers", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--publishes", type=int, default=3000)
+    parser.add_argument("--in-flight", type=int, default=16)
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    most = max(args.watchers)
+    summary = {
+        "clusters": 1,
+        "endpoints": 3,
+        "watchers": most,
+        "p50_ms": results[f"sqlite_{most}w"]["p50_ms"],  # type: ignore[index]
+        "p99_ms": results[f"sqlite_{most}w"]["p99_ms"],  # type: ignore[index]
+        "etcd_backed_p50_ms": results[f"etcd_{most}w"]["p50_ms"],  # type: ignore[index]
+        "etcd_backed_p99_ms": results[f"etcd_{most}w"]["p99_ms"],  # type: ignore[index]
+        "etcd_p50_ms": results[f"raw_etcd_{most}w"]["p50_ms"],  # type: ignore[index]
+        "etcd_p99_ms": results[f"raw_etcd_{most}w"]["p99_ms"],  # type: ignore[index]
+        "updates_per_s": results["sqlite_publishes_per_s"],
+        "etcd_backed_updates_per_s": results["etcd_publishes_per_s"],
+        "detail": results,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
