@@ -86,11 +86,39 @@ async def enrol(config_path: str) -> tuple[RegistryClient, RegistryClient]:
     return admin, agent
 
 
+class Arrivals:
+    """One write at a time, seen by ``watchers`` streams: the time from just
+    before the write until each stream holds it."""
+
+    def __init__(self, watchers: int) -> None:
+        self.watchers = watchers
+        self._key: object = None
+        self._started = 0.0
+        self._seen: list[float] = []
+        self._done: asyncio.Future[None] | None = None
+
+    def expect(self, key: object) -> None:
+        self._key, self._seen = key, []
+        self._done = asyncio.get_running_loop().create_future()
+        self._started = time.perf_counter()
+
+    def seen(self, key: object) -> None:
+        if key != self._key or self._done is None:
+            return
+        self._seen.append(time.perf_counter() - self._started)
+        if len(self._seen) == self.watchers and not self._done.done():
+            self._done.set_result(None)
+
+    async def wait(self) -> list[float]:
+        assert self._done is not None
+        await asyncio.wait_for(self._done, 30)
+        return self._seen
+
+
 async def registry_latency(
     agent: RegistryClient, watchers: int, count: int, first_generation: int
 ) -> list[float]:
-    loop = asyncio.get_running_loop()
-    pending: dict[int, tuple[float, list[float], asyncio.Future[None]]] = {}
+    arrivals = Arrivals(watchers)
     since = (await agent.snapshot()).revision
     connected: list[None] = []
     all_connected = asyncio.Event()
@@ -102,14 +130,8 @@ async def registry_latency(
                 all_connected.set()
             async for raw in answer.content:
                 line = json.loads(raw)
-                if line["type"] != "PUT":
-                    continue
-                entry = pending.get(line["object"]["generation"])
-                if entry is None:
-                    continue
-                entry[1].append(time.perf_counter() - entry[0])
-                if len(entry[1]) == watchers and not entry[2].done():
-                    entry[2].set_result(None)
+                if line["type"] == "PUT":
+                    arrivals.seen(line["object"]["generation"])
 
     connector = aiohttp.TCPConnector(ssl=agent._ssl, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -118,15 +140,10 @@ async def registry_latency(
             await asyncio.wait_for(all_connected.wait(), 60)
             samples: list[float] = []
             for generation in range(first_generation, first_generation + count):
-                done = loop.create_future()
-                entry: tuple[float, list[float], asyncio.Future[None]] = (0.0, [], done)
-                pending[generation] = entry
                 record = endpoint_set(generation)
-                started = time.perf_counter()
-                pending[generation] = (started, entry[1], done)
+                arrivals.expect(generation)
                 await agent.publish(record)
-                await asyncio.wait_for(done, 30)
-                samples += pending.pop(generation)[1]
+                samples += await arrivals.wait()
             return samples
         finally:
             for task in tasks:
@@ -152,21 +169,15 @@ async def publish_rate(agent: RegistryClient, total: int, in_flight: int) -> flo
 async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> list[float]:
     client = aetcd.Client(host=server.host, port=server.client_port)
     prefix = f"/raw-bench/{time.time_ns()}/"
-    loop = asyncio.get_running_loop()
-    pending: dict[str, tuple[float, list[float], asyncio.Future[None]]] = {}
+    arrivals = Arrivals(watchers)
     value = json.dumps(endpoint_set(1).to_wire()).encode()
 
     async def watch() -> None:
         stream = await client.watch_prefix(prefix.encode())
         try:
             async for event in stream:
-                entry = pending.get(event.kv.key.decode())
-                if entry is None:
-                    continue
                 json.loads(event.kv.value)  # parse, as a registry watcher does
-                entry[1].append(time.perf_counter() - entry[0])
-                if len(entry[1]) == watchers and not entry[2].done():
-                    entry[2].set_result(None)
+                arrivals.seen(event.kv.key.decode())
         finally:
             await stream.cancel()
 
@@ -176,11 +187,9 @@ async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> li
         samples: list[float] = []
         for i in range(count):
             key = f"{prefix}{i}"
-            done = loop.create_future()
-            pending[key] = (time.perf_counter(), [], done)
+            arrivals.expect(key)
             await client.put(key.encode(), value)
-            await asyncio.wait_for(done, 30)
-            samples += pending.pop(key)[1]
+            samples += await arrivals.wait()
         return samples
     finally:
         for task in tasks:

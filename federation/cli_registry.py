@@ -72,7 +72,7 @@ def _passphrase(args: argparse.Namespace) -> bytes | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from federation.api.app import Settings
+    from federation.api.http import Settings
     from federation.api.server import RegistryServer
     from federation.registry import Registry
     from federation.registry import RegistryError as DomainError

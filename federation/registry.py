@@ -89,10 +89,6 @@ class Conflict(RegistryError):
     status = 409
 
 
-class Gone(RegistryError):
-    status = 410
-
-
 class MissingEncryptionKey(RegistryError):
     """The CA key must be encrypted or decrypted and no key was given."""
 
@@ -481,7 +477,6 @@ __all__ = [
     "Change",
     "Conflict",
     "Forbidden",
-    "Gone",
     "Invalid",
     "Issued",
     "Item",

@@ -22,7 +22,8 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
-from federation.api.app import Settings, build_app
+from federation.api.app import build_app
+from federation.api.http import Settings
 from federation.registry import Registry
 from federation.trust import ca as certs
 

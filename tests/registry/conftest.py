@@ -3,6 +3,7 @@ real etcd, with helpers to enrol clusters and VMs through join tokens."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agents.client import Credentials, RegistryClient
-from federation.api.app import Settings
+from federation.api.http import Settings
 from federation.api.server import RegistryServer
 from federation.clock import ManualClock
 from federation.model import Cluster, Locality, Workload
@@ -119,6 +120,22 @@ class Harness:
         return self.client(credentials)
 
 
+def _clock() -> ManualClock:
+    """Manual, but starting now: certificates are checked by real TLS too."""
+    return ManualClock(time.time())
+
+
+@contextlib.asynccontextmanager
+async def running(harness: Harness) -> AsyncIterator[Harness]:
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        for client in harness.clients:
+            await client.close()
+        await harness.stop()
+
+
 @pytest.fixture(params=["sqlite", "etcd"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     prefix = f"/federation-test-{next(_prefixes)}-{time.time_ns()}/"
@@ -128,29 +145,14 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         etcd: EtcdProcess = request.getfixturevalue("etcd_server")
         host, port = etcd.endpoint
         url = f"etcd://{host}:{port}"
-    made = Harness(request.param, tmp_path / "data", url, prefix, ManualClock(time.time()))
-    await made.start()
-    try:
+    async with running(Harness(request.param, tmp_path / "data", url, prefix, _clock())) as made:
         yield made
-    finally:
-        for client in made.clients:
-            await client.close()
-        await made.stop()
 
 
 @pytest.fixture
 async def sqlite_harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    made = Harness(
-        "sqlite",
-        tmp_path / "data",
-        f"sqlite:///{tmp_path / 'registry.db'}",
-        "/federation/v1/",
-        ManualClock(time.time()),
-    )
-    await made.start()
-    try:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    async with running(
+        Harness("sqlite", tmp_path / "data", url, "/federation/v1/", _clock())
+    ) as made:
         yield made
-    finally:
-        for client in made.clients:
-            await client.close()
-        await made.stop()

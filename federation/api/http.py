@@ -1,0 +1,107 @@
+"""What every registry route shares: the app keys, settings, metrics, and
+JSON in and out (errors as ``{"code", "reason", "message"[, "field"]}``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from federation.model import ValidationError
+from federation.registry import Invalid, Registry
+from federation.trust.identity import Identity
+
+
+class Metrics:
+    """The registry's Prometheus metrics, in a registry of their own per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "federation_http_requests_total",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "code"],
+            registry=self.registry,
+        )
+        self.denied = Counter(
+            "federation_authz_denied_total", "Writes refused with 403", registry=self.registry
+        )
+        self.watch_streams = Gauge(
+            "federation_watch_streams", "Open watch streams", registry=self.registry
+        )
+        self.events_sent = Counter(
+            "federation_watch_events_sent_total",
+            "Watch events sent, bookmarks included",
+            ["type"],
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "federation_request_store_seconds",
+            "Time handlers spent on a request, store calls included",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Settings:
+    bookmark_interval: float = 5.0
+    token_ttl: float = 3600.0
+
+
+REGISTRY_KEY = web.AppKey("registry", Registry)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+IDENTITY_KEY = web.RequestKey("identity", Identity)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o))
+
+
+def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {
+        "code": status,
+        "reason": REASONS.get(status, "Error"),
+        "message": message,
+    }
+    if field:
+        body["field"] = field
+    return json_response(body, status)
+
+
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise Invalid(f"the body is not valid JSON: {err}") from None
+
+
+def require_object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError("", f"expected a JSON object ({what})")
+    return body
+
+
+def registry_of(request: web.Request) -> Registry:
+    return request.app[REGISTRY_KEY]
