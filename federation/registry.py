@@ -55,6 +55,7 @@ from federation.trust.identity import Identity, Role
 log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
+PUBLISH_CACHE = 65536  # endpoint sets whose last write this replica remembers
 DEFAULT_TOKEN_TTL = 3600.0
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 WATCHED = {
@@ -130,6 +131,42 @@ def member_key(identity: Identity) -> str:
     return f"{'clusters' if identity.role is Role.CLUSTER else 'vms'}/{identity.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    key: str
+    member: str
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class _PublishState:
+    """What a publish is guarded by: mod revisions (0: absent)."""
+
+    mod: int
+    member_mod: int
+    alive_mod: int
+    revision: int
+    current: EndpointSet | None
+
+
+def _is_newer(endpoint_set: EndpointSet, current: EndpointSet | None) -> bool:
+    return current is not None and endpoint_set.generation > current.generation
+
+
+def _unchanged(endpoint_set: EndpointSet, current: EndpointSet) -> bool:
+    """True if ``endpoint_set`` is already stored; Conflict if it may not be."""
+    if endpoint_set.generation < current.generation:
+        raise Conflict(
+            f"generation {endpoint_set.generation} is older than the stored "
+            f"generation {current.generation}"
+        )
+    if endpoint_set.generation > current.generation:
+        return False
+    if replace(current, stale=False) == replace(endpoint_set, stale=False):
+        return True
+    raise Conflict(f"generation {current.generation} was already published with other content")
+
+
 class Registry:
     def __init__(
         self,
@@ -148,6 +185,7 @@ class Registry:
         self.prefix = prefix
         self._passphrase = passphrase
         self._ca: certs.CertificateAuthority | None = None
+        self._published: dict[str, _PublishState] = {}
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -313,35 +351,55 @@ class Registry:
 
     async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
         """Write a source's endpoint set; idempotent per generation.
-        Returns (revision, whether anything was written)."""
-        if await self.member(Identity.of_source(endpoint_set.source)) is None:
-            raise NotFound(f"source {endpoint_set.source} is not registered")
-        key = self._key(endpoints_key(endpoint_set.service, endpoint_set.source))
+        Returns (revision, whether anything was written).
+
+        The write is one transaction guarded by the mod revisions of the
+        set, of the source's member record and of its liveness key.  Those
+        come from what this replica last wrote when it has it (one round
+        trip), else from the store; a failed guard re-reads."""
+        source = endpoint_set.source
+        key = self._key(endpoints_key(endpoint_set.service, source))
+        guard = _Guard(key, self._key(member_key(Identity.of_source(source))), source)
+        state = self._published.get(key)
         for _ in range(8):
-            got = await self.store.get(key)
-            mod = 0
-            if got.kv is not None:
-                current = decode(EndpointSet, got.kv.value)
-                mod = got.kv.mod_revision
-                if endpoint_set.generation < current.generation:
-                    raise Conflict(
-                        f"generation {endpoint_set.generation} is older than the stored "
-                        f"generation {current.generation}"
-                    )
-                if endpoint_set.generation == current.generation:
-                    if replace(current, stale=False) == replace(endpoint_set, stale=False):
-                        return got.revision, False
-                    raise Conflict(
-                        f"generation {current.generation} was already published with other content"
-                    )
-            alive = (await self.store.get(self._key(f"alive/{endpoint_set.source}"))).kv is not None
-            record = replace(endpoint_set, stale=not alive)
+            if state is None or not _is_newer(endpoint_set, state.current):
+                state = await self._publish_state(guard)
+                if state.member_mod == 0:
+                    raise NotFound(f"source {source} is not registered")
+                if state.current is not None and _unchanged(endpoint_set, state.current):
+                    return state.revision, False
+            record = replace(endpoint_set, stale=state.alive_mod == 0)
             result = await self.store.txn(
-                [Compare(key=key, mod_revision=mod)], [Put(key=key, value=encode(record))]
+                [
+                    Compare(key=key, mod_revision=state.mod),
+                    Compare(key=guard.member, mod_revision=state.member_mod),
+                    Compare(key=self._key(f"alive/{source}"), mod_revision=state.alive_mod),
+                ],
+                [Put(key=key, value=encode(record))],
             )
             if result.succeeded:
+                if len(self._published) >= PUBLISH_CACHE:
+                    self._published.clear()
+                self._published[key] = replace(
+                    state, mod=result.revision, revision=result.revision, current=record
+                )
                 return result.revision, True
+            self._published.pop(key, None)
+            state = None
         raise Conflict("the endpoint set is being written concurrently; try again")
+
+    async def _publish_state(self, guard: _Guard) -> _PublishState:
+        got = await self.store.get(guard.key)
+        member = await self.store.get(guard.member)
+        alive = await self.store.get(self._key(f"alive/{guard.source}"))
+        current = None if got.kv is None else decode(EndpointSet, got.kv.value)
+        return _PublishState(
+            mod=0 if got.kv is None else got.kv.mod_revision,
+            member_mod=0 if member.kv is None else member.kv.mod_revision,
+            alive_mod=0 if alive.kv is None else alive.kv.mod_revision,
+            revision=got.revision,
+            current=current,
+        )
 
     async def withdraw(self, service: ServiceRef, source: SourceRef) -> int:
         key = self._key(endpoints_key(service, source))

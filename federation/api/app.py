@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,9 @@ from prometheus_client import generate_latest
 
 from federation.api import watch
 from federation.api.auth import Access, authorize, peer_identity
+from federation.api.dashboard import dashboard
 from federation.api.http import (
+    HUB_KEY,
     IDENTITY_KEY,
     METRICS_KEY,
     REGISTRY_KEY,
@@ -32,6 +34,7 @@ from federation.api.http import (
     registry_of,
     require_object,
 )
+from federation.api.hub import WatchHub
 from federation.api.openapi import document
 from federation.model import (
     Cluster,
@@ -362,6 +365,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 ROUTES: list[Route] = [
+    Route("GET", "/", dashboard, Access.ANY, "Dashboard: clusters, VMs, services (HTML)"),
     Route("GET", "/healthz", _healthz, Access.OPEN, "Liveness"),
     Route("GET", "/readyz", _readyz, Access.OPEN, "Readiness: the store answers"),
     Route("GET", "/metrics", _metrics, Access.OPEN, "Prometheus metrics"),
@@ -434,11 +438,19 @@ ROUTES: list[Route] = [
 ]
 
 
+async def _run_hub(app: web.Application) -> AsyncIterator[None]:
+    await app[HUB_KEY].start()
+    yield
+    await app[HUB_KEY].stop()
+
+
 def build_app(registry: Registry, settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY_BYTES)
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = Metrics()
     app[SETTINGS_KEY] = settings or Settings()
+    app[HUB_KEY] = WatchHub(registry)
+    app.cleanup_ctx.append(_run_hub)
     for route in ROUTES:
 
         async def handler(request: web.Request, _route: Route = route) -> web.StreamResponse:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+import weakref
 from enum import Enum
+from typing import Any
 
 from aiohttp import web
 
@@ -29,24 +31,44 @@ class Access(Enum):
     OWNER = "owner"  # the source named in the path, or an admin
 
 
+# The parsed peer of each TLS connection: a connection keeps its
+# certificate, so it is read once, and the expiry is checked on every request.
+_peers: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[Identity, float] | str] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def peer_identity(request: web.Request, trust_domain: str, clock: Clock) -> Identity | None:
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if not isinstance(ssl_object, ssl.SSLObject):
         return None
-    cert = ssl_object.getpeercert()
-    if not cert:
-        return None
+    peer = _peers.get(ssl_object)
+    if peer is None:
+        cert = ssl_object.getpeercert()
+        if not cert:
+            return None
+        peer = _parse_peer(cert, trust_domain)
+        _peers[ssl_object] = peer
+    if isinstance(peer, str):
+        raise Unauthorized(peer)
+    identity, not_after = peer
+    if not_after <= clock.now():
+        raise Unauthorized("the client certificate has expired; join again")
+    return identity
+
+
+def _parse_peer(cert: dict[str, Any], trust_domain: str) -> tuple[Identity, float] | str:
+    """The identity and expiry of a peer certificate, or why it is refused."""
     uris = [str(entry[1]) for entry in cert.get("subjectAltName", ()) if entry[0] == "URI"]
     if len(uris) != 1:
-        raise Unauthorized("the client certificate must carry exactly one SPIFFE id")
+        return "the client certificate must carry exactly one SPIFFE id"
     not_after = dt.datetime.strptime(str(cert["notAfter"]), "%b %d %H:%M:%S %Y %Z")
-    if not_after.replace(tzinfo=dt.UTC).timestamp() <= clock.now():
-        raise Unauthorized("the client certificate has expired; join again")
     try:
-        return Identity.from_spiffe_id(uris[0], trust_domain)
+        identity = Identity.from_spiffe_id(uris[0], trust_domain)
     except ValidationError as err:
-        raise Unauthorized(str(err)) from None
+        return str(err)
+    return identity, not_after.replace(tzinfo=dt.UTC).timestamp()
 
 
 def authorize(access: Access, identity: Identity | None, source: SourceRef | None) -> None:

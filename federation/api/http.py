@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from federation.api.hub import WatchHub
 from federation.model import ValidationError
 from federation.registry import Invalid, Registry
 from federation.trust.identity import Identity
@@ -56,6 +57,7 @@ class Settings:
 REGISTRY_KEY = web.AppKey("registry", Registry)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 SETTINGS_KEY = web.AppKey("settings", Settings)
+HUB_KEY = web.AppKey("hub", WatchHub)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 

@@ -177,6 +177,11 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 "description": "Newline-delimited JSON events (PUT, DELETE, BOOKMARK, ERROR)",
                 "content": {"application/x-ndjson": {"schema": {"type": "object"}}},
             }
+        if route.path == "/":
+            operation["responses"]["200"] = {
+                "description": "An HTML page",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
         if route.body:
             operation["requestBody"] = {
                 "required": True,

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.api.http import METRICS_KEY, SETTINGS_KEY, json_response, registry_of
+from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, json_response, registry_of
 from federation.model import ValidationError
 from federation.store import Compacted
 
@@ -33,14 +33,53 @@ def _since(request: web.Request) -> int | None:
 async def watch(request: web.Request) -> web.StreamResponse:
     """NDJSON changes after ``since``, with BOOKMARKs; 410 if too old.
 
+    Served from the process's watch hub when its buffer reaches back to
+    ``since``, else from a store watch of the stream's own.  If compaction
+    overtakes a running stream it ends with an ERROR line carrying code
+    410, as Kubernetes watches do."""
+    since = _since(request)
+    subscription = request.app[HUB_KEY].subscribe(since)
+    if subscription is None:
+        assert since is not None
+        return await _store_watch(request, since)
+    metrics = request.app[METRICS_KEY]
+    interval = request.app[SETTINGS_KEY].bookmark_interval
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    response.enable_chunked_encoding()
+    metrics.watch_streams.inc()
+    try:
+        await response.prepare(request)
+        while True:
+            try:
+                entries = await subscription.next(interval)
+            except Compacted as err:
+                await response.write(_line({"type": "ERROR", "code": 410, "message": str(err)}))
+                break
+            if entries:
+                for entry in entries:
+                    metrics.events_sent.labels(entry.type).inc()
+                await response.write(b"".join(e.line for e in entries))
+            else:
+                metrics.events_sent.labels("BOOKMARK").inc()
+                await response.write(_line({"type": "BOOKMARK", "revision": subscription.revision}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        metrics.watch_streams.dec()
+    return response
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+async def _store_watch(request: web.Request, since: int) -> web.StreamResponse:
+    """A stream from ``since`` on a store watch of its own.
+
     Headers go out only with the first line, so a compacted ``since`` gets
-    a plain 410; if compaction overtakes a running stream it ends with an
-    ERROR line carrying code 410, as Kubernetes watches do."""
+    a plain 410."""
     registry, metrics = registry_of(request), request.app[METRICS_KEY]
     interval = request.app[SETTINGS_KEY].bookmark_interval
-    since = _since(request)
-    if since is None:
-        since = (await registry.store.get(registry.prefix + "trust/root")).revision
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
 
     async def pump() -> None:
@@ -68,8 +107,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 if response is None:
                     raise change
                 code = 410 if isinstance(change, Compacted) else 503
-                line = {"type": "ERROR", "code": code, "message": str(change)}
-                await response.write(json.dumps(line).encode() + b"\n")
+                await response.write(_line({"type": "ERROR", "code": code, "message": str(change)}))
                 break
             if response is None:
                 response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -85,7 +123,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 last = change.revision
                 line = change.to_wire()
                 metrics.events_sent.labels(change.type).inc()
-            await response.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+            await response.write(_line(line))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -33,3 +33,28 @@ async def test_probes_metrics_and_openapi(sqlite_harness: Harness) -> None:
     assert published in text
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert documented == {(r.method, r.path) for r in ROUTES}
+
+
+async def test_the_dashboard_shows_members_and_services_to_identities_only(
+    sqlite_harness: Harness,
+) -> None:
+    harness = sqlite_harness
+    east = await harness.enrol_cluster("east")
+    await east.publish(endpoint_set("east"))
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        http.get(harness.url + "/") as answer,
+    ):
+        assert answer.status == 200
+        assert answer.content_type == "text/html"
+        page = await answer.text()
+    assert "<td>east</td>" in page
+    assert "<td>shop/cart</td><td>cluster:east</td>" in page
+    assert 'class="stale"' in page  # no heartbeat yet: the source is stale
+    anonymous = aiohttp.TCPConnector(ssl=harness.client(None)._ssl)
+    async with (
+        aiohttp.ClientSession(connector=anonymous) as http,
+        http.get(harness.url + "/") as answer,
+    ):
+        assert answer.status == 401
+        assert (await answer.json())["code"] == 401

@@ -1,0 +1,156 @@
+"""One store watch per registry process, fanned out to every watch stream.
+
+Each change is encoded to its NDJSON line once and kept in a bounded
+buffer; a stream is a cursor into that buffer.  A stream that starts
+before the buffer (an agent resuming from an old revision) is not served
+here: the caller falls back to a store watch of its own.  A stream that
+falls more than the buffer behind, or a hub that lost its own watch to
+compaction, ends with ``Compacted`` so the client relists, as a
+kube-apiserver watch cache does."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+from federation.registry import Registry
+from federation.store import Compacted, Unavailable
+
+log = logging.getLogger(__name__)
+
+CAPACITY = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    revision: int
+    type: str
+    line: bytes
+
+
+class WatchHub:
+    def __init__(self, registry: Registry, capacity: int = CAPACITY) -> None:
+        self.registry = registry
+        self.capacity = capacity
+        self._entries: list[Entry] = []
+        self._offset = 0  # absolute index of _entries[0]
+        self._base = 0  # every change after this revision is in the buffer
+        self._head = 0  # the last revision the hub has seen, filtered or not
+        self._epoch = 0  # bumped when the buffer is reset: cursors are void
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._base = self._head = await self._current_revision()
+        self._task = asyncio.create_task(self._run(), name="watch-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._notify()
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    def subscribe(self, since: int | None) -> Subscription | None:
+        """A cursor after ``since`` (None: from now), or None when the
+        buffer no longer holds everything after ``since``."""
+        if since is None:
+            since = self._head
+        if since < self._base:
+            return None
+        index = bisect.bisect_right(self._entries, since, key=lambda e: e.revision)
+        return Subscription(self, self._offset + index, since)
+
+    async def _current_revision(self) -> int:
+        return (await self.registry.store.get(self.registry.prefix + "trust/root")).revision
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async for change in self.registry.watch(self._head):
+                    delay = 0.05
+                    if isinstance(change, int):
+                        self._head = max(self._head, change)
+                    else:
+                        line = json.dumps(change.to_wire(), separators=(",", ":")).encode()
+                        self._append(Entry(change.revision, change.type, line + b"\n"))
+                    self._notify()
+            except Compacted:
+                log.warning("watch hub: history after %d was compacted; streams relist", self._head)
+                with contextlib.suppress(Unavailable):
+                    self._reset(await self._current_revision())
+            except Unavailable as err:
+                log.warning("watch hub: store unavailable (%s); retrying in %.2fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        self._head = max(self._head, entry.revision)
+        if len(self._entries) >= 2 * self.capacity:
+            drop = len(self._entries) - self.capacity
+            self._base = self._entries[drop - 1].revision
+            del self._entries[:drop]
+            self._offset += drop
+
+    def _reset(self, revision: int) -> None:
+        self._offset += len(self._entries)
+        self._entries.clear()
+        self._base = self._head = revision
+        self._epoch += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        self._wake = None
+
+    def _waiter(self) -> asyncio.Future[None]:
+        if self._wake is None:
+            self._wake = asyncio.get_running_loop().create_future()
+        return self._wake
+
+
+class Subscription:
+    def __init__(self, hub: WatchHub, position: int, since: int) -> None:
+        self.hub = hub
+        self.position = position
+        self.revision = since  # the revision the client has seen everything up to
+        self._epoch = hub._epoch
+
+    async def next(self, timeout: float) -> list[Entry]:
+        """The entries after the cursor, waiting up to ``timeout`` for some
+        (then returns []; ``revision`` is then safe to bookmark).  Raises
+        ``Compacted`` if the cursor fell out of the buffer."""
+        entries = self._take()
+        if not entries:
+            waiter = self.hub._waiter()
+            await asyncio.wait([waiter], timeout=timeout)
+            entries = self._take()
+        if not entries and self.hub._head > self.revision:
+            self.revision = self.hub._head
+        return entries
+
+    def _take(self) -> list[Entry]:
+        hub = self.hub
+        if self._epoch != hub._epoch or self.position < hub._offset:
+            raise Compacted(self.revision, hub._base)
+        start = self.position - hub._offset
+        entries = [e for e in hub._entries[start:] if e.revision > self.revision]
+        self.position = hub._offset + len(hub._entries)
+        if entries:
+            self.revision = entries[-1].revision
+        return entries
+
+
+__all__ = ["Entry", "Subscription", "WatchHub"]

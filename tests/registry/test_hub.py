@@ -1,0 +1,90 @@
+"""The watch hub: one store watch fanned out to every stream, bounded, with
+cursors that fall out of the buffer ending in Compacted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from federation.api.hub import WatchHub
+from federation.model import Cluster, Locality
+from federation.registry import Registry
+from federation.store import Compacted, open_store
+from federation.trust.identity import Identity, Role
+from tests.registry.test_smoke import endpoint_set
+from tests.support import eventually
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    store = await open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    made = Registry(store, passphrase=b"hub-test")
+    await made.open()
+    await made.add_member(
+        Cluster(name="east", locality=Locality(region="r1", zone="z1")), token_ttl=60
+    )
+    try:
+        yield made
+    finally:
+        await store.close()
+
+
+async def _hub(registry: Registry, capacity: int) -> WatchHub:
+    hub = WatchHub(registry, capacity=capacity)
+    await hub.start()
+    return hub
+
+
+async def test_every_subscriber_gets_each_change_once(registry: Registry) -> None:
+    hub = await _hub(registry, capacity=64)
+    try:
+        subscribers = [hub.subscribe(None) for _ in range(3)]
+        revisions = [(await registry.publish(endpoint_set("east", g)))[0] for g in (1, 2)]
+        for subscription in subscribers:
+            assert subscription is not None
+            got = []
+            while len(got) < 2:
+                got += await subscription.next(1.0)
+            assert [e.revision for e in got] == revisions
+            assert json.loads(got[1].line)["object"]["generation"] == 2
+            assert subscription.revision == revisions[-1]
+            assert await subscription.next(0.01) == []
+    finally:
+        await hub.stop()
+
+
+async def test_a_quiet_stream_bookmarks_the_hub_head(registry: Registry) -> None:
+    hub = await _hub(registry, capacity=64)
+    try:
+        subscription = hub.subscribe(None)
+        assert subscription is not None
+        # tokens are not a watched kind: the revision moves, no event is sent
+        await registry.mint_token(Identity(Role.CLUSTER, "east"), token_ttl=60)
+        await eventually(lambda: hub.head > subscription.revision)
+        assert await subscription.next(0.01) == []
+        assert subscription.revision == hub.head
+    finally:
+        await hub.stop()
+
+
+async def test_since_before_the_buffer_is_not_served_and_laggards_are_cut(
+    registry: Registry,
+) -> None:
+    hub = await _hub(registry, capacity=2)
+    try:
+        start = hub.head
+        laggard = hub.subscribe(start)
+        assert laggard is not None
+        for generation in range(1, 7):
+            await registry.publish(endpoint_set("east", generation))
+        await eventually(lambda: hub.subscribe(start) is None)
+        with pytest.raises(Compacted):
+            await laggard.next(0.01)
+        fresh = hub.subscribe(hub.head - 1)
+        assert fresh is not None
+        assert [e.revision for e in await fresh.next(0.01)] == [hub.head]
+    finally:
+        await hub.stop()
