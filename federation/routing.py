@@ -1,0 +1,220 @@
+"""Which endpoints of a service a consumer should use: pure and shared.
+
+Every endpoint gets a priority for the consumer: 0 same cluster, 1 same
+zone, 2 same region, 3 elsewhere, or its position in a policy's explicit
+failover order.  A level is *eligible* when it has at least ``min_healthy``
+healthy endpoints from live (not stale) sources.  The consumer uses the
+best eligible level; it moves to a worse level at once, but back to a
+better one only after that level has stayed eligible for the hold-down.
+With no eligible level it takes the best level with any healthy endpoint,
+then stale sources' healthy endpoints as the last resort.  A policy with
+weights splits traffic between the weighted sources instead of by
+locality, each source's share spread over its healthy endpoints.
+
+The state a consumer carries between evaluations is the previous
+``Choice``; time is passed in, so callers inject their clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from federation.model import Endpoint, EndpointSet, Locality, SourceRef, TrafficPolicy
+
+SAME_CLUSTER, SAME_ZONE, SAME_REGION, ELSEWHERE = 0, 1, 2, 3
+LOCALITY_LEVELS = ("same cluster", "same zone", "same region", "elsewhere")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Chosen:
+    address: str
+    source: str
+    weight: int
+    endpoint: Endpoint = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    priority: int
+    name: str
+    sources: tuple[str, ...]
+    endpoints: int
+    healthy: int
+    eligible: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    priority: int | None  # the level in use; None: a weighted split, or nothing healthy
+    endpoints: tuple[Chosen, ...]
+    levels: tuple[Level, ...]
+    reason: str
+    last_resort: bool = False  # serving stale sources' endpoints
+    # When each level became continuously eligible, for the hold-down.
+    eligible_since: Mapping[int, float] = field(default_factory=dict)
+
+
+def priority(consumer: Locality, at: Locality, policy: TrafficPolicy | None = None) -> int:
+    """The priority of an endpoint at ``at`` for a consumer at ``consumer``."""
+    if policy is not None and policy.failover:
+        for index, target in enumerate(policy.failover):
+            if (
+                (not target.region or target.region == at.region)
+                and (not target.zone or target.zone == at.zone)
+                and (not target.cluster or target.cluster == at.cluster)
+            ):
+                return index
+        return len(policy.failover)
+    if consumer.region != at.region:
+        return ELSEWHERE
+    if consumer.cluster and consumer.cluster == at.cluster:
+        return SAME_CLUSTER
+    return SAME_ZONE if consumer.zone == at.zone else SAME_REGION
+
+
+def level_name(index: int, policy: TrafficPolicy | None) -> str:
+    if policy is not None and policy.failover:
+        if index == len(policy.failover):
+            return "not in the failover order"
+        target = policy.failover[index]
+        named = [f"{k}={v}" for k, v in target.to_wire().items() if v]
+        return "failover " + ",".join(named)
+    return LOCALITY_LEVELS[index]
+
+
+def choose(
+    sets: Iterable[EndpointSet],
+    consumer: Locality,
+    policy: TrafficPolicy | None,
+    now: float,
+    previous: Choice | None = None,
+) -> Choice:
+    sets = sorted(sets, key=lambda s: str(s.source))
+    threshold = max(policy.min_healthy if policy else 1, 1)
+    hold_down = policy.failback_hold_down_seconds if policy else 0.0
+    live: dict[int, list[tuple[SourceRef, Endpoint]]] = {}
+    stale: dict[int, list[tuple[SourceRef, Endpoint]]] = {}
+    for endpoint_set in sets:
+        for endpoint in endpoint_set.endpoints:
+            level = priority(consumer, endpoint.locality, policy)
+            into = stale if endpoint_set.stale else live
+            into.setdefault(level, []).append((endpoint_set.source, endpoint))
+    levels = tuple(_level(p, live.get(p, []), threshold, policy) for p in sorted(live))
+    eligible = {lv.priority for lv in levels if lv.eligible}
+    before = previous.eligible_since if previous is not None else {}
+    since = {p: before.get(p, now) for p in eligible}
+
+    if policy is not None and policy.weights:
+        return _weighted(sets, policy, levels, since)
+
+    current = previous.priority if previous is not None else None
+    settled = [
+        p
+        for p in sorted(eligible)
+        if current is None or p >= current or now - since[p] >= hold_down
+    ]
+    if settled:
+        chosen = settled[0]
+        reason = _reason(chosen, current, levels, threshold, policy)
+        if current is not None and chosen != min(eligible):
+            better = min(eligible)
+            wait = hold_down - (now - since[better])
+            reason += (
+                f"; {level_name(better, policy)} is eligible again, failback after the "
+                f"{hold_down:g}s hold-down ({wait:.1f}s left)"
+            )
+        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+    if eligible:  # only better levels, still in hold-down, and the current one is gone
+        chosen = min(eligible)
+        reason = f"{level_name(chosen, policy)}: the only eligible level (hold-down waived)"
+        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+    partial = [lv.priority for lv in levels if lv.healthy]
+    if partial:
+        chosen = partial[0]
+        reason = (
+            f"no level has {threshold} healthy endpoints; using {level_name(chosen, policy)} "
+            f"with {next(lv.healthy for lv in levels if lv.priority == chosen)}"
+        )
+        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+    for p in sorted(stale):
+        healthy = _healthy(stale[p])
+        if healthy:
+            reason = (
+                f"no live source has a healthy endpoint; last resort: stale sources at "
+                f"{level_name(p, policy)}"
+            )
+            return Choice(p, healthy, levels, reason, last_resort=True, eligible_since=since)
+    return Choice(None, (), levels, "no healthy endpoint anywhere", eligible_since=since)
+
+
+def _level(
+    p: int, members: list[tuple[SourceRef, Endpoint]], threshold: int, policy: TrafficPolicy | None
+) -> Level:
+    healthy = sum(1 for _, e in members if e.healthy)
+    sources = tuple(sorted({str(s) for s, _ in members}))
+    return Level(p, level_name(p, policy), sources, len(members), healthy, healthy >= threshold)
+
+
+def _healthy(members: list[tuple[SourceRef, Endpoint]], share: int = 0) -> tuple[Chosen, ...]:
+    picked = [(s, e) for s, e in members if e.healthy]
+    return tuple(
+        sorted(
+            Chosen(e.address, str(s), share or e.weight, e) for s, e in picked if share or e.weight
+        )
+    )
+
+
+def _weighted(
+    sets: list[EndpointSet],
+    policy: TrafficPolicy,
+    levels: tuple[Level, ...],
+    since: dict[int, float],
+) -> Choice:
+    """Split between weighted sources; a source with no healthy endpoint
+    gives its share to the others."""
+    chosen: list[Chosen] = []
+    shares: list[str] = []
+    for endpoint_set in sets:
+        weight = policy.weights.get(str(endpoint_set.source), 0)
+        members = [(endpoint_set.source, e) for e in endpoint_set.endpoints]
+        if weight == 0 or endpoint_set.stale:
+            continue
+        healthy = [m for m in members if m[1].healthy]
+        if not healthy:
+            continue
+        per = max(1, round(1000 * weight / len(healthy)))
+        chosen += _healthy(healthy, per)
+        shares.append(f"{endpoint_set.source}={weight}")
+    if not chosen:
+        return Choice(None, (), levels, "no weighted source has a healthy endpoint")
+    reason = "weighted split " + ", ".join(shares)
+    return Choice(None, tuple(sorted(chosen)), levels, reason, eligible_since=since)
+
+
+def _reason(
+    chosen: int,
+    current: int | None,
+    levels: tuple[Level, ...],
+    threshold: int,
+    policy: TrafficPolicy | None,
+) -> str:
+    name = level_name(chosen, policy)
+    worse = [lv for lv in levels if lv.priority < chosen and not lv.eligible]
+    if not worse:
+        return f"{name}: best level, {threshold}+ healthy"
+    missed = ", ".join(f"{lv.name} has {lv.healthy}/{threshold}" for lv in worse)
+    return f"{name}: failed over ({missed} healthy)"
+
+
+__all__ = [
+    "ELSEWHERE",
+    "SAME_CLUSTER",
+    "SAME_REGION",
+    "SAME_ZONE",
+    "Choice",
+    "Chosen",
+    "Level",
+    "choose",
+    "level_name",
+    "priority",
+]
