@@ -82,6 +82,7 @@ SCHEMAS: dict[str, Any] = {
                 "maxItems": 1000,
                 "items": {"$ref": "#/components/schemas/Endpoint"},
             },
+            "ports": {"type": "array", "maxItems": 100, "items": _PORT},
             "stale": {"type": "boolean"},
             "changedAt": {"type": "number"},
         },

@@ -268,17 +268,23 @@ class EndpointSet:
     """The whole endpoint set of one service from one source, versioned by
     the source's ``generation``; ``stale`` is set when the source's lease
     expired.  ``changed_at`` is the source's wall-clock time of the change,
-    carried end to end for the propagation metric."""
+    carried end to end for the propagation metric.  ``ports`` are the
+    exported Service's own ports (name and port number), which an importing
+    cluster gives its ``-global`` Service; the endpoints' ports are what a
+    connection is forwarded to."""
 
     service: ServiceRef
     source: SourceRef
     generation: int
     endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
     stale: bool = False
     changed_at: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("generation", self.generation, 0, 2**63 - 1)
+        if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
+            raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
         if len(self.endpoints) > MAX_ENDPOINTS_PER_SET:
             raise ValidationError(
                 "endpoints", f"{len(self.endpoints)} endpoints, at most {MAX_ENDPOINTS_PER_SET}"
@@ -291,19 +297,21 @@ class EndpointSet:
             "source": str(self.source),
             "generation": self.generation,
             "endpoints": [e.to_wire() for e in self.endpoints],
+            "ports": [p.to_wire() for p in self.ports],
             "stale": self.stale,
             "changedAt": self.changed_at,
         }
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
-        known = {"service", "source", "generation", "endpoints", "stale", "changedAt"}
+        known = {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt"}
         f = Fields(data, frozenset(known))
         return cls(
             service=f.nested("service", ServiceRef.from_wire),
             source=f.nested("source", SourceRef.from_wire),
             generation=check_int("generation", f.get("generation"), 0, 2**63 - 1),
             endpoints=f.items("endpoints", Endpoint.from_wire, MAX_ENDPOINTS_PER_SET),
+            ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
             stale=check_bool("stale", f.get("stale", False)),
             changed_at=check_number("changedAt", f.get("changedAt", 0.0), 0.0, 1e11),
         )
