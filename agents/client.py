@@ -218,12 +218,15 @@ class RegistryClient:
 
     # -- records -----------------------------------------------------------------
 
-    async def publish(self, endpoint_set: EndpointSet) -> dict[str, Any]:
+    async def publish(self, endpoint_set: EndpointSet, *, retry: bool = True) -> dict[str, Any]:
         path = f"/v1/services/{endpoint_set.service}/sources/{endpoint_set.source}"
-        return await self.request("PUT", path, endpoint_set.to_wire())
+        return await self.request("PUT", path, endpoint_set.to_wire(), retry=retry)
 
-    async def withdraw(self, service: ServiceRef, source: SourceRef) -> dict[str, Any]:
-        return await self.request("DELETE", f"/v1/services/{service}/sources/{source}")
+    async def withdraw(
+        self, service: ServiceRef, source: SourceRef, *, retry: bool = True
+    ) -> dict[str, Any]:
+        path = f"/v1/services/{service}/sources/{source}"
+        return await self.request("DELETE", path, retry=retry)
 
     async def heartbeat(self, source: SourceRef) -> dict[str, Any]:
         return await self.request("POST", f"/v1/sources/{source}/heartbeat")

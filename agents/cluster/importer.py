@@ -1,0 +1,234 @@
+"""Registry -> cluster: for every exported service of the federation, a
+selector-less ``<name>-global`` Service, EndpointSlices holding what
+``federation.routing`` chooses for this cluster, and an MCS ServiceImport.
+
+``materialize`` is pure: from the service's endpoint sets and the routing
+choice it builds the objects this cluster should hold.  The ServiceImport
+also carries every source's endpoint set in an annotation, so an agent
+that restarts while the registry is unreachable starts from what is
+materialized and can still fail over.  Everything created carries
+``app.kubernetes.io/managed-by: federation-agent``; the agent deletes only
+objects with that label, and only when the registry says a service is gone
+(or, at start, after a successful snapshot)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from agents.cluster.exporter import AGENT, MANAGED_BY, SERVICE_NAME
+from agents.cluster.kube import ENDPOINT_SLICES, SERVICE_IMPORTS, SERVICES, Kind, Obj
+from federation.model import EndpointPort, EndpointSet, ServiceRef
+from federation.routing import Choice
+
+SERVICE_LABEL = "federation.io/service"
+SOURCES_ANNOTATION = "federation.io/sources"
+CHOICE_ANNOTATION = "federation.io/route"
+SLICE_MANAGER = "cluster-agent.federation.io"
+MAX_PER_SLICE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    kind: Kind
+    namespace: str
+    name: str
+    body: Obj
+
+
+def global_name(service: ServiceRef, suffix: str) -> str:
+    return f"{service.name}{suffix}"[:63].rstrip("-")
+
+
+def _labels(service: ServiceRef) -> dict[str, str]:
+    return {MANAGED_BY: AGENT, SERVICE_LABEL: service.name}
+
+
+def _service_ports(sets: Iterable[EndpointSet]) -> tuple[EndpointPort, ...]:
+    """The -global Service's ports: those of the first source (by name)
+    that declares any, so every importing cluster agrees."""
+    for endpoint_set in sorted(sets, key=lambda s: str(s.source)):
+        if endpoint_set.ports:
+            return endpoint_set.ports
+    for endpoint_set in sorted(sets, key=lambda s: str(s.source)):
+        for endpoint in endpoint_set.endpoints:
+            if endpoint.ports:
+                return endpoint.ports
+    return ()
+
+
+def materialize(
+    service: ServiceRef, sets: list[EndpointSet], choice: Choice, suffix: str
+) -> list[Desired]:
+    name = global_name(service, suffix)
+    labels = _labels(service)
+    ports = _service_ports(sets)
+    out = [
+        Desired(
+            SERVICES,
+            service.namespace,
+            name,
+            {
+                "metadata": {"name": name, "namespace": service.namespace, "labels": labels},
+                "spec": {
+                    "type": "ClusterIP",
+                    "ports": [
+                        {"name": p.name, "port": p.port, "protocol": p.protocol.value}
+                        for p in ports
+                    ]
+                    or [{"name": "none", "port": 1, "protocol": "TCP"}],
+                },
+            },
+        ),
+    ]
+    groups: dict[tuple[str, tuple[EndpointPort, ...]], list[Any]] = {}
+    for chosen in choice.endpoints:
+        family = "IPv6" if ipaddress.ip_address(chosen.address).version == 6 else "IPv4"
+        groups.setdefault((family, chosen.endpoint.ports), []).append(chosen)
+    index = 0
+    for (family, endpoint_ports), members in sorted(groups.items(), key=_group_order):
+        for start in range(0, len(members), MAX_PER_SLICE):
+            out.append(
+                Desired(
+                    ENDPOINT_SLICES,
+                    service.namespace,
+                    f"{name}-{index}",
+                    _slice(
+                        service,
+                        name,
+                        index,
+                        family,
+                        endpoint_ports,
+                        members[start : start + MAX_PER_SLICE],
+                    ),
+                )
+            )
+            index += 1
+    wire = [s.to_wire() for s in sorted(sets, key=lambda s: str(s.source))]
+    out.append(
+        Desired(
+            SERVICE_IMPORTS,
+            service.namespace,
+            service.name,
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                "kind": "ServiceImport",
+                "metadata": {
+                    "name": service.name,
+                    "namespace": service.namespace,
+                    "labels": labels,
+                    "annotations": {
+                        SOURCES_ANNOTATION: json.dumps(wire, separators=(",", ":")),
+                        CHOICE_ANNOTATION: choice.reason,
+                    },
+                },
+                "spec": {
+                    "type": "ClusterSetIP",
+                    "ports": [
+                        {"name": p.name, "port": p.port, "protocol": p.protocol.value}
+                        for p in ports
+                    ],
+                },
+                "status": {"clusters": [{"cluster": str(s.source)} for s in sets]},
+            },
+        )
+    )
+    return out
+
+
+def _group_order(item: tuple[tuple[str, tuple[EndpointPort, ...]], list[Any]]) -> str:
+    (family, ports), _ = item
+    return family + ",".join(f"{p.name}:{p.port}" for p in ports)
+
+
+def _slice(
+    service: ServiceRef,
+    name: str,
+    index: int,
+    family: str,
+    ports: tuple[EndpointPort, ...],
+    members: list[Any],
+) -> Obj:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-{index}",
+            "namespace": service.namespace,
+            "labels": {
+                **_labels(service),
+                SERVICE_NAME: name,
+                "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+            },
+        },
+        "addressType": family,
+        "endpoints": [
+            {
+                "addresses": [c.address],
+                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "zone": c.endpoint.locality.zone,
+            }
+            for c in members
+        ],
+        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol.value} for p in ports],
+    }
+
+
+def sets_from_import(obj: Obj) -> list[EndpointSet]:
+    """The endpoint sets an agent wrote on a ServiceImport ([] if unreadable)."""
+    raw = obj.get("metadata", {}).get("annotations", {}).get(SOURCES_ANNOTATION)
+    if not raw:
+        return []
+    try:
+        return [EndpointSet.from_wire(item) for item in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+def differs(current: Obj, desired: Obj) -> bool:
+    """True if ``current`` lacks what ``desired`` sets (server-added fields,
+    such as a Service's clusterIP, are not differences)."""
+    return not _contains(current, desired)
+
+
+def _contains(current: Any, desired: Any) -> bool:
+    if isinstance(desired, dict):
+        if not isinstance(current, dict):
+            return False
+        return all(
+            (v is None and current.get(k) is None) or _contains(current.get(k), v)
+            for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
+
+
+def merged(current: Obj, desired: Obj) -> Obj:
+    """``desired`` over ``current``, keeping what the server owns
+    (resourceVersion, uid, a Service's clusterIP)."""
+    body = {**current, **{k: v for k, v in desired.items() if k != "metadata"}}
+    body["metadata"] = {**current.get("metadata", {}), **desired["metadata"]}
+    if "spec" in current and "spec" in desired:
+        body["spec"] = {**current["spec"], **desired["spec"]}
+    return body
+
+
+__all__ = [
+    "CHOICE_ANNOTATION",
+    "SERVICE_LABEL",
+    "SOURCES_ANNOTATION",
+    "Desired",
+    "differs",
+    "global_name",
+    "materialize",
+    "merged",
+    "sets_from_import",
+]

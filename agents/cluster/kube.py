@@ -1,0 +1,333 @@
+"""The agent's only way to Kubernetes: kubernetes_asyncio's ApiClient (its
+kubeconfig loading, TLS and auth), spoken in plain JSON objects.
+
+Objects stay dicts as the API server sends them, so the same code works
+for built-in kinds and for the MCS custom resources, and no model classes
+are built per watch event.  ``Informer`` keeps a cache of one kind by list
+and watch (resuming from the last resourceVersion, relisting on 410), as
+client-go's informers do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return base + (f"/{name}" if name else "")
+
+
+NAMESPACES = Kind("", "v1", "namespaces", namespaced=False)
+NODES = Kind("", "v1", "nodes", namespaced=False)
+SERVICES = Kind("", "v1", "services")
+ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices")
+LEASES = Kind("coordination.k8s.io", "v1", "leases")
+CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+MCS_GROUP = "multicluster.x-k8s.io"
+SERVICE_EXPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceexports")
+SERVICE_IMPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceimports")
+
+
+class KubeError(Exception):
+    """A refused or failed call; ``status`` 0 when the API server is unreachable."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+
+
+def key_of(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, *, name: str = "") -> None:
+        self.api = api
+        self.name = name
+
+    @classmethod
+    async def from_kubeconfig(cls, path: Path | str, context: str | None = None) -> Kube:
+        configuration = client.Configuration()
+        try:
+            await config.load_kube_config(
+                config_file=str(path), context=context, client_configuration=configuration
+            )
+        except (OSError, config.ConfigException) as err:
+            raise KubeError(0, f"cannot load kubeconfig {path}: {err}") from None
+        return cls(client.ApiClient(configuration), name=context or str(path))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Obj | None = None,
+        timeout: float | None = 30.0,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        try:
+            response: aiohttp.ClientResponse = await self.api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise KubeError(
+                0, f"cannot reach the Kubernetes API: {err or type(err).__name__}"
+            ) from None
+        except client.ApiException as err:
+            raise KubeError(err.status or 0, str(err.reason)) from None
+        if response.status >= 400:
+            try:
+                status = json.loads(await response.read())
+                message = status.get("message", response.reason)
+            except ValueError:
+                message = response.reason
+            finally:
+                response.release()
+            raise KubeError(response.status, str(message))
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Obj:
+        response = await self.request(method, path, **kwargs)
+        try:
+            data: Obj = json.loads(await response.read())
+            return data
+        finally:
+            response.release()
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return await self._json("GET", kind.path(namespace, name))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[Obj], str]:
+        """Every object (paging with limit/continue) and the list's resourceVersion."""
+        items: list[Obj] = []
+        query: dict[str, Any] = {"limit": 500}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        while True:
+            page = await self._json("GET", kind.path(namespace), query=query)
+            items += page.get("items") or []
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items, str(page["metadata"]["resourceVersion"])
+            query["continue"] = token
+
+    async def create(self, kind: Kind, namespace: str | None, obj: Obj) -> Obj:
+        return await self._json("POST", kind.path(namespace), body=obj)
+
+    async def replace(self, kind: Kind, namespace: str | None, name: str, obj: Obj) -> Obj:
+        return await self._json("PUT", kind.path(namespace, name), body=obj)
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
+        try:
+            await self._json("DELETE", kind.path(namespace, name))
+            return True
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+
+    async def watch(
+        self,
+        kind: Kind,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """(type, object) after ``resource_version``, BOOKMARKs included;
+        raises KubeError(410) when that version is gone."""
+        query: dict[str, Any] = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_seconds,
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        response = await self.request(
+            "GET", kind.path(), query=query, timeout=timeout_seconds + 30.0
+        )
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object", {})
+                    raise KubeError(int(status.get("code", 500)), str(status.get("message")))
+                yield event["type"], event["object"]
+        except (aiohttp.ClientError, OSError) as err:
+            raise KubeError(0, f"the watch broke: {err or type(err).__name__}") from None
+        finally:
+            response.release()
+
+
+@dataclass
+class Informer:
+    """A cache of one kind, kept by list and watch; calls ``on_change``
+    after every change (and after each relist)."""
+
+    kube: Kube
+    kind: Kind
+    on_change: Callable[[], None]
+    label_selector: str | None = None
+    cache: dict[str, Obj] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def items(self) -> list[Obj]:
+        return list(self.cache.values())
+
+    async def run(self) -> None:
+        delay = 0.1
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    items, version = await self.kube.list(
+                        self.kind, label_selector=self.label_selector
+                    )
+                    self.cache = {key_of(o): o for o in items}
+                    self.synced.set()
+                    self.on_change()
+                async for kind, obj in self.kube.watch(
+                    self.kind, version, label_selector=self.label_selector
+                ):
+                    version = str(obj["metadata"].get("resourceVersion", version))
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        self.cache.pop(key_of(obj), None)
+                    else:
+                        self.cache[key_of(obj)] = obj
+                    self.on_change()
+                delay = 0.1
+            except KubeError as err:
+                if err.status == 410:
+                    version = None  # relist
+                    continue
+                log.warning(
+                    "%s %s: %s; retrying in %.1fs", self.kube.name, self.kind.plural, err, delay
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+
+
+def crd(kind: str, plural: str, scope: str = "Namespaced") -> Obj:
+    """A CustomResourceDefinition of the MCS group that accepts any spec."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{MCS_GROUP}"},
+        "spec": {
+            "group": MCS_GROUP,
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+MCS_CRDS = (crd("ServiceExport", "serviceexports"), crd("ServiceImport", "serviceimports"))
+
+
+async def ensure_crds(kube: Kube) -> None:
+    """Install the MCS CRDs where they are missing (needs the right to)."""
+    for definition in MCS_CRDS:
+        if await kube.get(CRDS, None, definition["metadata"]["name"]) is None:
+            try:
+                await kube.create(CRDS, None, definition)
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+    for kind in (SERVICE_EXPORTS, SERVICE_IMPORTS):  # served once established
+        for _ in range(50):
+            try:
+                await kube.list(kind)
+                break
+            except KubeError as err:
+                if err.status != 404:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def ensure_namespace(kube: Kube, namespace: str) -> None:
+    if await kube.get(NAMESPACES, None, namespace) is None:
+        try:
+            await kube.create(NAMESPACES, None, {"metadata": {"name": namespace}})
+        except KubeError as err:
+            if err.status != 409:
+                raise
+
+
+__all__ = [
+    "ENDPOINT_SLICES",
+    "LEASES",
+    "NAMESPACES",
+    "NODES",
+    "SERVICES",
+    "SERVICE_EXPORTS",
+    "SERVICE_IMPORTS",
+    "Informer",
+    "Kind",
+    "Kube",
+    "KubeError",
+    "Obj",
+    "ensure_crds",
+    "ensure_namespace",
+    "key_of",
+]

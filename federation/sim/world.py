@@ -1,0 +1,192 @@
+"""A local federation in one process: a registry on SQLite (or any store
+URL), simulated clusters, and a real cluster agent per cluster talking to
+its simulated API server through kubernetes_asyncio and to the registry
+over mTLS.  The demo, the agent tests and the propagation benchmark use it.
+
+Everything here is simulated except the registry, the agents, the TCP
+traffic and the processes' code paths, which are the production ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.client import Credentials, RegistryClient
+from agents.cluster.agent import ClusterAgent
+from agents.cluster.exporter import Site
+from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds
+from federation.api.http import Settings
+from federation.api.server import RegistryServer
+from federation.model import Cluster, Locality, NetworkMode
+from federation.registry import Registry
+from federation.sim.cluster import SimCluster
+from federation.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+PASSPHRASE = b"simulated-federation"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    name: str
+    region: str
+    zones: Sequence[str] = ("a",)
+    nodes_per_zone: int = 1
+
+
+@dataclass
+class Member:
+    spec: ClusterSpec
+    sim: SimCluster
+    kube: Kube | None = None
+    client: RegistryClient | None = None
+    agent: ClusterAgent | None = None
+    task: asyncio.Task[None] | None = None
+    kubeconfig: Path | None = None
+
+
+@dataclass
+class World:
+    base: Path
+    specs: Sequence[ClusterSpec]
+    store_url: str | None = None
+    mode: NetworkMode = NetworkMode.FLAT
+    window: float = 0.05
+    heartbeat_ttl: int = 15
+    lease_seconds: float = 3.0
+    process_pods: bool = False
+    members: dict[str, Member] = field(default_factory=dict)
+    server: RegistryServer | None = None
+    store: Store | None = None
+
+    async def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        url = self.store_url or f"sqlite:///{self.base / 'registry.db'}"
+        self.store = await open_store(url)
+        registry = Registry(self.store, passphrase=PASSPHRASE, heartbeat_ttl=self.heartbeat_ttl)
+        self.server = RegistryServer(
+            registry,
+            self.base / "registry",
+            passphrase=PASSPHRASE,
+            settings=Settings(bookmark_interval=1.0),
+        )
+        await self.server.start()
+        for index, spec in enumerate(self.specs, start=1):
+            sim = SimCluster(
+                spec.name,
+                index=index,
+                region=spec.region,
+                zones=spec.zones,
+                nodes_per_zone=spec.nodes_per_zone,
+                process_pods=self.process_pods,
+            )
+            await sim.start()
+            member = Member(spec, sim)
+            self.members[spec.name] = member
+            member.kubeconfig = sim.write_kubeconfig(self.base / f"{spec.name}.kubeconfig")
+        await asyncio.gather(*(self._enrol(m) for m in self.members.values()))
+        for member in self.members.values():
+            self.start_agent(member.spec.name)
+
+    async def _enrol(self, member: Member) -> None:
+        spec = member.spec
+        locality = Locality(region=spec.region, zone=spec.zones[0], cluster=spec.name)
+        record = Cluster(name=spec.name, locality=locality, network_mode=self.mode)
+        async with self.admin() as admin:
+            answer = await admin.request("POST", "/v1/clusters", {"record": record.to_wire()})
+        credentials, _ = await RegistryClient.join(self.url, str(answer["token"]))
+        credentials.save(self.base / spec.name / "certs")
+        assert member.kubeconfig is not None
+        member.kube = await Kube.from_kubeconfig(member.kubeconfig)
+        await ensure_crds(member.kube)
+
+    def start_agent(self, name: str) -> ClusterAgent:
+        member = self.members[name]
+        assert member.kube is not None
+        credentials = Credentials.load(self.base / name / "certs")
+        member.client = RegistryClient(self.url, credentials, backoff=0.05, max_backoff=1.0)
+        spec = member.spec
+        site = Site(
+            spec.name,
+            Locality(region=spec.region, zone=spec.zones[0], cluster=spec.name),
+            self.mode,
+        )
+        member.agent = ClusterAgent(
+            member.kube,
+            member.client,
+            site,
+            window=self.window,
+            lease_seconds=self.lease_seconds,
+            identity=f"agent-{name}",
+        )
+        member.task = asyncio.create_task(member.agent.run(), name=f"agent-{name}")
+        return member.agent
+
+    async def stop_agent(self, name: str) -> None:
+        member = self.members[name]
+        if member.task is not None:
+            member.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await member.task
+            member.task = None
+        if member.client is not None:
+            await member.client.close()
+            member.client = None
+
+    async def stop(self) -> None:
+        for name in list(self.members):
+            await self.stop_agent(name)
+        for member in self.members.values():
+            if member.kube is not None:
+                await member.kube.close()
+            await member.sim.stop()
+        if self.server is not None:
+            await self.server.stop()
+        if self.store is not None:
+            await self.store.close()
+
+    async def __aenter__(self) -> World:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def admin(self) -> RegistryClient:
+        assert self.server is not None
+        return RegistryClient(self.url, Credentials.load(self.base / "registry" / "admin"))
+
+    def sim(self, name: str) -> SimCluster:
+        return self.members[name].sim
+
+    async def export(self, cluster: str, namespace: str, name: str) -> None:
+        kube = self.members[cluster].kube
+        assert kube is not None
+        body = {
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        await kube.create(SERVICE_EXPORTS, namespace, body)
+
+    async def unexport(self, cluster: str, namespace: str, name: str) -> None:
+        kube = self.members[cluster].kube
+        assert kube is not None
+        await kube.delete(SERVICE_EXPORTS, namespace, name)
+
+
+__all__ = ["ClusterSpec", "Member", "World"]

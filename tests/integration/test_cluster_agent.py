@@ -1,0 +1,150 @@
+"""Cluster agents federating simulated clusters end to end: export, import,
+locality failover of real TCP traffic, failback, withdraw, static
+stability with the registry down, and leader election."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from federation.sim import echo
+from federation.sim.kube.resources import ENDPOINT_SLICE, SERVICE
+from federation.sim.world import ClusterSpec, World
+from tests.support import eventually
+
+NS = "demo"
+SPECS = (
+    ClusterSpec("east1", "us-east", ("a",)),
+    ClusterSpec("east2", "us-east", ("b",)),
+    ClusterSpec("west", "us-west", ("c",)),
+)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with World(tmp_path, SPECS, heartbeat_ttl=2, lease_seconds=1.0) as made:
+        for name in made.members:
+            made.sim(name).run_echo(NS, "echo", replicas=2)
+            await made.export(name, NS, "echo")
+        yield made
+
+
+def global_addresses(world: World, cluster: str) -> set[str]:
+    slices = world.sim(cluster).client.list(
+        ENDPOINT_SLICE, NS, "kubernetes.io/service-name=echo-global"
+    )
+    return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+
+def pod_ips(world: World, cluster: str) -> set[str]:
+    slices = world.sim(cluster).client.list(ENDPOINT_SLICE, NS, "kubernetes.io/service-name=echo")
+    return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+
+async def served_from(world: World, client_cluster: str) -> str:
+    """The cluster that answers a request to echo-global from ``client_cluster``."""
+    host, port = world.sim(client_cluster).service_address(NS, "echo-global")
+    status, body = await echo.request(host, port)
+    assert status == 200
+    return str(json.loads(body)["cluster"])
+
+
+async def routed_to(world: World, consumer: str, source: str) -> None:
+    await eventually(
+        lambda: (
+            bool(pod_ips(world, source))
+            and global_addresses(world, consumer) == pod_ips(world, source)
+        ),
+        timeout=15.0,
+    )
+
+
+async def kill_all(world: World, cluster: str) -> None:
+    for i in range(2):
+        await world.sim(cluster).kill_backend(NS, f"echo-{i}")
+
+
+async def revive_all(world: World, cluster: str) -> None:
+    for i in range(2):
+        await world.sim(cluster).revive_backend(NS, f"echo-{i}")
+
+
+async def test_imports_are_materialized_and_traffic_fails_over_by_locality(world: World) -> None:
+    for name in world.members:
+        await routed_to(world, name, name)
+    service = world.sim("east2").client.get(SERVICE, NS, "echo-global")
+    assert service is not None and "selector" not in service["spec"]
+    assert await served_from(world, "east1") == "east1"
+
+    await kill_all(world, "east1")
+    await routed_to(world, "east1", "east2")  # same region next
+    assert await served_from(world, "east1") == "east2"
+
+    await kill_all(world, "east2")
+    await routed_to(world, "east1", "west")  # then the other region
+    assert await served_from(world, "east1") == "west"
+
+    await revive_all(world, "east1")
+    await routed_to(world, "east1", "east1")  # and back home
+    assert await served_from(world, "east1") == "east1"
+    agent = world.members["east1"].agent
+    assert agent is not None and agent.metrics.propagation._sum.get() > 0
+
+
+async def test_withdrawing_an_export_removes_it_everywhere(world: World) -> None:
+    await routed_to(world, "east1", "east1")
+    await world.unexport("east2", NS, "echo")
+    await world.unexport("west", NS, "echo")
+    await world.unexport("east1", NS, "echo")
+
+    def gone() -> bool:
+        return all(
+            world.sim(n).client.get(SERVICE, NS, "echo-global") is None for n in world.members
+        )
+
+    await eventually(gone, timeout=15.0)
+
+
+async def test_registry_down_keeps_imports_and_local_failover_works(world: World) -> None:
+    for name in world.members:
+        await routed_to(world, name, name)
+    assert world.server is not None
+    await world.server.stop()
+    await kill_all(world, "east1")
+    await routed_to(world, "east1", "east2")
+    assert await served_from(world, "east1") == "east2"
+    deleted = sum(m.agent.deleted_imports for m in world.members.values() if m.agent)
+    assert deleted == 0
+
+
+async def test_an_agent_restarted_during_an_outage_starts_from_its_imports(world: World) -> None:
+    for name in world.members:
+        await routed_to(world, name, name)
+    assert world.server is not None
+    await world.stop_agent("east1")
+    await world.server.stop()
+    agent = world.start_agent("east1")
+    await eventually(lambda: agent.ready and agent.elector.leading, timeout=15.0)
+    assert global_addresses(world, "east1") == pod_ips(world, "east1")
+    await kill_all(world, "east1")
+    await routed_to(world, "east1", "east2")
+    assert agent.deleted_imports == 0
+
+
+async def test_only_one_replica_leads(world: World) -> None:
+    first = world.members["east1"].agent
+    assert first is not None
+    await eventually(lambda: first.elector.leading, timeout=10.0)
+    member = world.members["east1"]
+    old_task, old_client = member.task, member.client
+    second = world.start_agent("east1")  # a second replica of the same cluster's agent
+    second.elector.identity = "agent-east1-b"
+    try:
+        await eventually(lambda: second.ready, timeout=10.0)
+        assert first.elector.leading and not second.elector.leading
+    finally:
+        await world.stop_agent("east1")
+        member.task, member.client = old_task, old_client
