@@ -1,7 +1,7 @@
 """``fedctl``: the composition root of the federation controller.
 
 Errors reach the user as one line on stderr and a non-zero exit, never a
-traceback.  Later subcommands (registry, agents, demo) are wired here.
+traceback.  Every subcommand is wired here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from federation import cli_registry
+from federation import cli_agent, cli_registry
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_registry.add_client_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     cli_registry.add_commands(commands)
+    cli_agent.add_commands(commands)
     sim_cli.add_commands(commands)
     return parser
 

@@ -1,0 +1,222 @@
+"""``fedctl agent cluster``, ``policy apply``, ``route explain`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from agents.client import Credentials, RegistryClient, RegistryError
+from agents.cluster.agent import ClusterAgent
+from agents.cluster.exporter import Site
+from agents.cluster.kube import Kube, KubeError
+from federation.cli_registry import UsageError, _admin, emit
+from federation.model import (
+    Cluster,
+    EndpointSet,
+    Locality,
+    NetworkMode,
+    ServiceRef,
+    TrafficPolicy,
+    ValidationError,
+)
+from federation.routing import choose
+from federation.sim.cli import parse_listen
+from federation.trust.ca import spiffe_ids
+
+
+def add_commands(commands: Any) -> None:
+    agent = commands.add_parser("agent", help="run an agent")
+    kinds = agent.add_subparsers(dest="agent_kind", metavar="KIND", required=True)
+    cluster = kinds.add_parser("cluster", help="the agent of one Kubernetes cluster")
+    cluster.add_argument("--kubeconfig", required=True, type=Path)
+    cluster.add_argument("--context", help="kubeconfig context (default: current)")
+    cluster.add_argument("--registry", dest="agent_registry", required=True, help="registry URL")
+    creds = cluster.add_mutually_exclusive_group(required=True)
+    creds.add_argument("--join-token", help="join with this token; keeps the credential")
+    creds.add_argument("--cert-dir", type=Path, help="tls.crt, tls.key, ca.crt of an earlier join")
+    cluster.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("federation-agent"),
+        help="where a joined credential is kept (default ./federation-agent)",
+    )
+    cluster.add_argument("--network-mode", choices=["flat", "gateway"], default="flat")
+    cluster.add_argument("--suffix", default="-global", help="imported Service name suffix")
+    cluster.add_argument("--listen", default="127.0.0.1:9470", help="health and metrics")
+    cluster.set_defaults(handler=_run_agent)  # fmt: skip
+
+    policy = commands.add_parser("policy", help="traffic policies")
+    verbs = policy.add_subparsers(dest="policy_command", metavar="VERB", required=True)
+    apply = verbs.add_parser("apply", help="apply a TrafficPolicy from a YAML file")
+    apply.add_argument("-f", "--file", required=True, type=Path)
+    apply.set_defaults(handler=_admin(_policy_apply))
+
+    route = commands.add_parser("route", help="how a cluster routes a service")
+    verbs = route.add_subparsers(dest="route_command", metavar="VERB", required=True)
+    explain = verbs.add_parser("explain", help="the levels, counts and why the choice stands")
+    explain.add_argument("service", help="NAMESPACE/NAME")
+    explain.add_argument("--from", dest="consumer", required=True, help="consumer cluster")
+    explain.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    explain.set_defaults(handler=_admin(_route_explain))
+
+    demo = commands.add_parser("demo", help="a local federation of simulated clusters")
+    demo.add_argument("--keep-running", action="store_true")
+    demo.set_defaults(handler=_demo)
+
+
+# -- the agent ------------------------------------------------------------------
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    host, port = parse_listen(args.listen)
+    return asyncio.run(_agent(args, host, port))
+
+
+async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
+    credentials = await _credentials(args)
+    name = _cluster_name(credentials)
+    try:
+        kube = await Kube.from_kubeconfig(args.kubeconfig, args.context)
+    except KubeError as err:
+        raise UsageError(str(err)) from None
+    client = RegistryClient(args.agent_registry, credentials)
+    try:
+        try:
+            record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{name}"))
+            locality = record.locality
+        except RegistryError as err:
+            raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
+        site = Site(name, locality, NetworkMode(args.network_mode))
+        agent = ClusterAgent(kube, client, site, suffix=args.suffix)
+        runner = web.AppRunner(agent.health_app())
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        work = asyncio.create_task(agent.run())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in (work, waiter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        return 0
+    finally:
+        await client.close()
+        await kube.close()
+
+
+async def _credentials(args: argparse.Namespace) -> Credentials:
+    if args.cert_dir is not None:
+        try:
+            return Credentials.load(args.cert_dir)
+        except OSError as err:
+            raise UsageError(f"cannot read the credential in {args.cert_dir}: {err}") from None
+    try:
+        credentials, _ = await RegistryClient.join(args.agent_registry, args.join_token)
+    except RegistryError as err:
+        raise UsageError(str(err)) from None
+    credentials.save(args.state_dir / "certs")
+    print(f"joined; credential kept in {args.state_dir / 'certs'} (use --cert-dir next time)")
+    return credentials
+
+
+def _cluster_name(credentials: Credentials) -> str:
+    for uri in spiffe_ids(credentials.certificate):
+        parts = uri.split("/")
+        if len(parts) >= 2 and parts[-2] == "cluster":
+            return parts[-1]
+    raise UsageError("the credential is not a cluster agent's (no .../federation/cluster/NAME)")
+
+
+# -- policy and route -------------------------------------------------------------
+
+
+async def _policy_apply(client: RegistryClient, args: argparse.Namespace) -> int:
+    try:
+        raw = yaml.safe_load(args.file.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(f"{args.file}: not YAML ({str(err).splitlines()[0]})") from None
+    if isinstance(raw, dict) and raw.get("kind") == "TrafficPolicy" and "spec" in raw:
+        raw = raw["spec"]  # a Kubernetes-style document
+    policy = TrafficPolicy.from_wire(raw)
+    path = f"/v1/policies/{policy.service.namespace}/{policy.service.name}"
+    answer = await client.request("PUT", path, policy.to_wire())
+    print(f"policy for {policy.service} applied (revision {answer['revision']})")
+    return 0
+
+
+async def _route_explain(client: RegistryClient, args: argparse.Namespace) -> int:
+    try:
+        service = ServiceRef.parse(args.service)
+    except ValidationError as err:
+        raise UsageError(str(err)) from None
+    record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{args.consumer}"))
+    sets = [
+        EndpointSet.from_wire(i)
+        for i in (await client.request("GET", f"/v1/services/{service}"))["items"]
+    ]
+    if not sets:
+        raise UsageError(f"no cluster or VM exports {service}")
+    policies = (await client.request("GET", "/v1/policies"))["items"]
+    policy = next(
+        (TrafficPolicy.from_wire(p) for p in policies if p["service"] == service.to_wire()), None
+    )
+    consumer = Locality(
+        region=record.locality.region, zone=record.locality.zone, cluster=record.name
+    )
+    choice = choose(sets, consumer, policy, now=0.0)
+    levels = [
+        {
+            "priority": lv.priority,
+            "level": lv.name,
+            "sources": ",".join(lv.sources),
+            "healthy": f"{lv.healthy}/{lv.endpoints}",
+            "eligible": "yes" if lv.eligible else "no",
+            "chosen": "<-" if lv.priority == choice.priority else "",
+        }
+        for lv in choice.levels
+    ]
+    if args.output != "table":
+        emit({"levels": levels, "reason": choice.reason,
+              "endpoints": [c.address for c in choice.endpoints]}, args.output, [])  # fmt: skip
+        return 0
+    emit(levels, "table", [(key.upper(), _column(key)) for key in LEVEL_COLUMNS])
+    sys.stdout.write(f"\n{service} from {args.consumer}: {choice.reason}\n")
+    sys.stdout.write("(computed now, as a fresh consumer: an agent in a hold-down may differ)\n")
+    return 0
+
+
+LEVEL_COLUMNS = ("priority", "level", "sources", "healthy", "eligible", "chosen")
+
+
+def _column(key: str) -> Any:
+    return lambda row: row[key]
+
+
+# -- demo -------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from federation.sim.demo import run_demo
+
+    # The demo speaks through its tables; only warnings and worse are logged.
+    logging.getLogger().setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_demo(sys.stdout, keep_running=args.keep_running))
+    return 0
+
+
+__all__ = ["add_commands"]
