@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, ServiceRef, SourceRef
 from federation.trust import ca as certs
-from federation.trust.tokens import pin_of
+from federation.trust.tokens import TokenError, pin_of
 
 log = logging.getLogger("agents.client")
 
@@ -195,7 +195,10 @@ class RegistryClient:
         cls, url: str, token: str, *, clock: Clock | None = None
     ) -> tuple[Credentials, str]:
         """Join with a token; returns the credential and the SPIFFE id."""
-        pin = pin_of(token)
+        try:
+            pin = pin_of(token)
+        except TokenError as err:
+            raise RegistryError(0, str(err)) from None
         ca_pem = await _fetch_pinned_ca(url, pin)
         key = certs.new_key()
         async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:

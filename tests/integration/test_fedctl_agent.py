@@ -1,0 +1,128 @@
+"""``fedctl agent cluster``, ``policy apply`` and ``route explain`` as a user
+runs them: real processes for the registry and the agent, a simulated
+cluster for Kubernetes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from agents.cluster.kube import SERVICE_EXPORTS, Kube, KubeError
+from federation.sim.cluster import SimCluster
+from federation.sim.etcd_process import free_port
+from tests.integration.test_fedctl_registry import fedctl, one_line_error, served  # noqa: F401
+from tests.support import eventually
+
+POLICY = """\
+kind: TrafficPolicy
+spec:
+  service: {namespace: demo, name: echo}
+  minHealthy: 2
+  failbackHoldDownSeconds: 5
+"""
+
+
+async def test_an_agent_process_exports_and_the_admin_explains_the_route(
+    served: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    added = await asyncio.to_thread(
+        fedctl, "cluster", "add", "east", "--region", "us-east", "--zone", "a", env=served
+    )
+    token = added.stdout.strip().splitlines()[-1]
+    config = await asyncio.to_thread(Path(served["FEDERATION_CONFIG"]).read_text)
+    registry = json.loads(config)["registry"]
+    port = free_port()
+    async with SimCluster("east", index=31, region="us-east", zones=("a",)) as sim:
+        kubeconfig = sim.write_kubeconfig(tmp_path / "east.kubeconfig")
+        sim.run_echo("demo", "echo", replicas=2)
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "federation.cli", "agent", "cluster",
+            "--kubeconfig", str(kubeconfig), "--registry", registry, "--join-token", token,
+            "--state-dir", str(tmp_path / "agent"), "--listen", f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        kube = await Kube.from_kubeconfig(kubeconfig)
+        try:
+
+            async def export() -> bool:
+                try:  # once the agent has installed the MCS CRDs
+                    await kube.create(SERVICE_EXPORTS, "demo", {"metadata": {"name": "echo"}})
+                except KubeError as err:
+                    assert err.status == 404, err
+                    return False
+                return True
+
+            await eventually(export, timeout=20.0)
+
+            async def exported() -> bool:
+                done = await asyncio.to_thread(fedctl, "services", "-o", "json", env=served)
+                items = json.loads(done.stdout or "[]")
+                return any(s["healthy"] == 2 for i in items for s in i["sources"])
+
+            await eventually(exported, timeout=20.0)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                    assert answer.status == 200
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                    assert "federation_exports 1.0" in await answer.text()
+
+            policy = tmp_path / "policy.yaml"
+            policy.write_text(POLICY)
+            applied = await asyncio.to_thread(
+                fedctl, "policy", "apply", "-f", str(policy), env=served
+            )
+            assert applied.returncode == 0, applied.stderr
+            explained = await asyncio.to_thread(
+                fedctl, "route", "explain", "demo/echo", "--from", "east", "-o", "json", env=served
+            )
+            assert explained.returncode == 0, explained.stderr
+            route = json.loads(explained.stdout)
+            assert route["levels"][0]["level"] == "same cluster"
+            assert route["levels"][0]["healthy"] == "2/2"
+            assert len(route["endpoints"]) == 2
+            table = await asyncio.to_thread(
+                fedctl, "route", "explain", "demo/echo", "--from", "east", env=served
+            )
+            assert table.stdout.split()[:6] == [
+                "PRIORITY",
+                "LEVEL",
+                "SOURCES",
+                "HEALTHY",
+                "ELIGIBLE",
+                "CHOSEN",
+            ]
+        finally:
+            await kube.close()
+            agent.send_signal(signal.SIGTERM)
+            _, errors = await asyncio.wait_for(agent.communicate(), 20)
+    assert agent.returncode == 0, errors.decode()
+
+
+def test_agent_and_policy_errors_are_one_line(
+    served: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    one_line_error(
+        fedctl("agent", "cluster", "--kubeconfig", str(tmp_path / "none"), "--registry",
+               "https://127.0.0.1:1", "--cert-dir", str(tmp_path / "nothing")),
+        "credential",
+    )  # fmt: skip
+    one_line_error(
+        fedctl("agent", "cluster", "--kubeconfig", "k", "--registry", "https://127.0.0.1:1",
+               "--join-token", "fj1.bad.token"),
+        "join token is malformed",
+    )  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("service: {namespace: demo}\n")
+    one_line_error(fedctl("policy", "apply", "-f", str(bad), env=served), "name")
+    bad.write_text("service: [\n")
+    one_line_error(fedctl("policy", "apply", "-f", str(bad), env=served), "not YAML")
+    one_line_error(
+        fedctl("route", "explain", "demo/none", "--from", "east", env=served), "not registered"
+    )
