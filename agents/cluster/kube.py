@@ -208,7 +208,9 @@ class Kube:
 @dataclass
 class Informer:
     """A cache of one kind, kept by list and watch; calls ``on_change``
-    after every change (and after each relist)."""
+    after every change (and after each relist).  A writer that stores what
+    the API server answered in ``cache`` is not called back for the echo of
+    its own write."""
 
     kube: Kube
     kind: Kind
@@ -238,10 +240,15 @@ class Informer:
                     version = str(obj["metadata"].get("resourceVersion", version))
                     if kind == "BOOKMARK":
                         continue
+                    key = key_of(obj)
                     if kind == "DELETED":
-                        self.cache.pop(key_of(obj), None)
+                        if self.cache.pop(key, None) is None:
+                            continue  # the writer already forgot it
                     else:
-                        self.cache[key_of(obj)] = obj
+                        old = self.cache.get(key)
+                        self.cache[key] = obj
+                        if old is not None and _version(old) == _version(obj):
+                            continue  # the writer already holds this version
                     self.on_change()
                 delay = 0.1
             except KubeError as err:
@@ -253,6 +260,10 @@ class Informer:
                 )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
+
+
+def _version(obj: Obj) -> object:
+    return obj["metadata"].get("resourceVersion")
 
 
 def crd(kind: str, plural: str, scope: str = "Namespaced") -> Obj:
