@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.cluster.importer import sets_from_import
+from agents.cluster.kube import MCS_GROUP as MCS
 from federation.sim import echo
 from federation.sim.kube.resources import ENDPOINT_SLICE, SERVICE
 from federation.sim.world import ClusterSpec, World
@@ -123,6 +125,14 @@ async def test_registry_down_keeps_imports_and_local_failover_works(world: World
 async def test_an_agent_restarted_during_an_outage_starts_from_its_imports(world: World) -> None:
     for name in world.members:
         await routed_to(world, name, name)
+
+    def saved_view_complete() -> bool:  # what the restarted agent will start from
+        kind = world.sim("east1").api.types.find(MCS, "v1alpha1", "serviceimports")
+        saved = world.sim("east1").client.get(kind, NS, "echo")
+        sets = sets_from_import(saved) if saved else []
+        return len(sets) == 3 and all(sum(e.ready for e in s.endpoints) == 2 for s in sets)
+
+    await eventually(saved_view_complete, timeout=15.0)
     assert world.server is not None
     await world.stop_agent("east1")
     await world.server.stop()
