@@ -38,6 +38,16 @@ from federation.model import (
     decode,
     encode,
 )
+from federation.registry_errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    MissingEncryptionKey,
+    NotFound,
+    RegistryError,
+    Unauthorized,
+)
+from federation.registry_publish import Guard, PublishState, is_newer, unchanged
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
@@ -64,34 +74,6 @@ WATCHED = {
     "endpoints/": "EndpointSet",
     "policies/": "TrafficPolicy",
 }
-
-
-class RegistryError(Exception):
-    status = 400
-
-
-class Invalid(RegistryError):
-    status = 400
-
-
-class Unauthorized(RegistryError):
-    status = 401
-
-
-class Forbidden(RegistryError):
-    status = 403
-
-
-class NotFound(RegistryError):
-    status = 404
-
-
-class Conflict(RegistryError):
-    status = 409
-
-
-class MissingEncryptionKey(RegistryError):
-    """The CA key must be encrypted or decrypted and no key was given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,42 +113,6 @@ def member_key(identity: Identity) -> str:
     return f"{'clusters' if identity.role is Role.CLUSTER else 'vms'}/{identity.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Guard:
-    key: str
-    member: str
-    source: SourceRef
-
-
-@dataclass(frozen=True, slots=True)
-class _PublishState:
-    """What a publish is guarded by: mod revisions (0: absent)."""
-
-    mod: int
-    member_mod: int
-    alive_mod: int
-    revision: int
-    current: EndpointSet | None
-
-
-def _is_newer(endpoint_set: EndpointSet, current: EndpointSet | None) -> bool:
-    return current is not None and endpoint_set.generation > current.generation
-
-
-def _unchanged(endpoint_set: EndpointSet, current: EndpointSet) -> bool:
-    """True if ``endpoint_set`` is already stored; Conflict if it may not be."""
-    if endpoint_set.generation < current.generation:
-        raise Conflict(
-            f"generation {endpoint_set.generation} is older than the stored "
-            f"generation {current.generation}"
-        )
-    if endpoint_set.generation > current.generation:
-        return False
-    if replace(current, stale=False) == replace(endpoint_set, stale=False):
-        return True
-    raise Conflict(f"generation {current.generation} was already published with other content")
-
-
 class Registry:
     def __init__(
         self,
@@ -185,7 +131,7 @@ class Registry:
         self.prefix = prefix
         self._passphrase = passphrase
         self._ca: certs.CertificateAuthority | None = None
-        self._published: dict[str, _PublishState] = {}
+        self._published: dict[str, PublishState] = {}
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -359,14 +305,14 @@ class Registry:
         trip), else from the store; a failed guard re-reads."""
         source = endpoint_set.source
         key = self._key(endpoints_key(endpoint_set.service, source))
-        guard = _Guard(key, self._key(member_key(Identity.of_source(source))), source)
+        guard = Guard(key, self._key(member_key(Identity.of_source(source))), source)
         state = self._published.get(key)
         for _ in range(8):
-            if state is None or not _is_newer(endpoint_set, state.current):
+            if state is None or not is_newer(endpoint_set, state.current):
                 state = await self._publish_state(guard)
                 if state.member_mod == 0:
                     raise NotFound(f"source {source} is not registered")
-                if state.current is not None and _unchanged(endpoint_set, state.current):
+                if state.current is not None and unchanged(endpoint_set, state.current):
                     return state.revision, False
             record = replace(endpoint_set, stale=state.alive_mod == 0)
             result = await self.store.txn(
@@ -388,12 +334,12 @@ class Registry:
             state = None
         raise Conflict("the endpoint set is being written concurrently; try again")
 
-    async def _publish_state(self, guard: _Guard) -> _PublishState:
+    async def _publish_state(self, guard: Guard) -> PublishState:
         got = await self.store.get(guard.key)
         member = await self.store.get(guard.member)
         alive = await self.store.get(self._key(f"alive/{guard.source}"))
         current = None if got.kv is None else decode(EndpointSet, got.kv.value)
-        return _PublishState(
+        return PublishState(
             mod=0 if got.kv is None else got.kv.mod_revision,
             member_mod=0 if member.kv is None else member.kv.mod_revision,
             alive_mod=0 if alive.kv is None else alive.kv.mod_revision,

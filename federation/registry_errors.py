@@ -1,0 +1,42 @@
+"""The registry's errors, each with the HTTP status the API answers."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    status = 400
+
+
+class Invalid(RegistryError):
+    status = 400
+
+
+class Unauthorized(RegistryError):
+    status = 401
+
+
+class Forbidden(RegistryError):
+    status = 403
+
+
+class NotFound(RegistryError):
+    status = 404
+
+
+class Conflict(RegistryError):
+    status = 409
+
+
+class MissingEncryptionKey(RegistryError):
+    """The CA key must be encrypted or decrypted and no key was given."""
+
+
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "MissingEncryptionKey",
+    "NotFound",
+    "RegistryError",
+    "Unauthorized",
+]

@@ -1,0 +1,47 @@
+"""What a publish is guarded by, and the generation rules it follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from federation.model import EndpointSet, SourceRef
+from federation.registry_errors import Conflict
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    key: str
+    member: str
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class PublishState:
+    """What a publish is guarded by: mod revisions (0: absent)."""
+
+    mod: int
+    member_mod: int
+    alive_mod: int
+    revision: int
+    current: EndpointSet | None
+
+
+def is_newer(endpoint_set: EndpointSet, current: EndpointSet | None) -> bool:
+    return current is not None and endpoint_set.generation > current.generation
+
+
+def unchanged(endpoint_set: EndpointSet, current: EndpointSet) -> bool:
+    """True if ``endpoint_set`` is already stored; Conflict if it may not be."""
+    if endpoint_set.generation < current.generation:
+        raise Conflict(
+            f"generation {endpoint_set.generation} is older than the stored "
+            f"generation {current.generation}"
+        )
+    if endpoint_set.generation > current.generation:
+        return False
+    if replace(current, stale=False) == replace(endpoint_set, stale=False):
+        return True
+    raise Conflict(f"generation {current.generation} was already published with other content")
+
+
+__all__ = ["Guard", "PublishState", "is_newer", "unchanged"]
