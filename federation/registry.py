@@ -305,7 +305,9 @@ class Registry:
         trip), else from the store; a failed guard re-reads."""
         source = endpoint_set.source
         key = self._key(endpoints_key(endpoint_set.service, source))
-        guard = Guard(key, self._key(member_key(Identity.of_source(source))), source)
+        guard = Guard(
+            key, self._key(member_key(Identity.of_source(source))), self._key(f"alive/{source}")
+        )
         state = self._published.get(key)
         for _ in range(8):
             if state is None or not is_newer(endpoint_set, state.current):
@@ -319,7 +321,7 @@ class Registry:
                 [
                     Compare(key=key, mod_revision=state.mod),
                     Compare(key=guard.member, mod_revision=state.member_mod),
-                    Compare(key=self._key(f"alive/{source}"), mod_revision=state.alive_mod),
+                    Compare(key=guard.alive, mod_revision=state.alive_mod),
                 ],
                 [Put(key=key, value=encode(record))],
             )
@@ -337,7 +339,7 @@ class Registry:
     async def _publish_state(self, guard: Guard) -> PublishState:
         got = await self.store.get(guard.key)
         member = await self.store.get(guard.member)
-        alive = await self.store.get(self._key(f"alive/{guard.source}"))
+        alive = await self.store.get(guard.alive)
         current = None if got.kv is None else decode(EndpointSet, got.kv.value)
         return PublishState(
             mod=0 if got.kv is None else got.kv.mod_revision,

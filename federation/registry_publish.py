@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from federation.model import EndpointSet, SourceRef
+from federation.model import EndpointSet
 from federation.registry_errors import Conflict
 
 
 @dataclass(frozen=True, slots=True)
 class Guard:
+    """The keys a publish is guarded by: the set's, its member's, its liveness."""
+
     key: str
     member: str
-    source: SourceRef
+    alive: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from agents.cluster.exporter import (
     Site,
     companion_service,
     endpoint_set_of,
-    gateway_service_name,
+    has_node_ports,
 )
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
@@ -54,7 +54,7 @@ from agents.cluster.kube import (
 )
 from agents.cluster.leader import LeaderElector
 from federation.clock import Clock, SystemClock
-from federation.model import EndpointSet, Locality, NetworkMode, ServiceRef, TrafficPolicy
+from federation.model import EndpointSet, NetworkMode, ServiceRef, TrafficPolicy
 from federation.routing import Choice, choose
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class ClusterAgent:
         self.kube = kube
         self.registry = registry
         self.site = site
+        self.consumer = replace(site.locality, cluster=site.cluster)  # who routing serves
         self.suffix = suffix
         self.clock = clock or SystemClock()
         self.wall = wall
@@ -285,7 +286,12 @@ class ClusterAgent:
 
     async def _export_desired(self) -> dict[ServiceRef, Local]:
         services = self.informers[SERVICES].cache
-        slices = self.informers[ENDPOINT_SLICES].items()
+        slices: dict[tuple[str, str], list[Obj]] = {}  # (namespace, service) -> its slices
+        for obj in self.informers[ENDPOINT_SLICES].items():
+            meta = obj["metadata"]
+            owner = meta.get("labels", {}).get(SERVICE_NAME)
+            if owner and not _managed(obj):
+                slices.setdefault((meta.get("namespace", ""), owner), []).append(obj)
         nodes = {o["metadata"]["name"]: o for o in self.informers[NODES].items()}
         desired = {}
         for export in self.informers[SERVICE_EXPORTS].items():
@@ -293,15 +299,9 @@ class ClusterAgent:
             service = services.get(f"{meta['namespace']}/{meta['name']}")
             if service is None or _managed(service):
                 continue
-            own = [
-                s
-                for s in slices
-                if s["metadata"].get("namespace") == meta["namespace"]
-                and s["metadata"].get("labels", {}).get(SERVICE_NAME) == meta["name"]
-                and not _managed(s)
-            ]
+            own = slices.get((meta["namespace"], meta["name"]), [])
             ported = None
-            if self.site.mode is NetworkMode.GATEWAY and gateway_service_name(service) is None:
+            if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(service):
                 ported = await self._companion(service)
             ref = ServiceRef(namespace=meta["namespace"], name=meta["name"])
             desired[ref] = endpoint_set_of(self.site, service, own, nodes, ported)
@@ -320,6 +320,13 @@ class ClusterAgent:
         own = str(self.site.source)
         wanted: set[ServiceRef] = set()
         now = self.clock.now()
+        managed: dict[ServiceRef, set[str]] = {}  # service -> names of the slices it has
+        for obj in self.informers[ENDPOINT_SLICES].items():
+            meta = obj["metadata"]
+            name = meta.get("labels", {}).get(importer.SERVICE_LABEL)
+            if name is not None and _managed(obj):
+                ref = ServiceRef(namespace=meta["namespace"], name=name)
+                managed.setdefault(ref, set()).add(meta["name"])
         for service in sorted(set(self.view.sets) | set(local), key=str):
             sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
             if service in local:
@@ -337,16 +344,14 @@ class ClusterAgent:
                 continue
             wanted.add(service)
             previous = self.choices.get(service)
-            choice = choose(sets, self._consumer(), self.view.policies.get(service), now, previous)
+            choice = choose(sets, self.consumer, self.view.policies.get(service), now, previous)
             self.choices[service] = choice
-            await self._apply(service, importer.materialize(service, sets, choice, self.suffix))
+            desired = importer.materialize(service, sets, choice, self.suffix)
+            await self._apply(desired, managed.get(service, set()))
             self._observe(sets)
         self.metrics.imports.set(len(wanted))
         if self.view.authoritative:
             await self._collect(wanted)
-
-    def _consumer(self) -> Locality:
-        return replace(self.site.locality, cluster=self.site.cluster)
 
     def _observe(self, sets: list[EndpointSet]) -> None:
         for endpoint_set in sets:
@@ -357,38 +362,31 @@ class ClusterAgent:
             if endpoint_set.changed_at > 0:
                 self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
 
-    async def _apply(self, service: ServiceRef, desired: list[importer.Desired]) -> None:
-        names = {(d.kind.plural, d.name) for d in desired}
+    async def _apply(self, desired: list[importer.Desired], slices: set[str]) -> None:
+        """Create or update ``desired``; delete the service's other slices."""
+        namespace_known = False
         for item in desired:
             cache = self.informers[item.kind].cache
             key = f"{item.namespace}/{item.name}"
             current = cache.get(key)
-            if current is None:
-                await ensure_namespace(self.kube, item.namespace)
-                try:
+            if current is not None and not importer.differs(current, item.body):
+                continue
+            try:
+                if current is None:
+                    if not namespace_known:
+                        await ensure_namespace(self.kube, item.namespace)
+                        namespace_known = True
                     cache[key] = await self.kube.create(item.kind, item.namespace, item.body)
-                except KubeError as err:
-                    if err.status != 409:
-                        raise
-                    self._dirty.set()
-            elif importer.differs(current, item.body):
-                try:
-                    cache[key] = await self.kube.replace(
-                        item.kind, item.namespace, item.name, importer.merged(current, item.body)
-                    )
-                except KubeError as err:
-                    if err.status != 409:
-                        raise
-                    self._dirty.set()
-        for obj in list(self.informers[ENDPOINT_SLICES].cache.values()):
-            meta = obj["metadata"]
-            if (
-                _managed(obj)
-                and meta.get("namespace") == service.namespace
-                and meta.get("labels", {}).get(importer.SERVICE_LABEL) == service.name
-                and (ENDPOINT_SLICES.plural, meta["name"]) not in names
-            ):
-                await self._delete(ENDPOINT_SLICES, service.namespace, meta["name"])
+                else:
+                    body = importer.merged(current, item.body)
+                    cache[key] = await self.kube.replace(item.kind, item.namespace, item.name, body)
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+                self._dirty.set()  # someone else wrote it: look again
+        keep = {d.name for d in desired if d.kind is ENDPOINT_SLICES}
+        for name in sorted(slices - keep):
+            await self._delete(ENDPOINT_SLICES, desired[0].namespace, name)
 
     async def _collect(self, wanted: set[ServiceRef]) -> None:
         """Delete imports of services the registry no longer has."""

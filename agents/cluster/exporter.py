@@ -85,12 +85,10 @@ def _node_address(node: Obj) -> str | None:
     return None
 
 
-def gateway_service_name(service: Obj) -> str | None:
-    """The Service whose NodePorts carry gateway traffic: the exported one
-    if it has NodePorts, else its companion (None: it needs one)."""
-    if service.get("spec", {}).get("type") in ("NodePort", "LoadBalancer"):
-        return str(service["metadata"]["name"])
-    return None
+def has_node_ports(service: Obj) -> bool:
+    """True if the Service's own NodePorts can carry gateway traffic; else
+    it needs a companion."""
+    return service.get("spec", {}).get("type") in ("NodePort", "LoadBalancer")
 
 
 def companion_service(service: Obj) -> Obj:
@@ -269,5 +267,5 @@ __all__ = [
     "Site",
     "companion_service",
     "endpoint_set_of",
-    "gateway_service_name",
+    "has_node_ports",
 ]

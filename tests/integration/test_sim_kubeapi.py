@@ -14,30 +14,11 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client, config, watch
 
+from agents.cluster.kube import crd
 from federation.sim.kube.app import SimKubeServer
 from tests.support import eventually
 
-SERVICE_EXPORT_CRD = {
-    "metadata": {"name": "serviceexports.multicluster.x-k8s.io"},
-    "spec": {
-        "group": "multicluster.x-k8s.io",
-        "scope": "Namespaced",
-        "names": {"plural": "serviceexports", "singular": "serviceexport", "kind": "ServiceExport"},
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+SERVICE_EXPORT_CRD = crd("ServiceExport", "serviceexports")
 
 
 @pytest.fixture
