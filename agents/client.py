@@ -20,7 +20,7 @@ import random
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,7 @@ class RegistryClient:
         self.max_backoff = max_backoff
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -151,8 +152,16 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
+        self._retire_session()
+        retired, self._retired = self._retired, []
+        for session in retired:
+            await session.close()
+
+    def _retire_session(self) -> None:
+        """New requests get a new session; streams open on the old one run
+        on until ``close`` (a renewal a day and a rotation now and then)."""
         if self._session is not None:
-            await self._session.close()
+            self._retired.append(self._session)
             self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -204,20 +213,26 @@ class RegistryClient:
         async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:
             body = {"token": token, "csr": certs.make_csr(key).decode()}
             answer = await client.request("POST", "/v1/join", body, retry=False)
-        creds = Credentials(answer["certificate"].encode(), certs.plain_key_pem(key), ca_pem)
-        return creds, str(answer["identity"])
+        return _credentials(answer, key), str(answer["identity"])
 
     async def renew(self) -> Credentials:
         key = certs.new_key()
         answer = await self.request("POST", "/v1/renew", {"csr": certs.make_csr(key).decode()})
+        self.use(_credentials(answer, key))
         assert self.credentials is not None
-        renewed = Credentials(
-            answer["certificate"].encode(), certs.plain_key_pem(key), answer["caBundle"].encode()
-        )
-        self.credentials = renewed
-        self._ssl = _ssl_context(renewed, renewed.ca_pem)
-        await self.close()  # new connections present the new certificate
-        return renewed
+        return self.credentials
+
+    def use(self, credentials: Credentials) -> None:
+        """Present ``credentials`` and trust their bundle from the next
+        connection on (open streams keep theirs)."""
+        self.credentials = credentials
+        self._ssl = _ssl_context(credentials, credentials.ca_pem)
+        self._retire_session()
+
+    def trust(self, bundle_pem: bytes) -> None:
+        """Trust a new bundle (a root rotation) with the same certificate."""
+        assert self.credentials is not None
+        self.use(replace(self.credentials, ca_pem=bundle_pem))
 
     # -- records -----------------------------------------------------------------
 
@@ -299,6 +314,15 @@ async def _json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"items": data}
 
 
+def _credentials(answer: dict[str, Any], key: certs.PrivateKey) -> Credentials:
+    """What join, renew and the other issuing calls answer, with its key."""
+    return Credentials(
+        (answer["certificate"] + answer.get("chain", "")).encode(),
+        certs.plain_key_pem(key),
+        answer["caBundle"].encode(),
+    )
+
+
 def _why(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return text.splitlines()[0]
@@ -318,14 +342,14 @@ async def _fetch_pinned_ca(url: str, pin: str) -> bytes:
             data = await answer.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
         raise RegistryError(0, f"cannot reach the registry at {url}: {_why(err)}") from None
-    ca_pem = str(data.get("certificate", "")).encode()
+    ca_pem = str(data.get("bundle") or data.get("certificate", "")).encode()
     try:
-        cert = x509.load_pem_x509_certificate(ca_pem)
+        roots = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
         raise RegistryError(0, "the registry sent no usable CA certificate") from None
-    seen = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-    if seen != pin:
+    seen = {hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest() for c in roots}
+    if pin not in seen:
         raise RegistryError(
-            0, "the registry's CA does not match the join token's pin: refusing to join"
+            0, "the registry's roots do not match the join token's pin: refusing to join"
         )
     return ca_pem

@@ -7,7 +7,8 @@ Keys, under ``/federation/v1/``:
 - ``policies/<ns>/<name>``: TrafficPolicy;
 - ``tokens/<sha256>``: an unused join token (identity and expiry);
 - ``alive/<source>``: held by a store lease that heartbeats renew;
-- ``trust/root``: the mesh root CA, its key encrypted.
+- ``trust/...``: the trust domain (roots, bundle, acks, issued index): see
+  ``registry_trust``.
 
 Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
@@ -48,6 +49,7 @@ from federation.registry_errors import (
     Unauthorized,
 )
 from federation.registry_publish import Guard, PublishState, is_newer, unchanged
+from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
@@ -61,6 +63,7 @@ from federation.store import (
 from federation.trust import ca as certs
 from federation.trust import tokens
 from federation.trust.identity import Identity, Role
+from federation.trust.rotation import Phase
 
 log = logging.getLogger("federation.registry")
 
@@ -73,6 +76,7 @@ WATCHED = {
     "vms/": "Workload",
     "endpoints/": "EndpointSet",
     "policies/": "TrafficPolicy",
+    BUNDLE: "TrustBundle",
 }
 
 
@@ -98,13 +102,6 @@ class Change:
         return {"type": self.type, "revision": self.revision, **self.item.to_wire()}
 
 
-@dataclass(frozen=True, slots=True)
-class Issued:
-    identity: Identity
-    certificate: x509.Certificate
-    ca_pem: bytes
-
-
 def endpoints_key(service: ServiceRef, source: SourceRef) -> str:
     return f"endpoints/{service.namespace}/{service.name}/{source}"
 
@@ -123,14 +120,21 @@ class Registry:
         clock: Clock | None = None,
         heartbeat_ttl: int = DEFAULT_HEARTBEAT_TTL,
         prefix: str = DEFAULT_PREFIX,
+        intermediate_lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
     ) -> None:
         self.store = store
         self.trust_domain = trust_domain
         self.clock = clock or SystemClock()
         self.heartbeat_ttl = heartbeat_ttl
         self.prefix = prefix
-        self._passphrase = passphrase
-        self._ca: certs.CertificateAuthority | None = None
+        self.trust = TrustDomain(
+            store,
+            prefix=prefix,
+            trust_domain=trust_domain,
+            passphrase=passphrase,
+            clock=self.clock,
+            intermediate_lifetime=intermediate_lifetime,
+        )
         self._published: dict[str, PublishState] = {}
 
     def _key(self, relative: str) -> str:
@@ -140,44 +144,13 @@ class Registry:
 
     @property
     def ca(self) -> certs.CertificateAuthority:
-        if self._ca is None:
-            raise RuntimeError("Registry.open() has not run")
-        return self._ca
+        """The issuing root, as last read."""
+        return self.trust.ca
 
     async def open(self) -> bool:
-        """Load the mesh root, creating it on first start; True if created."""
-        if not self._passphrase:
-            raise MissingEncryptionKey(
-                "no encryption key for the CA key: give --encryption-key-file "
-                "or set FEDERATION_ENCRYPTION_KEY"
-            )
-        key = self._key("trust/root")
-        got = await self.store.get(key)
-        if got.kv is None:
-            root = certs.new_root(self.trust_domain, self.clock.now())
-            value = json.dumps(
-                {
-                    "cert": certs.cert_pem(root.cert).decode(),
-                    "key": certs.encrypt_key(root.key, self._passphrase).decode(),
-                }
-            ).encode()
-            result = await self.store.txn(
-                [Compare(key=key, mod_revision=0)], [Put(key=key, value=value)]
-            )
-            if result.succeeded:
-                self._ca = root
-                log.info("created the mesh root CA %s", root.fingerprint)
-                return True
-            got = await self.store.get(key)  # another replica won the race
-        assert got.kv is not None
-        stored = json.loads(got.kv.value)
-        cert = x509.load_pem_x509_certificate(stored["cert"].encode())
-        try:
-            private = certs.decrypt_key(stored["key"].encode(), self._passphrase)
-        except certs.CertificateError as err:
-            raise MissingEncryptionKey(str(err)) from None
-        self._ca = certs.CertificateAuthority(cert, private)
-        return False
+        """Load the trust domain, creating the mesh root on first start;
+        True if created."""
+        return await self.trust.open()
 
     # -- members and join tokens ----------------------------------------------
 
@@ -185,6 +158,7 @@ class Registry:
         """Register a cluster or VM and mint its first join token."""
         identity = Identity(Role.CLUSTER if isinstance(record, Cluster) else Role.VM, record.name)
         key = self._key(member_key(identity))
+        await self.trust.refresh()
         token, token_op = self._token(identity, token_ttl)
         result = await self.store.txn(
             [Compare(key=key, mod_revision=0)], [Put(key=key, value=encode(record)), token_op]
@@ -199,6 +173,7 @@ class Registry:
         got = await self.store.get(key)
         if got.kv is None:
             raise NotFound(f"{identity} is not registered")
+        await self.trust.refresh()
         token, token_op = self._token(identity, token_ttl)
         result = await self.store.txn(
             [Compare(key=key, mod_revision=got.kv.mod_revision)], [token_op]
@@ -238,7 +213,7 @@ class Registry:
             for kv in (await self.store.range(self._key("endpoints/"))).kvs
             if kv.key.endswith(f"/{source}")
         ]
-        doomed += [self._key(f"alive/{source}"), key]
+        doomed += [self._key(f"alive/{source}"), *self.trust.keys_of(identity), key]
         for start in range(0, len(doomed), TXN_OPS):
             await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
         log.info("removed %s and %d of its records", identity, len(doomed) - 1)
@@ -266,32 +241,46 @@ class Registry:
         if not used.succeeded:
             raise Unauthorized("the join token is unknown or already used")
         log.info("%s joined", identity)
-        return self._issue(identity, csr)
+        return await self.trust.issue_client(identity, csr)
 
     async def renew(self, identity: Identity, csr_pem: str) -> Issued:
         csr = _csr(csr_pem)
-        if await self.member(identity) is None:
-            raise Forbidden(f"{identity} is not registered")
-        return self._issue(identity, csr)
+        await self._registered(identity)
+        return await self.trust.issue_client(identity, csr)
 
-    def issue_admin(self, name: str) -> tuple[x509.Certificate, certs.PrivateKey]:
+    async def issue_intermediate(
+        self, identity: Identity, csr_pem: str, lifetime: float | None = None
+    ) -> Issued:
+        csr = _csr(csr_pem)
+        await self._registered(identity)
+        return await self.trust.issue_intermediate(identity, csr, lifetime)
+
+    async def issue_workload(
+        self, identity: Identity, csr_pem: str, namespace: str, account: str
+    ) -> Issued:
+        """A workload certificate for a VM, for the namespace and service
+        account it was registered with, and no other."""
+        csr = _csr(csr_pem)
+        member = await self._registered(identity)
+        if not isinstance(member, Workload) or (member.namespace, member.service_account) != (
+            namespace,
+            account,
+        ):
+            raise Forbidden(f"{identity} was not registered for ns/{namespace}/sa/{account}")
+        return await self.trust.issue_workload(identity, csr, namespace, account)
+
+    async def issue_admin(self, name: str) -> tuple[x509.Certificate, certs.PrivateKey]:
         key = certs.new_key()
         csr = x509.load_pem_x509_csr(certs.make_csr(key))
-        issued = self._issue(Identity(Role.ADMIN, name), csr, certs.ADMIN_LIFETIME)
+        identity = Identity(Role.ADMIN, name)
+        issued = await self.trust.issue_client(identity, csr, certs.ADMIN_LIFETIME)
         return issued.certificate, key
 
-    def _issue(
-        self,
-        identity: Identity,
-        csr: x509.CertificateSigningRequest,
-        lifetime: dt.timedelta = certs.AGENT_LIFETIME,
-    ) -> Issued:
-        now = self.clock.now()
-        cert = certs.issue_identity(self.ca, csr, identity, self.trust_domain, now, lifetime)
-        log.info(
-            "issued %s until %s", identity.spiffe_id(self.trust_domain), cert.not_valid_after_utc
-        )
-        return Issued(identity, cert, self.ca.cert_pem)
+    async def _registered(self, identity: Identity) -> Cluster | Workload:
+        member = await self.member(identity)
+        if member is None:
+            raise Forbidden(f"{identity} is not registered")
+        return member
 
     # -- endpoint sets, liveness, policies ------------------------------------
 
@@ -408,6 +397,17 @@ class Registry:
             except Unavailable as err:
                 log.warning("liveness: store unavailable (%s); retrying", err)
                 await self.clock.sleep(1.0)
+
+    async def rotations(self, interval: float = 5.0) -> None:
+        """Move a root rotation on when what it waits for went away without
+        an acknowledgement (a member removed, a certificate expired)."""
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                if self.trust.state.phase is not Phase.IDLE:
+                    await self.trust.advance()
+            except (Unavailable, Conflict) as err:
+                log.warning("rotation: %s; retrying", err)
 
     async def _mark(self, source: SourceRef, *, stale: bool) -> None:
         result = await self.store.range(self._key("endpoints/"))

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +25,9 @@ from federation.api.http import (
     METRICS_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
+    Handler,
     Metrics,
+    Route,
     Settings,
     error_response,
     json_response,
@@ -36,10 +37,13 @@ from federation.api.http import (
 )
 from federation.api.hub import WatchHub
 from federation.api.openapi import document
+from federation.api.trust_routes import TRUST_ROUTES, issued_response
 from federation.model import (
     Cluster,
     EndpointSet,
     ServiceRef,
+    SourceKind,
+    SourceRef,
     TrafficPolicy,
     ValidationError,
     Workload,
@@ -47,31 +51,18 @@ from federation.model import (
 from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import (
     Forbidden,
-    Issued,
     Registry,
     RegistryError,
     Unauthorized,
     source_of,
 )
+from federation.registry_trust import AUTHORITY
 from federation.store import Compacted, StoreError, Unavailable
-from federation.trust.ca import cert_pem
 from federation.trust.identity import Identity, Role
 
 log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
 MAX_BODY_BYTES = 2 * 1024 * 1024
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    access: Access
-    summary: str
-    body: str | None = None  # schema name of the JSON body, for OpenAPI
-    stream: bool = False
 
 
 # -- helpers ------------------------------------------------------------------
@@ -86,6 +77,15 @@ def _service(request: web.Request) -> ServiceRef:
 
 def _member_name(request: web.Request) -> str:
     return check_dns_label("name", request.match_info["name"])
+
+
+def _owner(request: web.Request) -> SourceRef:
+    """The source a route's path names: ``{source}``, or the cluster of
+    ``/v1/clusters/{name}/...``."""
+    info = request.match_info
+    if "source" in info:
+        return source_of(info["source"])
+    return SourceRef(kind=SourceKind.CLUSTER, name=_member_name(request))
 
 
 def _identity(request: web.Request) -> Identity | None:
@@ -104,13 +104,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     identity: Identity | None = None
     try:
-        identity = peer_identity(request, registry.trust_domain, registry.clock)
+        identity = peer_identity(
+            request, registry.trust_domain, registry.clock, registry.trust.root_names
+        )
         if identity is not None:
             request[IDENTITY_KEY] = identity
         if route is not None:
             source = None
             if route.access is Access.OWNER:
-                source = source_of(request.match_info["source"])
+                source = _owner(request)
             authorize(route.access, identity, source)
         response = await handler(request)
     except RegistryError as err:
@@ -215,18 +217,6 @@ def _member_routes(role: Role) -> list[Route]:
 # -- join and renew -----------------------------------------------------------
 
 
-def _issued(request: web.Request, issued: Issued) -> web.Response:
-    cert = issued.certificate
-    return json_response(
-        {
-            "identity": issued.identity.spiffe_id(registry_of(request).trust_domain),
-            "certificate": cert_pem(cert).decode(),
-            "caBundle": issued.ca_pem.decode(),
-            "notAfter": cert.not_valid_after_utc.timestamp(),
-        }
-    )
-
-
 async def _join(request: web.Request) -> web.Response:
     body = require_object(await read_json(request), "{token, csr}")
     token, csr = body.get("token"), body.get("csr")
@@ -234,7 +224,7 @@ async def _join(request: web.Request) -> web.Response:
         raise Unauthorized("a join token is required")
     if not isinstance(csr, str):
         raise ValidationError("csr", "expected a PEM certificate request")
-    return _issued(request, await registry_of(request).join(token, csr))
+    return issued_response(request, await registry_of(request).join(token, csr))
 
 
 async def _renew(request: web.Request) -> web.Response:
@@ -247,12 +237,7 @@ async def _renew(request: web.Request) -> web.Response:
     csr = body.get("csr")
     if not isinstance(csr, str):
         raise ValidationError("csr", "expected a PEM certificate request")
-    return _issued(request, await registry_of(request).renew(identity, csr))
-
-
-async def _ca(request: web.Request) -> web.Response:
-    ca = registry_of(request).ca
-    return json_response({"certificate": ca.cert_pem.decode(), "sha256": ca.fingerprint})
+    return issued_response(request, await registry_of(request).renew(identity, csr))
 
 
 # -- endpoint sets, heartbeats, policies --------------------------------------
@@ -349,7 +334,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     registry = registry_of(request)
     try:
-        revision = (await registry.store.get(registry.prefix + "trust/root")).revision
+        revision = (await registry.store.get(registry.prefix + AUTHORITY)).revision
     except StoreError as err:
         return error_response(503, f"the store is not answering: {err}")
     return json_response({"status": "ready", "revision": revision})
@@ -370,7 +355,6 @@ ROUTES: list[Route] = [
     Route("GET", "/readyz", _readyz, Access.OPEN, "Readiness: the store answers"),
     Route("GET", "/metrics", _metrics, Access.OPEN, "Prometheus metrics"),
     Route("GET", "/openapi.json", _openapi, Access.OPEN, "This document"),
-    Route("GET", "/v1/ca", _ca, Access.OPEN, "The mesh root certificate and its sha256"),
     Route(
         "POST",
         "/v1/join",
@@ -380,6 +364,7 @@ ROUTES: list[Route] = [
         "Join",
     ),
     Route("POST", "/v1/renew", _renew, Access.MEMBER, "Renew the caller's certificate", "Renew"),
+    *TRUST_ROUTES,
     *_member_routes(Role.CLUSTER),
     *_member_routes(Role.VM),
     Route("GET", "/v1/services", _services, Access.ANY, "Exported services and their sources"),

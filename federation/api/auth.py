@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import weakref
+from collections.abc import Collection
 from enum import Enum
 from typing import Any
 
@@ -29,16 +30,21 @@ class Access(Enum):
     MEMBER = "member"  # a cluster or VM agent
     ADMIN = "admin"
     OWNER = "owner"  # the source named in the path, or an admin
+    VM = "vm"  # a VM agent, and no one else
 
 
 # The parsed peer of each TLS connection: a connection keeps its
 # certificate, so it is read once, and the expiry is checked on every request.
-_peers: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[Identity, float] | str] = (
+_peers: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[Identity, float, str] | str] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def peer_identity(request: web.Request, trust_domain: str, clock: Clock) -> Identity | None:
+def peer_identity(
+    request: web.Request, trust_domain: str, clock: Clock, roots: Collection[str]
+) -> Identity | None:
+    """The caller's identity; ``roots`` are the common names of the roots in
+    force (the TLS layer cannot forget a retired root, this check does)."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if not isinstance(ssl_object, ssl.SSLObject):
@@ -52,13 +58,15 @@ def peer_identity(request: web.Request, trust_domain: str, clock: Clock) -> Iden
         _peers[ssl_object] = peer
     if isinstance(peer, str):
         raise Unauthorized(peer)
-    identity, not_after = peer
+    identity, not_after, issuer = peer
     if not_after <= clock.now():
         raise Unauthorized("the client certificate has expired; join again")
+    if issuer not in roots:
+        raise Unauthorized("the client certificate was issued under a retired root; join again")
     return identity
 
 
-def _parse_peer(cert: dict[str, Any], trust_domain: str) -> tuple[Identity, float] | str:
+def _parse_peer(cert: dict[str, Any], trust_domain: str) -> tuple[Identity, float, str] | str:
     """The identity and expiry of a peer certificate, or why it is refused."""
     uris = [str(entry[1]) for entry in cert.get("subjectAltName", ()) if entry[0] == "URI"]
     if len(uris) != 1:
@@ -68,7 +76,11 @@ def _parse_peer(cert: dict[str, Any], trust_domain: str) -> tuple[Identity, floa
         identity = Identity.from_spiffe_id(uris[0], trust_domain)
     except ValidationError as err:
         return str(err)
-    return identity, not_after.replace(tzinfo=dt.UTC).timestamp()
+    issuer = next(
+        (str(value) for rdn in cert.get("issuer", ()) for key, value in rdn if key == "commonName"),
+        "",
+    )
+    return identity, not_after.replace(tzinfo=dt.UTC).timestamp(), issuer
 
 
 def authorize(access: Access, identity: Identity | None, source: SourceRef | None) -> None:
@@ -77,11 +89,13 @@ def authorize(access: Access, identity: Identity | None, source: SourceRef | Non
         return
     if identity is None:
         raise Unauthorized("a client certificate is required")
+    if access is Access.VM and identity.role is not Role.VM:
+        raise Forbidden(f"{identity} is not a VM agent")
     if access is Access.ANY or identity.role is Role.ADMIN:
         return
     if access is Access.ADMIN:
         raise Forbidden(f"{identity} is not an admin")
-    if access is Access.MEMBER:
+    if access in (Access.MEMBER, Access.VM):
         return
     if source is None or identity.source != source:
         raise Forbidden(f"{identity} may not write records of {source}")

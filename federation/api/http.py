@@ -4,12 +4,14 @@ JSON in and out (errors as ``{"code", "reason", "message"[, "field"]}``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from federation.api.auth import Access
 from federation.api.hub import WatchHub
 from federation.model import ValidationError
 from federation.registry import Invalid, Registry
@@ -52,6 +54,20 @@ class Metrics:
 class Settings:
     bookmark_interval: float = 5.0
     token_ttl: float = 3600.0
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+    summary: str
+    body: str | None = None  # schema name of the JSON body, for OpenAPI
+    stream: bool = False
 
 
 REGISTRY_KEY = web.AppKey("registry", Registry)

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from federation.registry import Registry
+from federation.registry_trust import AUTHORITY
 from federation.store import Compacted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class WatchHub:
         return Subscription(self, self._offset + index, since)
 
     async def _current_revision(self) -> int:
-        return (await self.registry.store.get(self.registry.prefix + "trust/root")).revision
+        return (await self.registry.store.get(self.registry.prefix + AUTHORITY)).revision
 
     async def _run(self) -> None:
         delay = 0.05

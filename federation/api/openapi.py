@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from federation.api.app import Route
+    from federation.api.http import Route
 
 _LABEL = {"type": "string", "maxLength": 63}
 _DNS = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
@@ -127,6 +127,32 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"token": {"type": "string"}, "csr": {"type": "string"}},
     },
     "Renew": {"type": "object", "required": ["csr"], "properties": {"csr": {"type": "string"}}},
+    "IntermediateRequest": {
+        "type": "object",
+        "required": ["csr"],
+        "properties": {
+            "csr": {"type": "string"},
+            "lifetimeSeconds": {"type": "number", "minimum": 3600, "maximum": 31536000},
+        },
+    },
+    "WorkloadCertRequest": {
+        "type": "object",
+        "required": ["csr", "namespace", "serviceAccount"],
+        "properties": {
+            "csr": {"type": "string"},
+            "namespace": _DNS,
+            "serviceAccount": _DNS,
+        },
+    },
+    "RotateRequest": {
+        "type": "object",
+        "properties": {"certificate": {"type": "string"}, "key": {"type": "string"}},
+    },
+    "Ack": {
+        "type": "object",
+        "required": ["version"],
+        "properties": {"version": {"type": "integer", "minimum": 1}},
+    },
     "Error": {
         "type": "object",
         "required": ["code", "reason", "message"],

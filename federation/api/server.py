@@ -25,6 +25,8 @@ from cryptography import x509
 from federation.api.app import build_app
 from federation.api.http import Settings
 from federation.registry import Registry
+from federation.registry_trust import BUNDLE
+from federation.store import StoreError
 from federation.trust import ca as certs
 
 log = logging.getLogger("federation.api")
@@ -57,7 +59,9 @@ class RegistryServer:
         self.settings = settings or Settings()
         self._passphrase = passphrase
         self._runner: web.AppRunner | None = None
-        self._liveness: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._context: ssl.SSLContext | None = None
+        self._issuer = ""
         self.created_root = False
 
     @property
@@ -72,6 +76,7 @@ class RegistryServer:
     async def start(self) -> None:
         self.created_root = await self.registry.open()
         context = self._tls()
+        self._context = context
         app = build_app(self.registry, self.settings)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -81,15 +86,20 @@ class RegistryServer:
             server = site._server
             assert isinstance(server, asyncio.base_events.Server)
             self.port = int(server.sockets[0].getsockname()[1])
-        self._write_admin()
-        self._liveness = asyncio.create_task(self.registry.liveness())
+        await self._write_admin()
+        self._tasks = [
+            asyncio.create_task(self.registry.liveness()),
+            asyncio.create_task(self.registry.rotations()),
+            asyncio.create_task(self._follow_trust()),
+        ]
 
     async def stop(self) -> None:
-        if self._liveness is not None:
-            self._liveness.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness
-            self._liveness = None
+                await task
+        self._tasks = []
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -102,37 +112,69 @@ class RegistryServer:
         await self.stop()
 
     def _tls(self) -> ssl.SSLContext:
-        """A fresh serving certificate for this replica, chained to the root;
-        client certificates optional but, when given, verified against it."""
-        ca = self.registry.ca
-        hosts = sorted({self.host, "localhost", "127.0.0.1", *self.hostnames} - {"0.0.0.0", "::"})
-        cert, key = certs.issue_server(ca, hosts, self.registry.clock.now())
-        cert_path = self.data_dir / "server" / "tls.crt"
-        key_path = self.data_dir / "server" / "tls.key"
-        write_private(cert_path, certs.cert_pem(cert) + ca.cert_pem)
-        write_private(key_path, certs.encrypt_key(key, self._passphrase))
+        """Client certificates optional but, when given, verified against
+        every root in force; the serving certificate is this replica's own."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_path, key_path, password=self._passphrase)
         context.verify_mode = ssl.CERT_OPTIONAL
-        context.load_verify_locations(cadata=ca.cert_pem.decode())
+        self._load_trust(context)
         return context
 
-    def _write_admin(self) -> None:
-        """The admin credential, issued once and kept; reissued if the root
-        it chains to is not the current one."""
+    def _load_trust(self, context: ssl.SSLContext) -> None:
+        """Add the bundle's roots (a live context only ever adds: a retired
+        root is refused by ``auth`` instead) and, when the issuing root has
+        changed, a fresh serving certificate chained to it."""
+        state = self.registry.trust.state
+        context.load_verify_locations(cadata=state.bundle_pem.decode())
+        if state.issuer == self._issuer:
+            return
+        ca = self.registry.ca
+        hosts = sorted({self.host, "localhost", "127.0.0.1", *self.hostnames} - {"0.0.0.0", "::"})
+        uri = f"spiffe://{self.registry.trust_domain}/federation/registry"
+        cert, key = certs.issue_server(ca, hosts, self.registry.clock.now(), uri)
+        chain = b"".join(certs.cert_pem(c) for c in state.chain)
+        cert_path = self.data_dir / "server" / "tls.crt"
+        key_path = self.data_dir / "server" / "tls.key"
+        write_private(cert_path, certs.cert_pem(cert) + chain)
+        write_private(key_path, certs.encrypt_key(key, self._passphrase))
+        context.load_cert_chain(cert_path, key_path, password=self._passphrase)
+        self._issuer = state.issuer
+
+    async def _follow_trust(self) -> None:
+        """Follow the trust bundle: roots to accept, serving certificate and
+        admin credential under the issuing root."""
+        key = self.registry.prefix + BUNDLE
+        while True:
+            try:
+                revision = (await self.registry.store.get(key)).revision
+                async for _ in self.registry.store.watch(key, revision + 1):
+                    await self.registry.trust.refresh()
+                    assert self._context is not None
+                    self._load_trust(self._context)
+                    await self._write_admin()
+            except StoreError as err:
+                log.warning("trust bundle watch: %s; retrying", err)
+                await self.registry.clock.sleep(1.0)
+
+    async def _write_admin(self) -> None:
+        """The admin credential, issued once and kept; reissued when the
+        issuing root changes or it nears expiry.  ``ca.crt`` is the bundle."""
         admin = self.data_dir / "admin"
-        ca_pem = self.registry.ca.cert_pem
-        current = (admin / "ca.crt").read_bytes() if (admin / "ca.crt").exists() else b""
+        state = self.registry.trust.state
         fresh = False
-        if current == ca_pem and (admin / "tls.key").exists():
+        if (admin / "tls.key").exists():
             cert = x509.load_pem_x509_certificate((admin / "tls.crt").read_bytes())
-            fresh = cert.not_valid_after_utc.timestamp() > self.registry.clock.now() + 86400
+            fresh = (
+                cert.issuer == state.issuing.cert.subject
+                and cert.not_valid_after_utc.timestamp() > self.registry.clock.now() + 86400
+            )
         if not fresh:
-            cert, key = self.registry.issue_admin("admin")
-            write_private(admin / "tls.crt", certs.cert_pem(cert))
+            cert, key = await self.registry.issue_admin("admin")
+            chain = b"".join(certs.cert_pem(c) for c in state.chain)
+            write_private(admin / "tls.crt", certs.cert_pem(cert) + chain)
             write_private(admin / "tls.key", certs.plain_key_pem(key))
-            write_private(admin / "ca.crt", ca_pem)
             log.info("wrote the admin credential to %s", admin)
+        if not (admin / "ca.crt").exists() or (admin / "ca.crt").read_bytes() != state.bundle_pem:
+            write_private(admin / "ca.crt", state.bundle_pem)
         config = {
             "registry": self.url,
             "ca": str((admin / "ca.crt").resolve()),

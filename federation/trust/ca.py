@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -76,42 +77,53 @@ def _when(now: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(now, dt.UTC)
 
 
-def new_root(
-    trust_domain: str, now: float, lifetime: dt.timedelta = ROOT_LIFETIME
-) -> CertificateAuthority:
-    key = new_key()
-    name = x509.Name(
+def root_name(trust_domain: str, generation: int) -> x509.Name:
+    """Every root of a trust domain has its own subject, so a chain names
+    which root it ends at (and a retired root is told apart)."""
+    return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "federation"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"federation root CA ({trust_domain})"),
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"federation root CA {generation} ({trust_domain})"
+            ),
         ]
     )
-    start = _when(now) - BACKDATE
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
+
+
+def _ca_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    start: dt.datetime,
+    end: dt.datetime,
+    path_length: int | None,
+) -> x509.CertificateBuilder:
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + lifetime)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
+def new_root(
+    trust_domain: str,
+    now: float,
+    lifetime: dt.timedelta = ROOT_LIFETIME,
+    generation: int = 1,
+    key: PrivateKey | None = None,
+) -> CertificateAuthority:
+    key = key or new_key()
+    name = root_name(trust_domain, generation)
+    start = _when(now) - BACKDATE
+    cert = (
+        _ca_builder(name, name, key.public_key(), start, start + lifetime, None)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
@@ -121,6 +133,75 @@ def new_root(
         .sign(key, hashes.SHA256())
     )
     return CertificateAuthority(cert, key)
+
+
+def cross_sign(
+    issuer: CertificateAuthority, root: x509.Certificate, now: float
+) -> x509.Certificate:
+    """``root``'s name and key, certified by ``issuer``: a peer that trusts
+    only ``issuer`` verifies chains that end at ``root`` through this."""
+    public_key = root.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    end = min(root.not_valid_after_utc, issuer.cert.not_valid_after_utc)
+    cert = (
+        _ca_builder(root.subject, issuer.cert.subject, public_key, _when(now) - BACKDATE, end, None)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+        .sign(issuer.key, hashes.SHA256())
+    )
+    cert.verify_directly_issued_by(issuer.cert)
+    return cert
+
+
+def issue_intermediate(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    identity: Identity,
+    trust_domain: str,
+    now: float,
+    lifetime: dt.timedelta,
+) -> x509.Certificate:
+    """A CA certificate for one cluster: path length 0 (it signs workloads
+    only), its URI names constrained to the trust domain, naming the
+    cluster's identity and nothing the CSR asked for."""
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise CertificateError("an intermediate CA key must be EC (P-256 or P-384)")
+    uri = identity.spiffe_id(trust_domain)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"federation intermediate CA {identity}"),
+        ]
+    )
+    start = _when(now) - BACKDATE
+    end = min(start + lifetime, ca.cert.not_valid_after_utc)
+    cert = (
+        _ca_builder(subject, ca.cert.subject, public_key, start, end, 0)
+        .add_extension(
+            x509.NameConstraints(
+                permitted_subtrees=[x509.UniformResourceIdentifier(trust_domain)],
+                excluded_subtrees=None,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    check_issued(ca, cert, uri, now, is_ca=True)
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    names = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    if constraints.path_length != 0 or list(names.permitted_subtrees or []) != [
+        x509.UniformResourceIdentifier(trust_domain)
+    ]:
+        raise CertificateError("issued intermediate lacks its path length or name constraints")
+    return cert
 
 
 def load_csr(pem: str | bytes) -> x509.CertificateSigningRequest:
@@ -166,17 +247,7 @@ def _leaf(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(ca=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -198,15 +269,26 @@ def issue_identity(
     lifetime: dt.timedelta = AGENT_LIFETIME,
 ) -> x509.Certificate:
     """A client certificate for ``identity`` only, whatever the CSR asked for."""
+    return issue_uri(ca, csr, identity.spiffe_id(trust_domain), str(identity), now, lifetime)
+
+
+def issue_uri(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    uri: str,
+    common_name: str,
+    now: float,
+    lifetime: dt.timedelta,
+) -> x509.Certificate:
+    """A leaf naming exactly ``uri`` (an X.509 SVID), whatever the CSR asked for."""
     public_key = csr.public_key()
     assert isinstance(
         public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
     )
-    uri = identity.spiffe_id(trust_domain)
     cert = _leaf(
         ca,
         public_key,
-        str(identity),
+        common_name,
         [x509.UniformResourceIdentifier(uri)],
         [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
         now,
@@ -217,11 +299,12 @@ def issue_identity(
 
 
 def issue_server(
-    ca: CertificateAuthority, hosts: list[str], now: float
+    ca: CertificateAuthority, hosts: list[str], now: float, uri: str | None = None
 ) -> tuple[x509.Certificate, PrivateKey]:
-    """The registry's own serving certificate."""
+    """The registry's own serving certificate; ``uri`` makes it an SVID too,
+    so a SPIRE server can check the bundle endpoint (``https_spiffe``)."""
     key = new_key()
-    sans: list[x509.GeneralName] = []
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)] if uri else []
     for host in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
@@ -247,16 +330,18 @@ def spiffe_ids(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def check_issued(ca: CertificateAuthority, cert: x509.Certificate, uri: str, now: float) -> None:
-    """The registry's check of its own output: signed by ``ca``, not a CA,
-    valid now, and naming exactly one identity, ``uri``."""
+def check_issued(
+    ca: CertificateAuthority, cert: x509.Certificate, uri: str, now: float, *, is_ca: bool = False
+) -> None:
+    """The registry's check of its own output: signed by ``ca``, a CA only
+    when meant to be, valid now, and naming exactly one identity, ``uri``."""
     try:
         cert.verify_directly_issued_by(ca.cert)
     except (ValueError, TypeError) as err:
         raise CertificateError(f"issued certificate does not chain to the CA: {err}") from None
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    if constraints.ca:
-        raise CertificateError("issued certificate is a CA")
+    if constraints.ca != is_ca:
+        raise CertificateError(f"issued certificate is {'not ' if is_ca else ''}a CA")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     if list(san) != [x509.UniformResourceIdentifier(uri)]:
         raise CertificateError(f"issued certificate names {list(san)}, not exactly {uri}")
@@ -301,3 +386,33 @@ def make_csr(key: PrivateKey, common_name: str = "federation agent") -> bytes:
 
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_root(cert_pem: bytes, key_pem: bytes, now: float) -> CertificateAuthority:
+    """An operator's root (``fedctl ca import``): a self-signed CA certificate,
+    valid now, whose EC key is the one given."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (ValueError, TypeError) as err:
+        raise CertificateError(f"cannot read the root certificate or its key: {err}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertificateError("the root key must be an unencrypted EC key (P-256 or P-384)")
+    if key.curve.name not in ("secp256r1", "secp384r1"):
+        raise CertificateError(f"EC curve {key.curve.name} is not accepted (P-256, P-384)")
+    if key.public_key() != cert.public_key():
+        raise CertificateError("the key does not belong to the certificate")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound as err:
+        raise CertificateError(f"the root lacks {err.oid._name}") from None
+    if not constraints.ca or not usage.key_cert_sign:
+        raise CertificateError("the certificate is not a CA that may sign certificates")
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateError("the root must be self-signed") from None
+    if not cert.not_valid_before_utc <= _when(now) < cert.not_valid_after_utc:
+        raise CertificateError("the root is not valid now")
+    return CertificateAuthority(cert, key)

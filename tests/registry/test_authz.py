@@ -38,8 +38,13 @@ def concrete(path: str) -> str:
 def body_for(path: str) -> object:
     if "/sources/" in path and "/services/" in path:
         return endpoint_set(OWNER, generation=7).to_wire()
-    if path == "/v1/renew":
+    if path == "/v1/renew" or path.endswith("/intermediate"):
         return {"csr": certs.make_csr(certs.new_key()).decode()}
+    if path == "/v1/workload-certs":
+        csr = certs.make_csr(certs.new_key()).decode()
+        return {"csr": csr, "namespace": "shop", "serviceAccount": "default"}
+    if path == "/v1/trust/acks":
+        return {"version": 1}
     if path.startswith("/v1/policies/"):
         return {"service": {"namespace": "shop", "name": "cart"}}
     return {}
@@ -84,6 +89,7 @@ async def test_write_route_against_every_caller(
         Access.OWNER: {"owner": "ok", "admin": "ok", "cluster": 403, "vm": 403},
         Access.ADMIN: {"owner": 403, "admin": "ok", "cluster": 403, "vm": 403},
         Access.MEMBER: {"owner": "ok", "admin": 403, "cluster": "ok", "vm": "ok"},
+        Access.VM: {"owner": 403, "admin": 403, "cluster": 403, "vm": "ok"},
     }[access]
     callers = {"cluster": other_cluster, "vm": other_vm, "owner": owner, "admin": harness.admin()}
     for name in ("cluster", "vm", "owner", "admin"):  # the owner's write last but one

@@ -92,10 +92,12 @@ async def test_issued_chains_verify_with_a_real_path_validator(sqlite_harness: H
 async def test_the_ca_key_is_encrypted_at_rest(sqlite_harness: Harness) -> None:
     harness = sqlite_harness
     assert harness.store is not None
-    stored = await harness.store.get("/federation/v1/trust/root")
+    stored = await harness.store.get("/federation/v1/trust/authority")
     assert stored.kv is not None
-    key_pem = json.loads(stored.kv.value)["key"]
-    assert "ENCRYPTED PRIVATE KEY" in key_pem
+    for root in json.loads(stored.kv.value)["roots"]:
+        assert "ENCRYPTED PRIVATE KEY" in root["key"]
+    everything = await harness.store.range("/federation/v1/")
+    assert not any(b"BEGIN PRIVATE KEY" in kv.value for kv in everything.kvs)
     server_key = (harness.data_dir / "server" / "tls.key").read_text()
     assert "ENCRYPTED PRIVATE KEY" in server_key
     with pytest.raises(MissingEncryptionKey, match="wrong encryption key"):
