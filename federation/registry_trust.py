@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -232,9 +233,9 @@ class TrustDomain:
         log.info("issued %s %s until %s", kind, record["subject"], cert.not_valid_after_utc)
         return Issued(identity, cert, tuple(state.chain), state.bundle_pem)
 
-    async def issued(self) -> list[dict[str, object]]:
+    async def issued(self) -> list[dict[str, Any]]:
         """The newest certificate of each kind per member, then the roots."""
-        out: list[dict[str, object]] = [
+        out: list[dict[str, Any]] = [
             json.loads(kv.value) for kv in (await self.store.range(self._key(ISSUED))).kvs
         ]
         for root in (await self.refresh()).roots:

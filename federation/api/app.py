@@ -341,7 +341,18 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS_KEY].registry)
+    metrics = request.app[METRICS_KEY]
+    try:
+        issued = await registry_of(request).trust.issued()
+    except StoreError as err:
+        log.warning("metrics: cannot read the issued certificates: %s", err)
+    else:
+        metrics.cert_expiry.clear()
+        for record in issued:
+            metrics.cert_expiry.labels(record["identity"], record["kind"]).set(
+                float(record["notAfter"])
+            )
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 

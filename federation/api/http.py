@@ -41,6 +41,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.cert_expiry = Gauge(
+            "federation_cert_expiry_timestamp_seconds",
+            "When each certificate the registry issued expires (newest per member and kind)",
+            ["identity", "kind"],
+            registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "federation_request_store_seconds",
             "Time handlers spent on a request, store calls included",

@@ -84,8 +84,11 @@ class Harness:
         admin = self.data_dir / "admin"
         return Credentials.load(admin)
 
-    def client(self, credentials: Credentials | None, **kwargs: object) -> RegistryClient:
-        ca = self.registry.ca.cert_pem
+    def client(
+        self, credentials: Credentials | None, ca_pem: bytes | None = None, **kwargs: object
+    ) -> RegistryClient:
+        """A client trusting ``ca_pem`` (default: the roots in force now)."""
+        ca = ca_pem or self.registry.trust.state.bundle_pem
         made = RegistryClient(self.url, credentials, ca_pem=ca, retries=1, **kwargs)  # type: ignore[arg-type]
         self.clients.append(made)
         return made
