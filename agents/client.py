@@ -76,10 +76,7 @@ class Credentials:
 
     def needs_renewal(self, now: float) -> bool:
         """True once two thirds of the certificate's lifetime have passed."""
-        cert = self.certificate
-        start = cert.not_valid_before_utc.timestamp()
-        end = cert.not_valid_after_utc.timestamp()
-        return now >= start + (end - start) * 2 / 3
+        return now >= certs.renewal_time(self.certificate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,7 +96,8 @@ async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
         except RegistryError as err:
             raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
         site = Site(name, locality, NetworkMode(args.network_mode))
-        agent = ClusterAgent(kube, client, site, suffix=args.suffix)
+        keep = args.cert_dir or args.state_dir / "certs"
+        agent = ClusterAgent(kube, client, site, suffix=args.suffix, credentials_dir=keep)
         runner = web.AppRunner(agent.health_app())
         await runner.setup()
         await web.TCPSite(runner, host, port).start()

@@ -121,6 +121,7 @@ class Registry:
         heartbeat_ttl: int = DEFAULT_HEARTBEAT_TTL,
         prefix: str = DEFAULT_PREFIX,
         intermediate_lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
+        rotation_overlap: float = 0.0,
     ) -> None:
         self.store = store
         self.trust_domain = trust_domain
@@ -134,6 +135,7 @@ class Registry:
             passphrase=passphrase,
             clock=self.clock,
             intermediate_lifetime=intermediate_lifetime,
+            overlap=rotation_overlap,
         )
         self._published: dict[str, PublishState] = {}
 

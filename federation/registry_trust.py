@@ -77,8 +77,10 @@ class TrustDomain:
         passphrase: bytes | None,
         clock: Clock,
         intermediate_lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
+        overlap: float = 0.0,
     ) -> None:
         self.store = store
+        self.overlap = overlap  # least seconds between the switch and the retirement
         self.prefix = prefix
         self.trust_domain = trust_domain
         self.clock = clock
@@ -278,6 +280,8 @@ class TrustDomain:
             now = self.clock.now()
             if state.phase is Phase.PREPARED:
                 following = publish(state, now)
+            elif state.phase is Phase.SWITCHED and now - state.since < self.overlap:
+                return state
             elif state.waits_for_acks and not await self.pending(state):
                 following = self._after_acks(state, now)
             else:

@@ -19,6 +19,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +55,8 @@ from agents.cluster.kube import (
     key_of,
 )
 from agents.cluster.leader import LeaderElector
+from agents.cluster.trust import ClusterTrust
+from agents.credentials import CredentialKeeper
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef, TrafficPolicy
 from federation.routing import Choice, choose
@@ -121,6 +125,7 @@ class ClusterAgent:
         lease_seconds: float = 15.0,
         identity: str | None = None,
         wall: Callable[[], float] = time.time,
+        credentials_dir: Path | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -138,6 +143,10 @@ class ClusterAgent:
             identity or f"{socket.gethostname()}-{os.getpid()}",
             duration=lease_seconds,
             clock=self.clock,
+        )
+        self.credentials = CredentialKeeper(registry, self.clock, credentials_dir)
+        self.trust = ClusterTrust(
+            kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )
         self._dirty = asyncio.Event()
         self._export_after = 0.0  # clock time before which no export is tried
@@ -167,6 +176,7 @@ class ClusterAgent:
             for informer in self.informers.values():
                 group.create_task(informer.run())
             group.create_task(self._follow_registry())
+            group.create_task(self.credentials.run())
             group.create_task(self.elector.run(self._lead))
 
     async def _lead(self) -> None:
@@ -175,6 +185,7 @@ class ClusterAgent:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat())
                 group.create_task(self._reconcile_loop())
+                group.create_task(self.trust.run())
         finally:
             self.metrics.leader.set(0)
 
@@ -188,12 +199,14 @@ class ClusterAgent:
                         self.view = View(authoritative=True, loaded=True)
                         for item in change.items:
                             self.view.apply(item["kind"], item["object"], item["key"])
+                            self._trust_bundle(item["kind"], item["object"])
                         self.exporter.adopt(
                             s for sets in self.view.sets.values() for s in sets.values()
                         )
                     elif isinstance(change, Event):
                         obj = change.object if change.type == "PUT" else None
                         self.view.apply(change.kind, obj, change.key)
+                        self._trust_bundle(change.kind, obj)
                     elif isinstance(change, Bookmark):
                         continue
                     self._dirty.set()
@@ -201,6 +214,11 @@ class ClusterAgent:
                 log.warning("registry: %s; retrying in %.1fs", err, delay)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _trust_bundle(self, kind: str, obj: dict[str, Any] | None) -> None:
+        if kind == "TrustBundle" and obj is not None:
+            self.credentials.observe(obj)
+            self.trust.wake()
 
     async def _heartbeat(self) -> None:
         interval = 5.0

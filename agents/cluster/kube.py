@@ -46,6 +46,8 @@ NODES = Kind("", "v1", "nodes", namespaced=False)
 SERVICES = Kind("", "v1", "services")
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices")
 LEASES = Kind("coordination.k8s.io", "v1", "leases")
+SECRETS = Kind("", "v1", "secrets")
+CONFIG_MAPS = Kind("", "v1", "configmaps")
 CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 MCS_GROUP = "multicluster.x-k8s.io"
 SERVICE_EXPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceexports")
@@ -326,10 +328,12 @@ async def ensure_namespace(kube: Kube, namespace: str) -> None:
 
 
 __all__ = [
+    "CONFIG_MAPS",
     "ENDPOINT_SLICES",
     "LEASES",
     "NAMESPACES",
     "NODES",
+    "SECRETS",
     "SERVICES",
     "SERVICE_EXPORTS",
     "SERVICE_IMPORTS",

@@ -123,6 +123,7 @@ class World:
             window=self.window,
             lease_seconds=self.lease_seconds,
             identity=f"agent-{name}",
+            credentials_dir=self.base / name / "certs",
         )
         member.task = asyncio.create_task(member.agent.run(), name=f"agent-{name}")
         return member.agent

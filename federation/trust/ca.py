@@ -416,3 +416,9 @@ def load_root(cert_pem: bytes, key_pem: bytes, now: float) -> CertificateAuthori
     if not cert.not_valid_before_utc <= _when(now) < cert.not_valid_after_utc:
         raise CertificateError("the root is not valid now")
     return CertificateAuthority(cert, key)
+
+
+def renewal_time(cert: x509.Certificate) -> float:
+    """When two thirds of ``cert``'s lifetime have passed: renew by then."""
+    start = cert.not_valid_before_utc.timestamp()
+    return start + (cert.not_valid_after_utc.timestamp() - start) * 2 / 3

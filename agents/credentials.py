@@ -1,0 +1,122 @@
+"""An agent's own credential across renewals and root rotations.
+
+Every agent (cluster or VM, leader or not) runs one ``CredentialKeeper``:
+it renews the client certificate once two thirds of its lifetime have
+passed, or at once when the trust bundle names another issuing root; it
+trusts every root of the bundle for new connections; and it saves what it
+holds to the state directory, so a restart needs no new token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from agents.client import Credentials, RegistryClient, RegistryError
+from federation.clock import Clock
+from federation.trust import ca as certs
+
+log = logging.getLogger(__name__)
+
+
+def issuing_root(bundle: dict[str, Any]) -> bytes:
+    """The PEM of the bundle's issuing root."""
+    for pem in bundle["roots"]:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        if certs.fingerprint(cert) == bundle["issuer"]:
+            return str(pem).encode()
+    raise ValueError("the trust bundle does not hold its issuing root")
+
+
+def roots_pem(bundle: dict[str, Any]) -> bytes:
+    return "".join(bundle["roots"]).encode()
+
+
+class CredentialKeeper:
+    def __init__(
+        self, registry: RegistryClient, clock: Clock, directory: Path | None = None
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.directory = directory
+        self.bundle: dict[str, Any] | None = None
+        self.renewals = 0
+        self._changed = asyncio.Event()
+
+    def observe(self, bundle: dict[str, Any]) -> None:
+        """A TrustBundle from the registry's watch."""
+        self.bundle = bundle
+        self._changed.set()
+
+    @property
+    def current(self) -> bool:
+        """Whether the credential is under the bundle's issuing root and
+        trusts exactly the bundle (what an acknowledgement promises)."""
+        credentials = self.registry.credentials
+        if credentials is None or self.bundle is None:
+            return False
+        leaf = credentials.certificate
+        root = x509.load_pem_x509_certificate(issuing_root(self.bundle))
+        return leaf.issuer == root.subject and credentials.ca_pem == roots_pem(self.bundle)
+
+    def due(self) -> float:
+        """Clock time at which the credential must be renewed."""
+        credentials = self.registry.credentials
+        assert credentials is not None
+        if self.bundle is not None:
+            root = x509.load_pem_x509_certificate(issuing_root(self.bundle))
+            if credentials.certificate.issuer != root.subject:
+                return 0.0
+        return certs.renewal_time(credentials.certificate)
+
+    async def step(self) -> float:
+        """Renew or re-trust if needed; return seconds until the next step."""
+        credentials = self.registry.credentials
+        if credentials is None:
+            return 3600.0
+        if self.clock.now() >= self.due():
+            await self.registry.renew()
+            self.renewals += 1
+            log.info("renewed the agent certificate")
+        if self.bundle is not None and self.registry.credentials is not None:
+            bundle = roots_pem(self.bundle)
+            if self.registry.credentials.ca_pem != bundle:
+                self.registry.trust(bundle)
+        if self.directory is not None and self.registry.credentials not in (None, credentials):
+            self.registry.credentials.save(self.directory)
+        return max(self.due() - self.clock.now(), 0.0)
+
+    async def run(self) -> None:
+        await run_steps(self.step, self._changed, self.clock, "certificate renewal")
+
+
+async def run_steps(
+    step: Callable[[], Awaitable[float]],
+    changed: asyncio.Event,
+    clock: Clock,
+    what: str,
+    errors: tuple[type[Exception], ...] = (RegistryError,),
+) -> None:
+    """Run ``step`` again when ``changed`` is set or when it says (at most a
+    minute later); on ``errors``, one log line and capped backoff."""
+    delay = 0.1
+    while True:
+        changed.clear()
+        try:
+            wait = await step()
+            delay = 0.1
+        except errors as err:
+            log.warning("%s: %s; retrying in %.1fs", what, err, delay)
+            await clock.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), min(wait, 60.0))
+
+
+__all__ = ["CredentialKeeper", "Credentials", "issuing_root", "roots_pem", "run_steps"]
