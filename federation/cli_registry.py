@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -93,6 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
             trust_domain=args.trust_domain,
             passphrase=passphrase,
             heartbeat_ttl=args.heartbeat_ttl,
+            intermediate_lifetime=dt.timedelta(days=args.intermediate_lifetime_days),
+            rotation_overlap=args.rotation_overlap,
         )
         server = RegistryServer(
             registry,
@@ -334,6 +337,16 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--trust-domain", default="cluster.local")
     serve.add_argument("--heartbeat-ttl", type=int, default=15, help="seconds (default 15)")
     serve.add_argument("--bookmark-interval", type=float, default=5.0)
+    serve.add_argument(
+        "--intermediate-lifetime-days", type=float, default=90.0, help="cluster CAs (default 90)"
+    )
+    serve.add_argument(
+        "--rotation-overlap",
+        type=float,
+        default=0.0,
+        help="least seconds both roots stay in force after the switch (e.g. the workload "
+        "certificate lifetime, so workloads get new certificates first; default 0)",
+    )
     serve.add_argument(
         "--hostname", action="append", default=[], help="extra name for the serving cert"
     )

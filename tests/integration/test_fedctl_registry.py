@@ -117,3 +117,40 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
 def test_an_unreachable_registry_is_one_line(served: dict[str, str], tmp_path: Path) -> None:
     wrong = f"https://127.0.0.1:{free_port()}"
     one_line_error(fedctl("--registry", wrong, "status", env=served), "cannot reach the registry")
+
+
+def test_ca_commands(served: dict[str, str], tmp_path: Path) -> None:
+    status = json.loads(fedctl("ca", "status", "-o", "json", env=served).stdout)
+    assert (status["phase"], status["version"]) == ("Idle", 1)
+    first = status["roots"][0]["sha256"]
+
+    # No agent has joined: nothing to wait for, the rotation runs through.
+    rotated = fedctl("ca", "rotate", "--wait", "-o", "json", env=served)
+    assert rotated.returncode == 0, rotated.stderr
+    after = json.loads(rotated.stdout)
+    assert after["phase"] == "Idle" and after["version"] == 4
+    assert [r["sha256"] for r in after["roots"]] != [first]
+    table = fedctl("ca", "status", env=served)
+    assert "phase Idle" in table.stdout and "GENERATION" in table.stdout
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    one_line_error(fedctl("ca", "import", "--cert", str(junk), "--key", str(junk), env=served))
+    one_line_error(
+        fedctl("ca", "import", "--cert", str(tmp_path / "nope"), "--key", str(junk), env=served),
+        "cannot read",
+    )
+
+    added = fedctl("cluster", "add", "east", "--region", "eu", "--zone", "eu-1a", env=served)
+    assert added.returncode == 0, added.stderr
+    out = tmp_path / "cacerts"
+    made = fedctl("ca", "intermediate", "east", "--out", str(out), env=served)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "cert-chain.pem",
+        "root-cert.pem",
+    ]
+    assert (out / "cert-chain.pem").read_bytes().startswith((out / "ca-cert.pem").read_bytes())
+    one_line_error(fedctl("ca", "intermediate", "nowhere", "--out", str(out), env=served))
