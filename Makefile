@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-propagation clean
+.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +42,13 @@ bench-kubeapi: $(STAMP)
 bench-registry: $(STAMP)
 	cd benchmarks && ../$(BIN)/python registry_bench.py
 
+bench-trust: $(STAMP)
+	cd benchmarks && ../$(BIN)/python trust_bench.py
+
 bench-propagation: $(STAMP)
 	cd benchmarks && ../$(BIN)/python propagation.py
 
-bench: bench-kubeapi bench-store bench-registry bench-propagation
+bench: bench-kubeapi bench-store bench-registry bench-trust bench-propagation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,11 +185,10 @@ class TrustDomain:
         csr: x509.CertificateSigningRequest,
         lifetime: dt.timedelta = certs.AGENT_LIFETIME,
     ) -> Issued:
-        state = await self.refresh()
-        cert = certs.issue_identity(
-            self.ca, csr, identity, self.trust_domain, self.clock.now(), lifetime
-        )
-        return await self._record(identity, "client", cert, state)
+        def sign(ca: certs.CertificateAuthority, now: float) -> x509.Certificate:
+            return certs.issue_identity(ca, csr, identity, self.trust_domain, now, lifetime)
+
+        return await self._issue(identity, "client", sign)
 
     async def issue_intermediate(
         self, identity: Identity, csr: x509.CertificateSigningRequest, lifetime: float | None
@@ -199,41 +199,61 @@ class TrustDomain:
         span = self.intermediate_lifetime if lifetime is None else dt.timedelta(seconds=lifetime)
         if not dt.timedelta(hours=1) <= span <= MAX_INTERMEDIATE_LIFETIME:
             raise Invalid("an intermediate's lifetime must be between 1 hour and 365 days")
-        state = await self.refresh()
-        try:
-            cert = certs.issue_intermediate(
-                self.ca, csr, identity, self.trust_domain, self.clock.now(), span
-            )
-        except certs.CertificateError as err:
-            raise Invalid(str(err)) from None
-        return await self._record(identity, "intermediate", cert, state)
+
+        def sign(ca: certs.CertificateAuthority, now: float) -> x509.Certificate:
+            try:
+                return certs.issue_intermediate(ca, csr, identity, self.trust_domain, now, span)
+            except certs.CertificateError as err:
+                raise Invalid(str(err)) from None
+
+        return await self._issue(identity, "intermediate", sign)
 
     async def issue_workload(
         self, vm: Identity, csr: x509.CertificateSigningRequest, namespace: str, account: str
     ) -> Issued:
         """An X.509 SVID ``spiffe://<td>/ns/<ns>/sa/<sa>`` for a VM's workload
         (the caller has checked that the VM was registered for it)."""
-        state = await self.refresh()
         uri = f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{account}"
-        cert = certs.issue_uri(
-            self.ca, csr, uri, f"{account}.{namespace}", self.clock.now(), WORKLOAD_LIFETIME
-        )
-        return await self._record(vm, "workload", cert, state)
 
-    async def _record(
-        self, identity: Identity, kind: str, cert: x509.Certificate, state: TrustState
+        def sign(ca: certs.CertificateAuthority, now: float) -> x509.Certificate:
+            return certs.issue_uri(ca, csr, uri, f"{account}.{namespace}", now, WORKLOAD_LIFETIME)
+
+        return await self._issue(vm, "workload", sign)
+
+    async def _issue(
+        self,
+        identity: Identity,
+        kind: str,
+        sign: Callable[[certs.CertificateAuthority, float], x509.Certificate],
     ) -> Issued:
-        record = {
-            "identity": str(identity),
-            "kind": kind,
-            "subject": certs.spiffe_ids(cert)[0],
-            "serial": format(cert.serial_number, "x"),
-            "issuer": state.issuer,
-            "notAfter": cert.not_valid_after_utc.timestamp(),
-        }
-        await self.store.put(self._key(f"{ISSUED}{identity}/{kind}"), json.dumps(record).encode())
-        log.info("issued %s %s until %s", kind, record["subject"], cert.not_valid_after_utc)
-        return Issued(identity, cert, tuple(state.chain), state.bundle_pem)
+        """Sign with the issuing root as last read, and record the certificate
+        only if the trust state is still that one (one round trip); if it
+        moved, re-read and sign again."""
+        for _ in range(8):
+            state, revision = self.state, self._revision
+            cert = sign(self.ca, self.clock.now())
+            record = {
+                "identity": str(identity),
+                "kind": kind,
+                "subject": certs.spiffe_ids(cert)[0],
+                "serial": format(cert.serial_number, "x"),
+                "issuer": state.issuer,
+                "notAfter": cert.not_valid_after_utc.timestamp(),
+            }
+            result = await self.store.txn(
+                [Compare(key=self._key(AUTHORITY), mod_revision=revision)],
+                [
+                    Put(
+                        key=self._key(f"{ISSUED}{identity}/{kind}"),
+                        value=json.dumps(record).encode(),
+                    )
+                ],
+            )
+            if result.succeeded:
+                log.info("issued %s %s until %s", kind, record["subject"], cert.not_valid_after_utc)
+                return Issued(identity, cert, tuple(state.chain), state.bundle_pem)
+            await self.refresh()
+        raise Conflict("the trust state kept changing; try again")
 
     async def issued(self) -> list[dict[str, Any]]:
         """The newest certificate of each kind per member, then the roots."""
