@@ -9,6 +9,8 @@ import base64
 import datetime as dt
 import json
 import ssl
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.client import RegistryClient, RegistryError
+from agents.client import Credentials, RegistryClient, RegistryError
+from agents.credentials import CredentialKeeper
 from federation.trust import ca as certs
 from tests.registry.conftest import Harness
 from tests.support import eventually
@@ -300,3 +303,38 @@ async def test_the_expiry_of_every_issued_certificate_is_a_metric(
     assert expiry[("cluster/east", "intermediate")] == inter.not_valid_after_utc.timestamp()
     assert ("cluster/east", "client") in expiry and ("admin/admin", "client") in expiry
     assert expiry[("root/1", "root")] == harness.registry.ca.cert.not_valid_after_utc.timestamp()
+
+
+async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
+    sqlite_harness: Harness, tmp_path: Path
+) -> None:
+    harness = sqlite_harness
+    east = await harness.enrol_cluster("east")
+    keeper = CredentialKeeper(east, harness.clock, tmp_path / "certs")
+
+    async def bundle() -> dict[str, Any]:
+        items = (await harness.admin().request("GET", "/v1/snapshot"))["items"]
+        [trust] = [i["object"] for i in items if i["kind"] == "TrustBundle"]
+        return dict(trust)
+
+    keeper.observe(await bundle())
+    await keeper.step()
+    assert keeper.renewals == 0 and keeper.current
+
+    await harness.admin().request("POST", "/v1/ca/rotate", {})
+    await ack(east, 2)
+    switched = await bundle()
+    assert switched["phase"] == "Switched"
+    keeper.observe(switched)
+    assert not keeper.current
+    wait = await keeper.step()
+    assert keeper.renewals == 1 and keeper.current
+    assert Credentials.load(tmp_path / "certs") == east.credentials  # a restart needs no token
+
+    # Two thirds of 24 h later (less the five minutes of backdating).
+    assert 15.9 * 3600 < wait <= 16 * 3600
+    assert await keeper.step() == wait  # nothing due yet
+    harness.clock.advance(wait)
+    await keeper.step()
+    assert keeper.renewals == 2
+    assert Credentials.load(tmp_path / "certs") == east.credentials
