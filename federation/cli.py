@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from federation import cli_agent, cli_ca, cli_registry
+from federation import cli_agent, cli_ca, cli_registry, cli_vm
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_registry.add_client_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     cli_registry.add_commands(commands)
-    cli_agent.add_commands(commands)
+    cli_vm.add_command(cli_agent.add_commands(commands))
     cli_ca.add_commands(commands)
     sim_cli.add_commands(commands)
     return parser

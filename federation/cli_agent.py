@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> Any:
+    """Add ``agent cluster`` and the others; returns the agent kinds' subparsers."""
     agent = commands.add_parser("agent", help="run an agent")
     kinds = agent.add_subparsers(dest="agent_kind", metavar="KIND", required=True)
     cluster = kinds.add_parser("cluster", help="the agent of one Kubernetes cluster")
@@ -71,6 +73,7 @@ def add_commands(commands: Any) -> None:
     demo = commands.add_parser("demo", help="a local federation of simulated clusters")
     demo.add_argument("--keep-running", action="store_true")
     demo.set_defaults(handler=_demo)
+    return kinds
 
 
 # -- the agent ------------------------------------------------------------------
@@ -98,25 +101,36 @@ async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
         site = Site(name, locality, NetworkMode(args.network_mode))
         keep = args.cert_dir or args.state_dir / "certs"
         agent = ClusterAgent(kube, client, site, suffix=args.suffix, credentials_dir=keep)
-        runner = web.AppRunner(agent.health_app())
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        work = asyncio.create_task(agent.run())
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
-        for task in (work, waiter):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await runner.cleanup()
+        await serve_until_signal(agent.run(), agent.health_app(), host, port)
         return 0
     finally:
         await client.close()
         await kube.close()
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve_until_signal(
+    work: Coroutine[Any, Any, None], health: web.Application, host: str, port: int
+) -> None:
+    """Run an agent and its health endpoints until SIGINT or SIGTERM."""
+    runner = web.AppRunner(health)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stop = stop_on_signals()
+    tasks = [asyncio.create_task(work), asyncio.create_task(stop.wait())]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await runner.cleanup()
 
 
 async def _credentials(args: argparse.Namespace) -> Credentials:

@@ -193,7 +193,7 @@ def _ports(specs: Sequence[str]) -> tuple[EndpointPort, ...]:
     for spec in specs:
         name, _, number = spec.rpartition(":")
         if not number.isdigit():
-            raise UsageError(f"--port {spec!r} is not NAME:PORT")
+            raise UsageError(f"--port {spec!r} is not [NAME:]PORT")
         ports.append(EndpointPort(name=name, port=int(number)))
     return tuple(ports)
 
@@ -206,6 +206,7 @@ async def _vm_add(client: RegistryClient, args: argparse.Namespace) -> int:
         address=args.address,
         locality=_locality(args),
         ports=_ports(args.port),
+        service=args.service,
     )
     body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
     answer = await client.request("POST", "/v1/vms", body, retry=False)
@@ -241,7 +242,8 @@ def _member_commands(commands: Any, role: str) -> None:
         add.add_argument("--namespace", required=True)
         add.add_argument("--service-account", required=True)
         add.add_argument("--address", required=True, help="the VM's IP address")
-        add.add_argument("--port", action="append", default=[], help="NAME:PORT, repeatable")
+        add.add_argument("--service", default="", help="the service of NAMESPACE it serves")
+        add.add_argument("--port", action="append", default=[], help="[NAME:]PORT, repeatable")
         add.set_defaults(handler=_admin(_vm_add))
     _output_flag(add)
 

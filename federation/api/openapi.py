@@ -55,6 +55,7 @@ SCHEMAS: dict[str, Any] = {
             "locality": {"$ref": "#/components/schemas/Locality"},
             "ports": {"type": "array", "items": _PORT},
             "labels": _LABELS,
+            "service": {"type": "string", "maxLength": 63},
         },
     },
     "Endpoint": {

@@ -359,11 +359,14 @@ class Workload:
     locality: Locality
     ports: tuple[EndpointPort, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    service: str = ""  # the service of ``namespace`` it is an endpoint of; "" for none
 
     def __post_init__(self) -> None:
         check_dns_label("name", self.name)
         check_dns_label("namespace", self.namespace)
         check_dns_label("serviceAccount", self.service_account)
+        if self.service:
+            check_service_name("service", self.service)
         object.__setattr__(self, "address", check_ip("address", self.address))
         if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
             raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
@@ -378,11 +381,13 @@ class Workload:
             "locality": self.locality.to_wire(),
             "ports": [p.to_wire() for p in self.ports],
             "labels": dict(self.labels),
+            "service": self.service,
         }
 
     @classmethod
     def from_wire(cls, data: object) -> Workload:
         known = {"name", "namespace", "serviceAccount", "address", "locality", "ports", "labels"}
+        known |= {"service"}
         f = Fields(data, frozenset(known))
         return cls(
             name=check_dns_label("name", f.get("name")),
@@ -392,6 +397,7 @@ class Workload:
             locality=f.nested("locality", Locality.from_wire),
             ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
             labels=check_labels("labels", f.get("labels", {})),
+            service=check_service_name("service", f.get("service")) if f.get("service", "") else "",
         )
 
 

@@ -1,0 +1,307 @@
+"""The VM agent: one process per VM.
+
+- credentials: the client certificate (joined once, kept in the state dir,
+  renewed by ``CredentialKeeper``), the workload's X.509 SVID
+  ``spiffe://<td>/ns/<ns>/sa/<sa>`` in ``workload/`` (renewed at 2/3 of its
+  lifetime and when the issuing root changes) and the trust bundle in
+  ``bundle.pem``;
+- registration: the VM's workload is an endpoint of ``<ns>/<service>``
+  with the VM's locality, ready while the probe (HTTP or TCP) passes; a
+  heartbeat keeps its lease, so a silent VM goes stale;
+- forwarding: every other service of the federation on a local address
+  (``forwarder``), routed for the VM's locality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from agents.client import Bookmark, Event, RegistryClient, RegistryError, Reset
+from agents.credentials import CredentialKeeper, issuing_root, roots_pem, run_steps
+from agents.vm.forwarder import Forwarder
+from federation.clock import Clock, SystemClock
+from federation.model import (
+    Endpoint,
+    EndpointSet,
+    ServiceRef,
+    SourceKind,
+    SourceRef,
+    TrafficPolicy,
+    Workload,
+)
+from federation.trust import ca as certs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``tcp`` (connect to the workload's first port), ``http://...`` (GET,
+    under 400 is ready) or ``none`` (always ready)."""
+
+    spec: str = "tcp"
+    timeout: float = 1.0
+
+    async def check(self, workload: Workload) -> bool:
+        try:
+            if self.spec == "none":
+                return True
+            if self.spec == "tcp":
+                if not workload.ports:
+                    return True
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(workload.address, workload.ports[0].port), self.timeout
+                )
+                writer.close()
+                return True
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.get(self.spec) as answer,
+            ):
+                return answer.status < 400
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            return False
+
+
+@dataclass
+class VMMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.ready = Gauge(
+            "federation_vm_workload_ready", "1 while the probe passes", registry=self.registry
+        )
+        self.publishes = Counter(
+            "federation_vm_publishes_total", "Endpoint publishes", registry=self.registry
+        )
+        self.imports = Gauge(
+            "federation_imports", "Services forwarded here", registry=self.registry
+        )
+        self.errors = Counter(
+            "federation_vm_errors_total", "Failed steps, retried", registry=self.registry
+        )
+
+
+class VMAgent:
+    def __init__(
+        self,
+        client: RegistryClient,
+        record: Workload,
+        state_dir: Path,
+        *,
+        probe: Probe | None = None,
+        probe_interval: float = 1.0,
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        pinned: dict[ServiceRef, tuple[str, int]] | None = None,
+    ) -> None:
+        self.client = client
+        self.record = record
+        self.state_dir = state_dir
+        self.probe = probe or Probe()
+        self.probe_interval = probe_interval
+        self.clock = clock or SystemClock()
+        self.wall = wall
+        self.source = SourceRef(kind=SourceKind.VM, name=record.name)
+        self.service = ServiceRef(namespace=record.namespace, name=record.service)
+        self.credentials = CredentialKeeper(client, self.clock, state_dir / "certs")
+        self.forwarder = Forwarder(record.locality, state_dir, pinned=pinned, now=self.clock.now)
+        self.metrics = VMMetrics()
+        self.sets: dict[ServiceRef, dict[str, EndpointSet]] = {}
+        self.policies: dict[ServiceRef, TrafficPolicy] = {}
+        self.healthy: bool | None = None
+        self.published_generation = 0
+        self.loaded = False
+        self._workload_changed = asyncio.Event()
+        self._probe_now = asyncio.Event()
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._follow())
+                group.create_task(self.credentials.run())
+                group.create_task(
+                    run_steps(
+                        self._workload_cert, self._workload_changed, self.clock, "workload cert"
+                    )
+                )
+                group.create_task(self._heartbeat())
+                if self.record.service:
+                    group.create_task(self._health())
+        finally:
+            await self.forwarder.close()
+
+    async def _follow(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async for change in self.client.changes():
+                    delay = 0.1
+                    if isinstance(change, Reset):
+                        self.sets, self.policies = {}, {}
+                        for item in change.items:
+                            self._apply(item["kind"], item["key"], item["object"])
+                        self.loaded = True
+                    elif isinstance(change, Event):
+                        obj = change.object if change.type == "PUT" else None
+                        self._apply(change.kind, change.key, obj)
+                    elif isinstance(change, Bookmark):
+                        continue
+                    await self._route()
+            except RegistryError as err:
+                self.metrics.errors.inc()
+                log.warning("registry: %s; retrying in %.1fs", err, delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _apply(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
+        if kind == "EndpointSet":
+            service_text, _, source = key.removeprefix("endpoints/").rpartition("/")
+            namespace, _, name = service_text.partition("/")
+            service = ServiceRef(namespace=namespace, name=name)
+            if obj is None:
+                self.sets.get(service, {}).pop(source, None)
+            else:
+                self.sets.setdefault(service, {})[source] = EndpointSet.from_wire(obj)
+        elif kind == "TrafficPolicy":
+            namespace, _, name = key.removeprefix("policies/").partition("/")
+            service = ServiceRef(namespace=namespace, name=name)
+            if obj is None:
+                self.policies.pop(service, None)
+            else:
+                self.policies[service] = TrafficPolicy.from_wire(obj)
+        elif kind == "TrustBundle" and obj is not None:
+            self.credentials.observe(obj)
+            self._workload_changed.set()
+
+    async def _route(self) -> None:
+        """Forward every service but our own source's view of itself."""
+        imported = {
+            service: [s for source, s in by_source.items() if source != str(self.source)]
+            for service, by_source in self.sets.items()
+        }
+        imported = {service: sets for service, sets in imported.items() if sets}
+        await self.forwarder.update(imported, self.policies)
+        self.metrics.imports.set(len(imported))
+
+    # -- the workload: certificate, health, publishing -----------------------------
+
+    async def _workload_cert(self) -> float:
+        """Keep ``workload/`` and ``bundle.pem`` current; seconds to the next step."""
+        bundle = self.credentials.bundle
+        if bundle is None:
+            return 60.0
+        directory = self.state_dir / "workload"
+        roots = roots_pem(bundle)
+        _write(self.state_dir / "bundle.pem", roots)
+        cert_path = directory / "cert.pem"
+        if cert_path.exists():
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            root = x509.load_pem_x509_certificate(issuing_root(bundle))
+            due = certs.renewal_time(cert)
+            if cert.issuer == root.subject and self.clock.now() < due:
+                _write(directory / "bundle.pem", roots)
+                return due - self.clock.now()
+        key = certs.new_key()
+        body = {
+            "csr": certs.make_csr(key).decode(),
+            "namespace": self.record.namespace,
+            "serviceAccount": self.record.service_account,
+        }
+        answer = await self.client.request("POST", "/v1/workload-certs", body)
+        _write(directory / "key.pem", certs.plain_key_pem(key))
+        _write(cert_path, (answer["certificate"] + answer["chain"]).encode())
+        _write(directory / "bundle.pem", answer["caBundle"].encode())
+        log.info("wrote the workload certificate for %s", answer["identity"])
+        cert = x509.load_pem_x509_certificate(answer["certificate"].encode())
+        return certs.renewal_time(cert) - self.clock.now()
+
+    async def _health(self) -> None:
+        while True:
+            healthy = await self.probe.check(self.record)
+            self.metrics.ready.set(1 if healthy else 0)
+            if healthy != self.healthy:
+                try:
+                    await self.publish(healthy)
+                    self.healthy = healthy
+                    log.info("workload %s", "ready" if healthy else "not ready")
+                except RegistryError as err:
+                    self.metrics.errors.inc()
+                    log.warning("publish: %s; retrying", err)
+            await self.clock.sleep(self.probe_interval)
+
+    async def publish(self, healthy: bool) -> None:
+        generation = max(int(self.wall() * 1000), self.published_generation + 1)
+        endpoint = Endpoint(
+            address=self.record.address,
+            ports=self.record.ports,
+            locality=self.record.locality,
+            ready=healthy,
+            serving=healthy,
+        )
+        await self.client.publish(
+            EndpointSet(
+                service=self.service,
+                source=self.source,
+                generation=generation,
+                endpoints=(endpoint,),
+                ports=self.record.ports,
+                changed_at=self.wall(),
+            )
+        )
+        self.published_generation = generation
+        self.metrics.publishes.inc()
+
+    async def _heartbeat(self) -> None:
+        interval = 5.0
+        while True:
+            try:
+                answer = await self.client.heartbeat(self.source)
+                interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
+            except RegistryError as err:
+                self.metrics.errors.inc()
+                log.warning("heartbeat: %s", err)
+            await self.clock.sleep(interval)
+
+    # -- health and metrics --------------------------------------------------------
+
+    def health_app(self) -> web.Application:
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def readyz(request: web.Request) -> web.Response:
+            ready = self.loaded and self.client.credentials is not None
+            return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+        async def metrics(request: web.Request) -> web.Response:
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(data)

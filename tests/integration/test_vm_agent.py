@@ -1,0 +1,134 @@
+"""A VM agent with two simulated clusters: the VM reaches a cluster service
+through its forwarder, a cluster client reaches the VM's service through
+its ``-global`` Service, killing the VM's workload moves cluster traffic
+away, and the VM fails over between clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from agents.vm.agent import Probe, VMAgent
+from federation.cli_vm import start
+from federation.model import EndpointPort, Locality, ServiceRef
+from federation.model import Workload as VMRecord
+from federation.sim import echo
+from federation.sim.etcd_process import free_port
+from federation.sim.world import ClusterSpec, World
+from tests.support import eventually
+
+NS = "demo"
+SPECS = (ClusterSpec("east", "us-east", ("a",)), ClusterSpec("west", "us-west", ("b",)))
+VM_ADDRESS = "127.0.9.1"
+ECHO = ServiceRef(namespace=NS, name="echo")
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with World(tmp_path, SPECS, heartbeat_ttl=2, lease_seconds=1.0) as made:
+        yield made
+
+
+async def answer_from(host: str, port: int) -> str:
+    status, body = await echo.request(host, port)
+    assert status == 200
+    return str(json.loads(body)["cluster"])
+
+
+async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path) -> None:
+    db_port = free_port()
+    for name in world.members:
+        world.sim(name).run_echo(NS, "echo", replicas=1)
+        await world.export(name, NS, "echo")
+    world.sim("west").run_echo(NS, "db", replicas=1, service_port=db_port)
+    await world.export("west", NS, "db")
+
+    workload = echo.EchoServer(VM_ADDRESS, db_port, pod="db-vm", cluster="vm")
+    await workload.start()
+    record = VMRecord(
+        name="db-vm",
+        namespace=NS,
+        service_account="db",
+        address=VM_ADDRESS,
+        locality=Locality(region="us-east", zone="a"),
+        ports=(EndpointPort(name="http", port=db_port),),
+        service="db",
+    )
+    async with world.admin() as admin:
+        answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
+    state = tmp_path / "vm"
+    stop = asyncio.Event()
+    started = await start(world.url, state, str(answer["token"]), stop)
+    assert started is not None
+    client, got = started
+    assert got == record
+    forward_port = free_port()
+    agent = VMAgent(
+        client,
+        record,
+        state,
+        probe=Probe("tcp", timeout=0.5),
+        probe_interval=0.1,
+        pinned={ECHO: ("127.0.0.1", forward_port)},
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        # Certificates: the workload's SVID for its namespace and account, the bundle.
+        cert_path = state / "workload" / "cert.pem"
+        await eventually(cert_path.exists, what="the workload certificate")
+        svid = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        san = svid.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)] == [
+            f"spiffe://cluster.local/ns/{NS}/sa/db"
+        ]
+        assert (state / "bundle.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+
+        # The VM reaches echo through its forwarder, in its own region first.
+        async def vm_reaches(cluster: str) -> bool:
+            try:
+                return await answer_from("127.0.0.1", forward_port) == cluster
+            except (OSError, AssertionError, TimeoutError, ValueError):
+                return False
+
+        await eventually(lambda: vm_reaches("east"), timeout=15, what="the VM -> east's echo")
+        assert "demo/echo port 80 -> 127.0.0.1:" in (state / "forwards.txt").read_text()
+
+        # A client in east reaches the VM's db through db-global: the VM is
+        # in east's region, west is further.
+        async def east_db() -> str:
+            try:
+                host, port = world.sim("east").service_address(NS, "db-global")
+                return await answer_from(host, port)
+            except (OSError, AssertionError, KeyError, TimeoutError, ValueError):
+                return ""
+
+        async def east_db_is(cluster: str) -> bool:
+            return await east_db() == cluster
+
+        await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM's db")
+
+        # The VM's workload dies: its endpoint goes not ready, east moves to west.
+        await workload.stop()
+        await eventually(lambda: east_db_is("west"), timeout=15, what="east -> west's db")
+        await workload.start()
+        await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM again")
+
+        # east loses its echo backends: the VM fails over to west.
+        await world.sim("east").kill_backend(NS, "echo-0")
+
+        await eventually(lambda: vm_reaches("west"), timeout=15, what="the VM -> west's echo")
+
+        # A reboot: the state dir is enough, no token (it was single use anyway).
+        again = await start(world.url, state, None, stop)
+        assert again is not None and again[1] == record
+        await again[0].close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+        await workload.stop()
