@@ -126,3 +126,37 @@ def test_agent_and_policy_errors_are_one_line(
     one_line_error(
         fedctl("route", "explain", "demo/none", "--from", "east", env=served), "not registered"
     )
+
+
+async def test_a_vm_agent_with_a_wrong_token_logs_one_line_and_retries(
+    served: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config = await asyncio.to_thread(Path(served["FEDERATION_CONFIG"]).read_text)
+    registry = json.loads(config)["registry"]
+    added = await asyncio.to_thread(
+        fedctl, "vm", "add", "db-1", "--namespace", "shop", "--service-account", "db",
+        "--address", "127.0.5.1", "--region", "eu", "--zone", "a", "--service", "db",
+        "--port", "5432", env=served,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    wrong = added.stdout.strip().splitlines()[-1][:-8] + "0" * 8  # the pin is now wrong
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "federation.cli", "agent", "vm", "--registry", registry,
+        "--join-token", wrong, "--state-dir", str(tmp_path / "vm"),
+        "--listen", f"127.0.0.1:{free_port()}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert agent.stderr is not None
+    lines: list[str] = []
+    try:
+        for _ in range(2):  # the first attempt, and a retry after the backoff
+            line = await asyncio.wait_for(agent.stderr.readline(), 10)
+            lines.append(line.decode())
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(agent.stderr.read(), 10)
+        await asyncio.wait_for(agent.wait(), 10)
+    assert all("cannot start" in line and "pin" in line for line in lines), lines
+    assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
+    assert b"Traceback" not in rest and agent.returncode == 0
