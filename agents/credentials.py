@@ -37,6 +37,16 @@ def roots_pem(bundle: dict[str, Any]) -> bytes:
     return "".join(bundle["roots"]).encode()
 
 
+def renew_at(cert: x509.Certificate, bundle: dict[str, Any] | None) -> float:
+    """When to renew ``cert``: at once if the bundle's issuing root did not
+    issue it, else once two thirds of its lifetime have passed."""
+    if bundle is not None:
+        root = x509.load_pem_x509_certificate(issuing_root(bundle))
+        if cert.issuer != root.subject:
+            return 0.0
+    return certs.renewal_time(cert)
+
+
 class CredentialKeeper:
     def __init__(
         self, registry: RegistryClient, clock: Clock, directory: Path | None = None
@@ -68,11 +78,7 @@ class CredentialKeeper:
         """Clock time at which the credential must be renewed."""
         credentials = self.registry.credentials
         assert credentials is not None
-        if self.bundle is not None:
-            root = x509.load_pem_x509_certificate(issuing_root(self.bundle))
-            if credentials.certificate.issuer != root.subject:
-                return 0.0
-        return certs.renewal_time(credentials.certificate)
+        return renew_at(credentials.certificate, self.bundle)
 
     async def step(self) -> float:
         """Renew or re-trust if needed; return seconds until the next step."""

@@ -18,14 +18,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agents.client import Bookmark, Event, RegistryClient, RegistryError, Reset
+from agents.client import Event, RegistryClient, RegistryError, Reset
 from agents.cluster import importer
 from agents.cluster.exporter import (
     AGENT,
@@ -57,8 +56,9 @@ from agents.cluster.kube import (
 from agents.cluster.leader import LeaderElector
 from agents.cluster.trust import ClusterTrust
 from agents.credentials import CredentialKeeper
+from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
-from federation.model import EndpointSet, NetworkMode, ServiceRef, TrafficPolicy
+from federation.model import EndpointSet, NetworkMode, ServiceRef
 from federation.routing import Choice, choose
 
 log = logging.getLogger(__name__)
@@ -81,35 +81,6 @@ class AgentMetrics:
         self.leader = Gauge(
             "federation_agent_leader", "1 while this replica leads", registry=self.registry
         )
-
-
-@dataclass
-class View:
-    """What the agent knows of the registry."""
-
-    sets: dict[ServiceRef, dict[str, EndpointSet]] = field(default_factory=dict)
-    policies: dict[ServiceRef, TrafficPolicy] = field(default_factory=dict)
-    authoritative: bool = False  # from a registry snapshot in this process
-    loaded: bool = False  # from the registry or from the saved imports
-
-    def apply(self, kind: str, obj: dict[str, object] | None, key: str) -> None:
-        if kind == "EndpointSet":
-            service_text, _, source = key.removeprefix("endpoints/").rpartition("/")
-            namespace, _, name = service_text.partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
-            if obj is None:
-                self.sets.get(service, {}).pop(source, None)
-                if not self.sets.get(service):
-                    self.sets.pop(service, None)
-            else:
-                self.sets.setdefault(service, {})[source] = EndpointSet.from_wire(obj)
-        elif kind == "TrafficPolicy":
-            namespace, _, name = key.removeprefix("policies/").partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
-            if obj is None:
-                self.policies.pop(service, None)
-            else:
-                self.policies[service] = TrafficPolicy.from_wire(obj)
 
 
 class ClusterAgent:
@@ -190,45 +161,23 @@ class ClusterAgent:
             self.metrics.leader.set(0)
 
     async def _follow_registry(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async for change in self.registry.changes():
-                    delay = 0.1
-                    if isinstance(change, Reset):
-                        self.view = View(authoritative=True, loaded=True)
-                        for item in change.items:
-                            self.view.apply(item["kind"], item["object"], item["key"])
-                            self._trust_bundle(item["kind"], item["object"])
-                        self.exporter.adopt(
-                            s for sets in self.view.sets.values() for s in sets.values()
-                        )
-                    elif isinstance(change, Event):
-                        obj = change.object if change.type == "PUT" else None
-                        self.view.apply(change.kind, obj, change.key)
-                        self._trust_bundle(change.kind, obj)
-                    elif isinstance(change, Bookmark):
-                        continue
-                    self._dirty.set()
-            except RegistryError as err:
-                log.warning("registry: %s; retrying in %.1fs", err, delay)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await follow(self.registry, self.clock, self._registry_changed)
 
-    def _trust_bundle(self, kind: str, obj: dict[str, Any] | None) -> None:
-        if kind == "TrustBundle" and obj is not None:
-            self.credentials.observe(obj)
+    def _registry_changed(self, change: Reset | Event) -> None:
+        if isinstance(change, Reset):
+            self.view = View.of(change)
+            self.exporter.adopt(s for sets in self.view.sets.values() for s in sets.values())
+        else:
+            self.view.apply(
+                change.kind, change.object if change.type == "PUT" else None, change.key
+            )
+        if self.view.bundle is not None and self.view.bundle is not self.credentials.bundle:
+            self.credentials.observe(self.view.bundle)
             self.trust.wake()
+        self._dirty.set()
 
     async def _heartbeat(self) -> None:
-        interval = 5.0
-        while True:
-            try:
-                answer = await self.registry.heartbeat(self.site.source)
-                interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
-            except RegistryError as err:
-                log.warning("heartbeat: %s", err)
-            await self.clock.sleep(interval)
+        await keep_alive(self.registry, self.site.source, self.clock)
 
     async def _reconcile_loop(self) -> None:
         for informer in self.informers.values():
@@ -449,4 +398,4 @@ def _managed(obj: Obj) -> bool:
     return bool(obj["metadata"].get("labels", {}).get(MANAGED_BY) == AGENT)
 
 
-__all__ = ["AgentMetrics", "ClusterAgent", "View"]
+__all__ = ["AgentMetrics", "ClusterAgent"]

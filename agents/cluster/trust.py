@@ -26,7 +26,7 @@ from cryptography import x509
 from agents.client import RegistryClient, RegistryError
 from agents.cluster.exporter import AGENT, MANAGED_BY
 from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, ensure_namespace
-from agents.credentials import CredentialKeeper, issuing_root, roots_pem, run_steps
+from agents.credentials import CredentialKeeper, issuing_root, renew_at, roots_pem, run_steps
 from federation.clock import Clock
 from federation.trust import ca as certs
 
@@ -163,9 +163,8 @@ class ClusterTrust:
         roots = roots_pem(bundle)
         if secret is not None:
             held = x509.load_pem_x509_certificate(secret_file(secret, "ca-cert.pem"))
-            due = certs.renewal_time(held)
-            issuer = x509.load_pem_x509_certificate(root).subject
-            if held.issuer == issuer and self.clock.now() < due:
+            due = renew_at(held, bundle)
+            if self.clock.now() < due:
                 if secret_file(secret, "root-cert.pem") != roots:
                     data = dict(secret["data"])
                     data["root-cert.pem"] = base64.b64encode(roots).decode()

@@ -20,15 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from agents.client import Bookmark, Event, RegistryClient, RegistryError, Reset
-from agents.credentials import CredentialKeeper, issuing_root, roots_pem, run_steps
+from agents.client import Event, RegistryClient, RegistryError, Reset
+from agents.credentials import CredentialKeeper, renew_at, roots_pem, run_steps
+from agents.view import View, follow, keep_alive
 from agents.vm.forwarder import Forwarder
 from federation.clock import Clock, SystemClock
 from federation.model import (
@@ -37,7 +37,6 @@ from federation.model import (
     ServiceRef,
     SourceKind,
     SourceRef,
-    TrafficPolicy,
     Workload,
 )
 from federation.trust import ca as certs
@@ -119,11 +118,9 @@ class VMAgent:
         self.credentials = CredentialKeeper(client, self.clock, state_dir / "certs")
         self.forwarder = Forwarder(record.locality, state_dir, pinned=pinned, now=self.clock.now)
         self.metrics = VMMetrics()
-        self.sets: dict[ServiceRef, dict[str, EndpointSet]] = {}
-        self.policies: dict[ServiceRef, TrafficPolicy] = {}
+        self.view = View()
         self.healthy: bool | None = None
         self.published_generation = 0
-        self.loaded = False
         self._workload_changed = asyncio.Event()
         self._probe_now = asyncio.Event()
 
@@ -146,56 +143,28 @@ class VMAgent:
             await self.forwarder.close()
 
     async def _follow(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async for change in self.client.changes():
-                    delay = 0.1
-                    if isinstance(change, Reset):
-                        self.sets, self.policies = {}, {}
-                        for item in change.items:
-                            self._apply(item["kind"], item["key"], item["object"])
-                        self.loaded = True
-                    elif isinstance(change, Event):
-                        obj = change.object if change.type == "PUT" else None
-                        self._apply(change.kind, change.key, obj)
-                    elif isinstance(change, Bookmark):
-                        continue
-                    await self._route()
-            except RegistryError as err:
-                self.metrics.errors.inc()
-                log.warning("registry: %s; retrying in %.1fs", err, delay)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await follow(self.client, self.clock, self._registry_changed, self.metrics.errors.inc)
 
-    def _apply(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
-        if kind == "EndpointSet":
-            service_text, _, source = key.removeprefix("endpoints/").rpartition("/")
-            namespace, _, name = service_text.partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
-            if obj is None:
-                self.sets.get(service, {}).pop(source, None)
-            else:
-                self.sets.setdefault(service, {})[source] = EndpointSet.from_wire(obj)
-        elif kind == "TrafficPolicy":
-            namespace, _, name = key.removeprefix("policies/").partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
-            if obj is None:
-                self.policies.pop(service, None)
-            else:
-                self.policies[service] = TrafficPolicy.from_wire(obj)
-        elif kind == "TrustBundle" and obj is not None:
-            self.credentials.observe(obj)
+    async def _registry_changed(self, change: Reset | Event) -> None:
+        if isinstance(change, Reset):
+            self.view = View.of(change)
+        else:
+            self.view.apply(
+                change.kind, change.object if change.type == "PUT" else None, change.key
+            )
+        if self.view.bundle is not None and self.view.bundle is not self.credentials.bundle:
+            self.credentials.observe(self.view.bundle)
             self._workload_changed.set()
+        await self._route()
 
     async def _route(self) -> None:
         """Forward every service but our own source's view of itself."""
         imported = {
             service: [s for source, s in by_source.items() if source != str(self.source)]
-            for service, by_source in self.sets.items()
+            for service, by_source in self.view.sets.items()
         }
         imported = {service: sets for service, sets in imported.items() if sets}
-        await self.forwarder.update(imported, self.policies)
+        await self.forwarder.update(imported, self.view.policies)
         self.metrics.imports.set(len(imported))
 
     # -- the workload: certificate, health, publishing -----------------------------
@@ -210,10 +179,8 @@ class VMAgent:
         _write(self.state_dir / "bundle.pem", roots)
         cert_path = directory / "cert.pem"
         if cert_path.exists():
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            root = x509.load_pem_x509_certificate(issuing_root(bundle))
-            due = certs.renewal_time(cert)
-            if cert.issuer == root.subject and self.clock.now() < due:
+            due = renew_at(x509.load_pem_x509_certificate(cert_path.read_bytes()), bundle)
+            if self.clock.now() < due:
                 _write(directory / "bundle.pem", roots)
                 return due - self.clock.now()
         key = certs.new_key()
@@ -267,15 +234,7 @@ class VMAgent:
         self.metrics.publishes.inc()
 
     async def _heartbeat(self) -> None:
-        interval = 5.0
-        while True:
-            try:
-                answer = await self.client.heartbeat(self.source)
-                interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
-            except RegistryError as err:
-                self.metrics.errors.inc()
-                log.warning("heartbeat: %s", err)
-            await self.clock.sleep(interval)
+        await keep_alive(self.client, self.source, self.clock, self.metrics.errors.inc)
 
     # -- health and metrics --------------------------------------------------------
 
@@ -284,7 +243,7 @@ class VMAgent:
             return web.json_response({"status": "ok"})
 
         async def readyz(request: web.Request) -> web.Response:
-            ready = self.loaded and self.client.credentials is not None
+            ready = self.view.loaded and self.client.credentials is not None
             return web.json_response({"ready": ready}, status=200 if ready else 503)
 
         async def metrics(request: web.Request) -> web.Response:

@@ -131,10 +131,9 @@ class RegistryServer:
         hosts = sorted({self.host, "localhost", "127.0.0.1", *self.hostnames} - {"0.0.0.0", "::"})
         uri = f"spiffe://{self.registry.trust_domain}/federation/registry"
         cert, key = certs.issue_server(ca, hosts, self.registry.clock.now(), uri)
-        chain = b"".join(certs.cert_pem(c) for c in state.chain)
         cert_path = self.data_dir / "server" / "tls.crt"
         key_path = self.data_dir / "server" / "tls.key"
-        write_private(cert_path, certs.cert_pem(cert) + chain)
+        write_private(cert_path, certs.cert_pem(cert) + state.chain_pem)
         write_private(key_path, certs.encrypt_key(key, self._passphrase))
         context.load_cert_chain(cert_path, key_path, password=self._passphrase)
         self._issuer = state.issuer
@@ -169,8 +168,7 @@ class RegistryServer:
             )
         if not fresh:
             cert, key = await self.registry.issue_admin("admin")
-            chain = b"".join(certs.cert_pem(c) for c in state.chain)
-            write_private(admin / "tls.crt", certs.cert_pem(cert) + chain)
+            write_private(admin / "tls.crt", certs.cert_pem(cert) + state.chain_pem)
             write_private(admin / "tls.key", certs.plain_key_pem(key))
             log.info("wrote the admin credential to %s", admin)
         if not (admin / "ca.crt").exists() or (admin / "ca.crt").read_bytes() != state.bundle_pem:

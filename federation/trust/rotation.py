@@ -110,6 +110,10 @@ class TrustState:
         return [cross] if cross is not None else []
 
     @property
+    def chain_pem(self) -> bytes:
+        return b"".join(cert_pem(c) for c in self.chain)
+
+    @property
     def waits_for_acks(self) -> bool:
         return self.phase in (Phase.PUBLISHED, Phase.SWITCHED, Phase.RETIRING)
 
