@@ -48,7 +48,7 @@ from federation.registry_errors import (
     RegistryError,
     Unauthorized,
 )
-from federation.registry_publish import Guard, PublishState, is_newer, unchanged
+from federation.registry_publish import Guard, PublishState, is_newer, stamped, unchanged
 from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
@@ -307,7 +307,7 @@ class Registry:
                     raise NotFound(f"source {source} is not registered")
                 if state.current is not None and unchanged(endpoint_set, state.current):
                     return state.revision, False
-            record = replace(endpoint_set, stale=state.alive_mod == 0)
+            record = stamped(endpoint_set, state.current, state.alive_mod != 0, self.clock.now())
             result = await self.store.txn(
                 [
                     Compare(key=key, mod_revision=state.mod),
@@ -412,6 +412,7 @@ class Registry:
                 log.warning("rotation: %s; retrying", err)
 
     async def _mark(self, source: SourceRef, *, stale: bool) -> None:
+        now = self.clock.now()
         result = await self.store.range(self._key("endpoints/"))
         for kv in result.kvs:
             if not kv.key.endswith(f"/{source}"):
@@ -422,7 +423,7 @@ class Registry:
                     break
                 done = await self.store.txn(
                     [Compare(key=kv.key, mod_revision=kv.mod_revision)],
-                    [Put(key=kv.key, value=encode(replace(endpoint_set, stale=stale)))],
+                    [Put(key=kv.key, value=encode(stamped(endpoint_set, None, not stale, now)))],
                 )
                 if done.succeeded:
                     break

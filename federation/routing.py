@@ -7,7 +7,8 @@ healthy endpoints from live (not stale) sources.  The consumer uses the
 best eligible level; it moves to a worse level at once, but back to a
 better one only after that level has stayed eligible for the hold-down.
 With no eligible level it takes the best level with any healthy endpoint,
-then stale sources' healthy endpoints as the last resort.  A policy with
+then stale sources' healthy endpoints as the last resort; a policy's
+stale grace bounds how long a stale source counts at all.  A policy with
 weights splits traffic between the weighted sources instead of by
 locality, each source's share spread over its healthy endpoints.
 
@@ -17,7 +18,7 @@ The state a consumer carries between evaluations is the previous
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from federation.model import Endpoint, EndpointSet, Locality, SourceRef, TrafficPolicy
 
@@ -52,6 +53,7 @@ class Choice:
     last_resort: bool = False  # serving stale sources' endpoints
     # When each level became continuously eligible, for the hold-down.
     eligible_since: Mapping[int, float] = field(default_factory=dict)
+    gone: tuple[str, ...] = ()  # sources stale for longer than the policy's grace
 
 
 def priority(consumer: Locality, at: Locality, policy: TrafficPolicy | None = None) -> int:
@@ -88,6 +90,28 @@ def choose(
     policy: TrafficPolicy | None,
     now: float,
     previous: Choice | None = None,
+) -> Choice:
+    grace = policy.stale_grace_seconds if policy is not None else None
+    kept: list[EndpointSet] = []
+    gone: list[str] = []
+    for endpoint_set in sets:
+        if grace is not None and endpoint_set.stale and now - endpoint_set.stale_since >= grace:
+            gone.append(str(endpoint_set.source))
+        else:
+            kept.append(endpoint_set)
+    choice = _choose(kept, consumer, policy, now, previous)
+    if not gone:
+        return choice
+    reason = f"{choice.reason}; gone after the {grace:g}s stale grace: {', '.join(sorted(gone))}"
+    return replace(choice, reason=reason, gone=tuple(sorted(gone)))
+
+
+def _choose(
+    sets: list[EndpointSet],
+    consumer: Locality,
+    policy: TrafficPolicy | None,
+    now: float,
+    previous: Choice | None,
 ) -> Choice:
     sets = sorted(sets, key=lambda s: str(s.source))
     threshold = max(policy.min_healthy if policy else 1, 1)

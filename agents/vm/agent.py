@@ -137,6 +137,7 @@ class VMAgent:
                     )
                 )
                 group.create_task(self._heartbeat())
+                group.create_task(self._reroute())
                 if self.record.service:
                     group.create_task(self._health())
         finally:
@@ -156,6 +157,13 @@ class VMAgent:
             self.credentials.observe(self.view.bundle)
             self._workload_changed.set()
         await self._route()
+
+    async def _reroute(self, every: float = 1.0) -> None:
+        """Route again as time passes: a hold-down ends, a stale grace runs out."""
+        while True:
+            await self.clock.sleep(every)
+            if self.view.loaded:
+                await self._route()
 
     async def _route(self) -> None:
         """Forward every service but our own source's view of itself."""

@@ -86,6 +86,7 @@ SCHEMAS: dict[str, Any] = {
             "ports": {"type": "array", "maxItems": 100, "items": _PORT},
             "stale": {"type": "boolean"},
             "changedAt": {"type": "number"},
+            "staleSince": {"type": "number"},
         },
     },
     "TrafficPolicy": {
@@ -103,6 +104,7 @@ SCHEMAS: dict[str, Any] = {
             "minHealthy": {"type": "integer", "minimum": 0},
             "failbackHoldDownSeconds": {"type": "number", "minimum": 0},
             "weights": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "staleGraceSeconds": {"type": ["number", "null"], "minimum": 0},
         },
     },
     "AddCluster": {

@@ -12,11 +12,10 @@ the agents and ``routing`` all share it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NewType, TypeVar
+from typing import Any, NewType
 
 from federation.model.validation import (
     MAX_LABELS,
@@ -40,14 +39,10 @@ WorkloadName = NewType("WorkloadName", str)
 
 MAX_ENDPOINTS_PER_SET = 1000
 MAX_PORTS_PER_ENDPOINT = 100
-MAX_FAILOVER_TARGETS = 32
 MAX_WEIGHT = 1_000_000
-
-_RecordT = TypeVar("_RecordT", "Cluster", "Workload", "EndpointSet", "TrafficPolicy")
 
 __all__ = [
     "MAX_ENDPOINTS_PER_SET",
-    "MAX_FAILOVER_TARGETS",
     "MAX_LABELS",
     "MAX_PORTS_PER_ENDPOINT",
     "MAX_WEIGHT",
@@ -56,18 +51,14 @@ __all__ = [
     "Endpoint",
     "EndpointPort",
     "EndpointSet",
-    "FailoverTarget",
     "Locality",
     "NetworkMode",
     "Protocol",
     "ServiceRef",
     "SourceKind",
     "SourceRef",
-    "TrafficPolicy",
     "Workload",
     "WorkloadName",
-    "decode",
-    "encode",
 ]
 
 
@@ -267,8 +258,9 @@ class Endpoint:
 class EndpointSet:
     """The whole endpoint set of one service from one source, versioned by
     the source's ``generation``; ``stale`` is set when the source's lease
-    expired.  ``changed_at`` is the source's wall-clock time of the change,
-    carried end to end for the propagation metric.  ``ports`` are the
+    expired, at ``stale_since`` (by the registry's clock).  ``changed_at``
+    is the source's wall-clock time of the change, carried end to end for
+    the propagation metric.  ``ports`` are the
     exported Service's own ports (name and port number), which an importing
     cluster gives its ``-global`` Service; the endpoints' ports are what a
     connection is forwarded to."""
@@ -280,6 +272,7 @@ class EndpointSet:
     ports: tuple[EndpointPort, ...] = ()
     stale: bool = False
     changed_at: float = 0.0
+    stale_since: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("generation", self.generation, 0, 2**63 - 1)
@@ -290,6 +283,7 @@ class EndpointSet:
                 "endpoints", f"{len(self.endpoints)} endpoints, at most {MAX_ENDPOINTS_PER_SET}"
             )
         check_number("changedAt", self.changed_at, 0.0, 1e11)
+        check_number("staleSince", self.stale_since, 0.0, 1e11)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -300,11 +294,13 @@ class EndpointSet:
             "ports": [p.to_wire() for p in self.ports],
             "stale": self.stale,
             "changedAt": self.changed_at,
+            "staleSince": self.stale_since,
         }
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
         known = {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt"}
+        known |= {"staleSince"}
         f = Fields(data, frozenset(known))
         return cls(
             service=f.nested("service", ServiceRef.from_wire),
@@ -314,6 +310,7 @@ class EndpointSet:
             ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
             stale=check_bool("stale", f.get("stale", False)),
             changed_at=check_number("changedAt", f.get("changedAt", 0.0), 0.0, 1e11),
+            stale_since=check_number("staleSince", f.get("staleSince", 0.0), 0.0, 1e11),
         )
 
 
@@ -399,99 +396,3 @@ class Workload:
             labels=check_labels("labels", f.get("labels", {})),
             service=check_service_name("service", f.get("service")) if f.get("service", "") else "",
         )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FailoverTarget:
-    """One step of an explicit failover order; empty fields match anything."""
-
-    region: str = ""
-    zone: str = ""
-    cluster: str = ""
-
-    def __post_init__(self) -> None:
-        check_label_value("region", self.region)
-        check_label_value("zone", self.zone)
-        if self.cluster:
-            check_dns_label("cluster", self.cluster)
-        if not (self.region or self.zone or self.cluster):
-            raise ValidationError("", "a failover target names a region, zone or cluster")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"region": self.region, "zone": self.zone, "cluster": self.cluster}
-
-    @classmethod
-    def from_wire(cls, data: object) -> FailoverTarget:
-        f = Fields(data, frozenset({"region", "zone", "cluster"}))
-        return cls(
-            region=require_str("region", f.get("region", "")),
-            zone=require_str("zone", f.get("zone", "")),
-            cluster=require_str("cluster", f.get("cluster", "")),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrafficPolicy:
-    """How consumers of one service choose among its sources."""
-
-    service: ServiceRef
-    failover: tuple[FailoverTarget, ...] = ()
-    min_healthy: int = 1
-    failback_hold_down_seconds: float = 30.0
-    weights: Mapping[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.failover) > MAX_FAILOVER_TARGETS:
-            raise ValidationError("failover", f"at most {MAX_FAILOVER_TARGETS} targets")
-        check_int("minHealthy", self.min_healthy, 0, MAX_ENDPOINTS_PER_SET)
-        check_number("failbackHoldDownSeconds", self.failback_hold_down_seconds, 0.0, 86400.0)
-        if len(self.weights) > MAX_LABELS:
-            raise ValidationError("weights", f"at most {MAX_LABELS} sources")
-        for source, weight in self.weights.items():
-            try:
-                SourceRef.parse(source)
-            except ValidationError as err:
-                raise err.within(f"weights[{source!r}]") from None
-            check_int(f"weights[{source!r}]", weight, 0, MAX_WEIGHT)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "service": self.service.to_wire(),
-            "failover": [t.to_wire() for t in self.failover],
-            "minHealthy": self.min_healthy,
-            "failbackHoldDownSeconds": self.failback_hold_down_seconds,
-            "weights": dict(self.weights),
-        }
-
-    @classmethod
-    def from_wire(cls, data: object) -> TrafficPolicy:
-        known = {"service", "failover", "minHealthy", "failbackHoldDownSeconds", "weights"}
-        f = Fields(data, frozenset(known))
-        weights = f.get("weights", {})
-        if not isinstance(weights, Mapping):
-            raise ValidationError("weights", "expected an object of source to weight")
-        return cls(
-            service=f.nested("service", ServiceRef.from_wire),
-            failover=f.items("failover", FailoverTarget.from_wire, MAX_FAILOVER_TARGETS),
-            min_healthy=check_int("minHealthy", f.get("minHealthy", 1), 0, MAX_ENDPOINTS_PER_SET),
-            failback_hold_down_seconds=check_number(
-                "failbackHoldDownSeconds", f.get("failbackHoldDownSeconds", 30.0), 0.0, 86400.0
-            ),
-            weights={
-                str(k): check_int(f"weights[{k!r}]", v, 0, MAX_WEIGHT) for k, v in weights.items()
-            },
-        )
-
-
-def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:
-    """Canonical JSON bytes of a top-level record, as the store keeps it."""
-    return json.dumps(record.to_wire(), separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode(kind: type[_RecordT], raw: bytes | str) -> _RecordT:
-    """Parse JSON bytes into ``kind``; malformed JSON is a ValidationError too."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValidationError("", f"malformed JSON: {err}") from None
-    return kind.from_wire(data)

@@ -34,9 +34,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield made
 
 
-def global_addresses(world: World, cluster: str) -> set[str]:
+def global_addresses(world: World, cluster: str, service: str = "echo") -> set[str]:
     slices = world.sim(cluster).client.list(
-        ENDPOINT_SLICE, NS, "kubernetes.io/service-name=echo-global"
+        ENDPOINT_SLICE, NS, f"kubernetes.io/service-name={service}-global"
     )
     return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
 

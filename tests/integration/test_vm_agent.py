@@ -1,7 +1,8 @@
 """A VM agent with two simulated clusters: the VM reaches a cluster service
 through its forwarder, a cluster client reaches the VM's service through
 its ``-global`` Service, killing the VM's workload moves cluster traffic
-away, and the VM fails over between clusters."""
+away, the VM fails over between clusters, and a VM that stops
+heartbeating is stale, then gone after its policy's grace."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ from cryptography import x509
 
 from agents.vm.agent import Probe, VMAgent
 from federation.cli_vm import start
-from federation.model import EndpointPort, Locality, ServiceRef
+from federation.model import EndpointPort, Locality, ServiceRef, TrafficPolicy
 from federation.model import Workload as VMRecord
 from federation.sim import echo
 from federation.sim.etcd_process import free_port
 from federation.sim.world import ClusterSpec, World
+from tests.integration.test_cluster_agent import global_addresses
 from tests.support import eventually
 
 NS = "demo"
 SPECS = (ClusterSpec("east", "us-east", ("a",)), ClusterSpec("west", "us-west", ("b",)))
 VM_ADDRESS = "127.0.9.1"
 ECHO = ServiceRef(namespace=NS, name="echo")
+DB = ServiceRef(namespace=NS, name="db")
 
 
 @pytest.fixture
@@ -127,6 +130,26 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
         again = await start(world.url, state, None, stop)
         assert again is not None and again[1] == record
         await again[0].close()
+
+        # db's policy keeps a stale source 1 s.  The VM stops heartbeating
+        # and west loses its db: without the grace, east would keep the
+        # stale VM as its last resort; with it, the VM is gone.
+        rules = TrafficPolicy(service=DB, stale_grace_seconds=1.0)
+        async with world.admin() as admin:
+            await admin.request("PUT", f"/v1/policies/{NS}/db", rules.to_wire())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await world.sim("west").kill_backend(NS, "db-0")
+        east = world.members["east"].agent
+        assert east is not None
+
+        def vm_gone() -> bool:
+            choice = east.choices.get(DB)
+            return choice is not None and choice.gone == ("vm:db-vm",)
+
+        await eventually(vm_gone, timeout=20, what="the stale VM gone from east's choice")
+        assert east.view.sets[DB]["vm:db-vm"].stale  # the registry still has it, stale
+        assert VM_ADDRESS not in global_addresses(world, "east", "db")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

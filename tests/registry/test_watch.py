@@ -127,10 +127,17 @@ async def test_a_silent_source_goes_stale_and_comes_back(harness: Harness) -> No
 
     assert not await stale()
     harness.clock.advance(harness.heartbeat_ttl + 1)  # SQLite leases follow this clock
+    went_stale = harness.clock.now()
     await eventually(stale, timeout=20, what="the endpoints marked stale")
+    harness.clock.advance(60)  # the time it went stale is kept, for a policy's grace
+    await east.publish(endpoint_set("east", generation=2))
+    detail = await east.request("GET", "/v1/services/shop/cart")
+    assert detail["items"][0]["staleSince"] == went_stale
     status = await east.request("GET", "/v1/status")
     assert status["staleSources"] == ["cluster:east"]
     # Still there: stale, not deleted.
     assert (await east.request("GET", "/v1/services"))["items"][0]["sources"][0]["endpoints"] == 1
     await east.heartbeat(EAST)
     assert not await stale()
+    detail = await east.request("GET", "/v1/services/shop/cart")
+    assert detail["items"][0]["staleSince"] == 0

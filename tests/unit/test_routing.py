@@ -4,6 +4,7 @@ weights and stale sources; hypothesis properties for the invariants."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -135,6 +136,20 @@ def test_stale_sources_only_as_a_last_resort() -> None:
     choice = choose(made, HOME, None, now=0.0)
     assert sources(choice) == {"cluster:east1"}
     assert choice.last_resort
+
+
+def test_a_stale_source_is_gone_after_the_policy_grace() -> None:
+    vm = replace(endpoints("east1", 1), stale=True, stale_since=100.0)
+    made = [vm, endpoints("west", 0, 1)]
+    kept = choose(made, HOME, None, now=1e6)  # no grace: kept for ever, as a last resort
+    assert sources(kept) == {"cluster:east1"} and kept.last_resort and kept.gone == ()
+    rules = policy(stale_grace_seconds=30.0)
+    assert sources(choose(made, HOME, rules, now=129.9)) == {"cluster:east1"}
+    gone = choose(made, HOME, rules, now=130.0)
+    assert gone.endpoints == () and gone.gone == ("cluster:east1",)
+    assert "gone after the 30s stale grace: cluster:east1" in gone.reason
+    back = replace(vm, stale=False, stale_since=0.0)  # it heartbeats again
+    assert sources(choose([back, made[1]], HOME, rules, now=500.0)) == {"cluster:east1"}
 
 
 def test_weights_split_between_sources_and_move_a_dead_share() -> None:
