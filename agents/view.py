@@ -1,7 +1,7 @@
 """What an agent knows of the registry, and the loop that keeps it.
 
-``View`` holds the endpoint sets by service and source, the policies and
-the trust bundle; ``follow`` runs the registry's snapshot-then-watch stream
+``View`` holds the endpoint sets by service and source, the policies, the
+VM workloads and the trust bundle; ``follow`` runs the registry's snapshot-then-watch stream
 into a callback, with one log line and capped backoff when it breaks;
 ``keep_alive`` renews a source's liveness lease.  Cluster and VM agents
 share all three."""
@@ -15,7 +15,7 @@ from typing import Any
 
 from agents.client import Bookmark, Event, RegistryClient, RegistryError, Reset
 from federation.clock import Clock
-from federation.model import EndpointSet, ServiceRef, SourceRef, TrafficPolicy
+from federation.model import EndpointSet, ServiceRef, SourceRef, TrafficPolicy, Workload
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 class View:
     sets: dict[ServiceRef, dict[str, EndpointSet]] = field(default_factory=dict)
     policies: dict[ServiceRef, TrafficPolicy] = field(default_factory=dict)
+    workloads: dict[str, Workload] = field(default_factory=dict)  # VMs by name
     bundle: dict[str, Any] | None = None  # the TrustBundle
     authoritative: bool = False  # from a registry snapshot in this process
     loaded: bool = False  # from the registry, or (cluster agent) from its saved imports
@@ -46,6 +47,12 @@ class View:
                 self.policies.pop(service, None)
             else:
                 self.policies[service] = TrafficPolicy.from_wire(obj)
+        elif kind == "Workload":
+            name = key.removeprefix("vms/")
+            if obj is None:
+                self.workloads.pop(name, None)
+            else:
+                self.workloads[name] = Workload.from_wire(obj)
         elif kind == "TrustBundle" and obj is not None:
             self.bundle = obj
 

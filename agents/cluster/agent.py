@@ -44,6 +44,7 @@ from agents.cluster.kube import (
     SERVICE_EXPORTS,
     SERVICE_IMPORTS,
     SERVICES,
+    WORKLOAD_ENTRIES,
     Informer,
     Kind,
     Kube,
@@ -143,6 +144,14 @@ class ClusterAgent:
             await ensure_crds(self.kube)
         except KubeError as err:
             log.warning("cannot install the MCS CRDs (%s); assuming they are there", err)
+        try:
+            if await self.kube.served(WORKLOAD_ENTRIES):
+                log.info("Istio is installed: VM endpoints also get WorkloadEntries")
+                self.informers[WORKLOAD_ENTRIES] = Informer(
+                    self.kube, WORKLOAD_ENTRIES, self._changed
+                )
+        except KubeError as err:
+            log.warning("cannot tell whether Istio is installed (%s); no WorkloadEntries", err)
         async with asyncio.TaskGroup() as group:
             for informer in self.informers.values():
                 group.create_task(informer.run())
@@ -287,13 +296,8 @@ class ClusterAgent:
         own = str(self.site.source)
         wanted: set[ServiceRef] = set()
         now = self.clock.now()
-        managed: dict[ServiceRef, set[str]] = {}  # service -> names of the slices it has
-        for obj in self.informers[ENDPOINT_SLICES].items():
-            meta = obj["metadata"]
-            name = meta.get("labels", {}).get(importer.SERVICE_LABEL)
-            if name is not None and _managed(obj):
-                ref = ServiceRef(namespace=meta["namespace"], name=name)
-                managed.setdefault(ref, set()).add(meta["name"])
+        istio = WORKLOAD_ENTRIES in self.informers
+        owned = self._owned((ENDPOINT_SLICES, WORKLOAD_ENTRIES) if istio else (ENDPOINT_SLICES,))
         for service in sorted(set(self.view.sets) | set(local), key=str):
             sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
             if service in local:
@@ -314,7 +318,13 @@ class ClusterAgent:
             choice = choose(sets, self.consumer, self.view.policies.get(service), now, previous)
             self.choices[service] = choice
             desired = importer.materialize(service, sets, choice, self.suffix)
-            await self._apply(desired, managed.get(service, set()))
+            keep: set[str] = set()
+            if istio:
+                entries, keep = importer.workload_entries(
+                    service, choice, self.view.workloads, self.suffix
+                )
+                desired += entries
+            await self._apply(desired, owned.get(service, set()), keep)
             self._observe(sets)
         self.metrics.imports.set(len(wanted))
         if self.view.authoritative:
@@ -329,8 +339,23 @@ class ClusterAgent:
             if endpoint_set.changed_at > 0:
                 self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
 
-    async def _apply(self, desired: list[importer.Desired], slices: set[str]) -> None:
-        """Create or update ``desired``; delete the service's other slices."""
+    def _owned(self, kinds: tuple[Kind, ...]) -> dict[ServiceRef, set[tuple[Kind, str]]]:
+        """Per service, the managed objects of ``kinds`` it has (kind, name)."""
+        owned: dict[ServiceRef, set[tuple[Kind, str]]] = {}
+        for kind in kinds:
+            for obj in self.informers[kind].items():
+                meta = obj["metadata"]
+                name = meta.get("labels", {}).get(importer.SERVICE_LABEL)
+                if name is not None and _managed(obj):
+                    ref = ServiceRef(namespace=meta["namespace"], name=name)
+                    owned.setdefault(ref, set()).add((kind, meta["name"]))
+        return owned
+
+    async def _apply(
+        self, desired: list[importer.Desired], owned: set[tuple[Kind, str]], keep: set[str]
+    ) -> None:
+        """Create or update ``desired``; delete the service's other owned
+        slices and WorkloadEntries, but those named in ``keep``."""
         namespace_known = False
         for item in desired:
             cache = self.informers[item.kind].cache
@@ -351,13 +376,16 @@ class ClusterAgent:
                 if err.status != 409:
                     raise
                 self._dirty.set()  # someone else wrote it: look again
-        keep = {d.name for d in desired if d.kind is ENDPOINT_SLICES}
-        for name in sorted(slices - keep):
-            await self._delete(ENDPOINT_SLICES, desired[0].namespace, name)
+        wanted = {(d.kind, d.name) for d in desired}
+        for kind, name in sorted(owned - wanted, key=lambda o: (o[0].plural, o[1])):
+            if name not in keep:
+                await self._delete(kind, desired[0].namespace, name)
 
     async def _collect(self, wanted: set[ServiceRef]) -> None:
         """Delete imports of services the registry no longer has."""
-        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, SERVICES):
+        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, WORKLOAD_ENTRIES, SERVICES):
+            if kind not in self.informers:
+                continue
             for obj in list(self.informers[kind].cache.values()):
                 meta = obj["metadata"]
                 name = meta.get("labels", {}).get(importer.SERVICE_LABEL)

@@ -9,7 +9,12 @@ that restarts while the registry is unreachable starts from what is
 materialized and can still fail over.  Everything created carries
 ``app.kubernetes.io/managed-by: federation-agent``; the agent deletes only
 objects with that label, and only when the registry says a service is gone
-(or, at start, after a successful snapshot)."""
+(or, at start, after a successful snapshot).
+
+Where Istio's CRDs are installed, ``workload_entries`` adds an Istio
+WorkloadEntry for each VM endpoint the same routing choice picked, carrying
+the VM's service account, locality and labels, so the mesh knows the VM's
+identity."""
 
 from __future__ import annotations
 
@@ -20,14 +25,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.cluster.exporter import AGENT, MANAGED_BY, SERVICE_NAME
-from agents.cluster.kube import ENDPOINT_SLICES, SERVICE_IMPORTS, SERVICES, Kind, Obj
-from federation.model import EndpointPort, EndpointSet, ServiceRef
+from agents.cluster.kube import (
+    ENDPOINT_SLICES,
+    SERVICE_IMPORTS,
+    SERVICES,
+    WORKLOAD_ENTRIES,
+    Kind,
+    Obj,
+)
+from federation.model import EndpointPort, EndpointSet, ServiceRef, SourceKind, SourceRef, Workload
 from federation.routing import Choice
 
 SERVICE_LABEL = "federation.io/service"
 SOURCES_ANNOTATION = "federation.io/sources"
 CHOICE_ANNOTATION = "federation.io/route"
 SLICE_MANAGER = "cluster-agent.federation.io"
+VM_LABEL = "federation.io/vm"
 MAX_PER_SLICE = 100
 
 
@@ -139,6 +152,54 @@ def materialize(
     return out
 
 
+def workload_entries(
+    service: ServiceRef, choice: Choice, workloads: dict[str, Workload], suffix: str
+) -> tuple[list[Desired], set[str]]:
+    """A WorkloadEntry per chosen VM endpoint whose Workload is known; and
+    the names of entries of chosen VMs not known here (kept as they are:
+    after a restart during a registry outage the view has no Workloads)."""
+    out: list[Desired] = []
+    unknown: set[str] = set()
+    for chosen in choice.endpoints:
+        source = SourceRef.parse(chosen.source)
+        if source.kind is not SourceKind.VM:
+            continue
+        name = f"{global_name(service, suffix)}-{source.name}"[:253]
+        workload = workloads.get(source.name)
+        if workload is None:
+            unknown.add(name)
+            continue
+        locality = chosen.endpoint.locality
+        spec: Obj = {
+            "address": chosen.address,
+            "ports": {p.name or f"port-{p.port}": p.port for p in chosen.endpoint.ports},
+            "labels": {**workload.labels, SERVICE_LABEL: service.name, VM_LABEL: source.name},
+            "locality": "/".join(x for x in (locality.region, locality.zone) if x),
+            "serviceAccount": workload.service_account,
+            "weight": chosen.weight,
+        }
+        if locality.network:
+            spec["network"] = locality.network
+        out.append(
+            Desired(
+                WORKLOAD_ENTRIES,
+                service.namespace,
+                name,
+                {
+                    "apiVersion": "networking.istio.io/v1beta1",
+                    "kind": "WorkloadEntry",
+                    "metadata": {
+                        "name": name,
+                        "namespace": service.namespace,
+                        "labels": {**_labels(service), VM_LABEL: source.name},
+                    },
+                    "spec": spec,
+                },
+            )
+        )
+    return out, unknown
+
+
 def _group_order(item: tuple[tuple[str, tuple[EndpointPort, ...]], list[Any]]) -> str:
     (family, ports), _ = item
     return family + ",".join(f"{p.name}:{p.port}" for p in ports)
@@ -231,4 +292,5 @@ __all__ = [
     "materialize",
     "merged",
     "sets_from_import",
+    "workload_entries",
 ]

@@ -52,6 +52,8 @@ CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespace
 MCS_GROUP = "multicluster.x-k8s.io"
 SERVICE_EXPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceexports")
 SERVICE_IMPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceimports")
+ISTIO_GROUP = "networking.istio.io"
+WORKLOAD_ENTRIES = Kind(ISTIO_GROUP, "v1beta1", "workloadentries")  # served by Istio 1.8+
 
 
 class KubeError(Exception):
@@ -139,6 +141,16 @@ class Kube:
             if err.status == 404:
                 return None
             raise
+
+    async def served(self, kind: Kind) -> bool:
+        """Whether the API server serves ``kind`` (its CRD is installed)."""
+        try:
+            await self._json("GET", kind.path(), query={"limit": 1})
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
 
     async def list(
         self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
@@ -268,19 +280,19 @@ def _version(obj: Obj) -> object:
     return obj["metadata"].get("resourceVersion")
 
 
-def crd(kind: str, plural: str, scope: str = "Namespaced") -> Obj:
-    """A CustomResourceDefinition of the MCS group that accepts any spec."""
+def crd(kind: str, plural: str, group: str = MCS_GROUP, version: str = "v1alpha1") -> Obj:
+    """A namespaced CustomResourceDefinition (MCS by default) that accepts any spec."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{MCS_GROUP}"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": MCS_GROUP,
-            "scope": scope,
+            "group": group,
+            "scope": "Namespaced",
             "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
             "versions": [
                 {
-                    "name": "v1alpha1",
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "schema": {
@@ -337,6 +349,7 @@ __all__ = [
     "SERVICES",
     "SERVICE_EXPORTS",
     "SERVICE_IMPORTS",
+    "WORKLOAD_ENTRIES",
     "Informer",
     "Kind",
     "Kube",

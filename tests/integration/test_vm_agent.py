@@ -2,7 +2,8 @@
 through its forwarder, a cluster client reaches the VM's service through
 its ``-global`` Service, killing the VM's workload moves cluster traffic
 away, the VM fails over between clusters, and a VM that stops
-heartbeating is stale, then gone after its policy's grace."""
+heartbeating is stale, then gone after its policy's grace.  Where Istio's
+CRDs exist, the VM a cluster routes to is also a WorkloadEntry there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from agents.cluster.kube import CRDS, ISTIO_GROUP, WORKLOAD_ENTRIES, Kube, crd
 from agents.vm.agent import Probe, VMAgent
 from federation.cli_vm import start
 from federation.model import EndpointPort, Locality, ServiceRef, TrafficPolicy
@@ -43,7 +45,20 @@ async def answer_from(host: str, port: int) -> str:
     return str(json.loads(body)["cluster"])
 
 
+async def with_istio(world: World, name: str) -> Kube:
+    """Install Istio's WorkloadEntry CRD in ``name`` and restart its agent."""
+    kube = world.members[name].kube
+    assert kube is not None
+    await kube.create(CRDS, None, crd("WorkloadEntry", "workloadentries", ISTIO_GROUP, "v1beta1"))
+    await eventually(lambda: kube.served(WORKLOAD_ENTRIES), what="WorkloadEntries served")
+    await world.stop_agent(name)
+    agent = world.start_agent(name)
+    await eventually(lambda: agent.ready and agent.elector.leading, timeout=20.0)
+    return kube
+
+
 async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path) -> None:
+    east_kube = await with_istio(world, "east")  # west has no Istio
     db_port = free_port()
     for name in world.members:
         world.sim(name).run_echo(NS, "echo", replicas=1)
@@ -114,12 +129,25 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
             return await east_db() == cluster
 
         await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM's db")
+        # east has Istio: the VM it routes to is also a WorkloadEntry, with its identity.
+        entry = await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm")
+        assert entry is not None
+        assert entry["spec"]["address"] == VM_ADDRESS
+        assert entry["spec"]["serviceAccount"] == "db"
+        assert entry["spec"]["locality"] == "us-east/a"
+        assert entry["spec"]["ports"] == {"http": db_port}
 
-        # The VM's workload dies: its endpoint goes not ready, east moves to west.
+        async def no_entry() -> bool:
+            return await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm") is None
+
+        # The VM's workload dies: its endpoint goes not ready, east moves to
+        # west, and the WorkloadEntry goes with the routing choice.
         await workload.stop()
         await eventually(lambda: east_db_is("west"), timeout=15, what="east -> west's db")
+        await eventually(no_entry, what="the VM's WorkloadEntry deleted")
         await workload.start()
         await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM again")
+        assert await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm") is not None
 
         # east loses its echo backends: the VM fails over to west.
         await world.sim("east").kill_backend(NS, "echo-0")
@@ -150,6 +178,7 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
         await eventually(vm_gone, timeout=20, what="the stale VM gone from east's choice")
         assert east.view.sets[DB]["vm:db-vm"].stale  # the registry still has it, stale
         assert VM_ADDRESS not in global_addresses(world, "east", "db")
+        await eventually(no_entry, what="the gone VM's WorkloadEntry deleted")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
