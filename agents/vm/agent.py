@@ -114,7 +114,9 @@ class VMAgent:
         self.clock = clock or SystemClock()
         self.wall = wall
         self.source = SourceRef(kind=SourceKind.VM, name=record.name)
-        self.service = ServiceRef(namespace=record.namespace, name=record.service)
+        self.service = (  # the service this VM is an endpoint of, if any
+            ServiceRef(namespace=record.namespace, name=record.service) if record.service else None
+        )
         self.credentials = CredentialKeeper(client, self.clock, state_dir / "certs")
         self.forwarder = Forwarder(record.locality, state_dir, pinned=pinned, now=self.clock.now)
         self.metrics = VMMetrics()
@@ -220,6 +222,7 @@ class VMAgent:
             await self.clock.sleep(self.probe_interval)
 
     async def publish(self, healthy: bool) -> None:
+        assert self.service is not None, "a VM without a service publishes nothing"
         generation = max(int(self.wall() * 1000), self.published_generation + 1)
         endpoint = Endpoint(
             address=self.record.address,

@@ -1,9 +1,11 @@
 """``fedctl demo``: a local federation of three SIMULATED clusters in two
-regions, real echo backend processes, real agents and a real registry on
-SQLite, and a client in cluster east1 sending a steady stream of requests
-to ``echo-global``.  It takes east1's backends down, then east2's, then
-brings east1 back, and prints for each phase who served, how many requests
-failed and how long traffic took to recover."""
+regions and a VM, real echo backend processes, real agents and a real
+registry on SQLite.  A client in cluster east1 sends a steady stream of
+requests to ``echo-global``, and an application on the VM (in us-west)
+one to echo through its VM agent's forwarder.  The demo takes east1's
+backends down, then east2's, brings east1 back, then takes west's down,
+and prints for each phase and client who served, how many requests failed
+and how long traffic took to recover."""
 
 from __future__ import annotations
 
@@ -17,18 +19,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from federation.model import ServiceRef, TrafficPolicy
+from agents.vm.agent import VMAgent
+from federation.model import Locality, ServiceRef, TrafficPolicy, Workload
+from federation.routing import SAME_REGION
 from federation.sim import echo
+from federation.sim.etcd_process import free_port
 from federation.sim.world import ClusterSpec, World
 
 NS = "demo"
 REPLICAS = 2
-HOLD_DOWN = 3.0
+HOLD_DOWN = 3.0  # the "back" phase lasts twice as long
 INTERVAL = 0.02
 SPECS = (
     ClusterSpec("east1", "us-east", ("us-east-a",)),
     ClusterSpec("east2", "us-east", ("us-east-b",)),
     ClusterSpec("west", "us-west", ("us-west-a",)),
+)
+ECHO = ServiceRef(namespace=NS, name="echo")
+VM = Workload(
+    name="vm1",
+    namespace=NS,
+    service_account="vm1",
+    address="127.0.9.1",
+    locality=Locality(region="us-west", zone="us-west-b"),
 )
 
 
@@ -61,7 +74,7 @@ class Traffic:
 @dataclass
 class Phase:
     name: str
-    expect: str  # the cluster that should serve once traffic settles
+    expect: str  # who should serve once traffic settles
     started: float
     samples: list[Sample]
 
@@ -80,20 +93,19 @@ class Phase:
         return later.at - self.started
 
 
-def table(phase: Phase) -> str:
-    served = Counter(s.served_by or "FAILED" for s in phase.samples)
-    recovered = phase.recovered_after()
+def table(name: str, rows: dict[str, Phase]) -> str:
+    """One phase: per client, who served, failures and time to recover."""
     lines = [
-        f"== {phase.name} (expect {phase.expect})",
-        f"   {'served by':<12}{'requests':>9}",
+        f"== {name}",
+        f"   {'client':<8}{'expect':<8}{'served by (requests)':<28}{'failed':>8}{'recovered':>12}",
     ]
-    for who in sorted(served, key=lambda w: (w == "FAILED", w)):
-        lines.append(f"   {who:<12}{served[who]:>9}")
-    lines.append(f"   requests failed: {served.get('FAILED', 0)} of {len(phase.samples)}")
-    lines.append(
-        "   time to recover: "
-        + ("did not settle" if recovered is None else f"{recovered * 1000:.0f} ms")
-    )
+    for client, phase in rows.items():
+        served = Counter(s.served_by or "FAILED" for s in phase.samples)
+        by = ", ".join(f"{w} {n}" for w, n in sorted(served.items()) if w != "FAILED")
+        recovered = phase.recovered_after()
+        after = "not settled" if recovered is None else f"{recovered * 1000:.0f} ms"
+        failed = f"{served.get('FAILED', 0)}/{len(phase.samples)}"
+        lines.append(f"   {client:<8}{phase.expect:<8}{by:<28}{failed:>8}{after:>12}")
     return "\n".join(lines)
 
 
@@ -102,44 +114,61 @@ async def run_demo(out: TextIO, keep_running: bool = False, base: Path | None = 
     with tempfile.TemporaryDirectory(prefix="federation-demo-") as tmp:
         root = base or Path(tmp)
         say = _say(out)
-        say("Starting a registry (SQLite) and three SIMULATED clusters:")
-        say("  east1 and east2 in region us-east, west in us-west; the Kubernetes API")
-        say("  servers, kubelets and kube-proxies are simulated in this process; the echo")
-        say("  backends are real processes, the traffic is real TCP, the agents and the")
-        say("  registry are the production code.")
+        say("Starting a registry (SQLite), three SIMULATED clusters and a VM agent:")
+        say("  east1 and east2 in region us-east, west and the VM vm1 in us-west; the")
+        say("  Kubernetes API servers, kubelets and kube-proxies are simulated in this")
+        say("  process; the echo backends are real processes, the traffic is real TCP,")
+        say("  the agents (cluster and VM) and the registry are the production code.")
         async with World(root, SPECS, process_pods=True, lease_seconds=2.0) as world:
             for name in world.members:
                 world.sim(name).run_echo(NS, "echo", replicas=REPLICAS)
                 await world.export(name, NS, "echo")
             await _apply_policy(world)
+            forward = free_port()
+            vm = await world.start_vm(VM, pinned={ECHO: ("127.0.0.1", forward)})
             await _wait(lambda: _routed(world, "east1"), 60.0, "echo-global in east1")
+            await _wait(lambda: _vm_routed(vm, SAME_REGION), 60.0, "the VM's forwarder")
             host, port = world.sim("east1").service_address(NS, "echo-global")
-            say(f"\nA client in east1 sends a request every {INTERVAL * 1000:.0f} ms to "
-                f"echo-global ({host}:{port}); failback hold-down {HOLD_DOWN:g}s.\n")  # fmt: skip
-            traffic = Traffic(host, port)
-            client = asyncio.create_task(traffic.run())
+            say(
+                f"\nA client in east1 sends a request every {INTERVAL * 1000:.0f} ms to "
+                f"echo-global ({host}:{port});\nan application on vm1 does the same through "
+                f"its forwarder (127.0.0.1:{forward}). Failback hold-down {HOLD_DOWN:g}s.\n"
+            )
+            streams = {"east1": Traffic(host, port), "vm1": Traffic("127.0.0.1", forward)}
+            clients = [asyncio.create_task(s.run()) for s in streams.values()]
             try:
-                steps: list[tuple[str, str, Callable[[], Awaitable[None]], float]] = [
-                    ("steady state", "east1", _nothing, 1.5),
-                    ("east1's backends down", "east2", lambda: _kill(world, "east1"), 3.0),
-                    ("east2's backends down too", "west", lambda: _kill(world, "east2"), 3.0),
-                    ("east1's backends back", "east1", lambda: _revive(world, "east1"),
-                     HOLD_DOWN + 3.0),
-                ]  # fmt: skip
-                for name, expect, action, length in steps:
+                for name, expect, action, length in _steps(world):
                     begin = time.monotonic()
-                    mark = len(traffic.samples)
+                    marks = {c: len(s.samples) for c, s in streams.items()}
                     await action()
                     await asyncio.sleep(length)
-                    phase = Phase(name, expect, begin, traffic.samples[mark:])
-                    say(table(phase))
+                    rows = {
+                        c: Phase(name, e, begin, s.samples[marks[c] :])
+                        for (c, s), e in zip(streams.items(), expect, strict=True)
+                    }
+                    say(table(name, rows))
             finally:
-                client.cancel()
-                await asyncio.gather(client, return_exceptions=True)
+                for client in clients:
+                    client.cancel()
+                await asyncio.gather(*clients, return_exceptions=True)
             say(f"\nDone in {time.monotonic() - started:.1f}s. The clusters were simulated.")
             if keep_running:
                 await _keep_running(world, say)
     return 0
+
+
+Step = tuple[str, tuple[str, str], Callable[[], Awaitable[None]], float]
+
+
+def _steps(world: World) -> list[Step]:
+    """(phase, who should serve east1's client and the VM, action, length)."""
+    return [
+        ("steady state", ("east1", "west"), _nothing, 1.5),
+        ("east1's backends down", ("east2", "west"), lambda: _kill(world, "east1"), 3.0),
+        ("east2's backends down too", ("west", "west"), lambda: _kill(world, "east2"), 3.0),
+        ("east1's backends back", ("east1", "west"), lambda: _revive(world, "east1"), 6.0),
+        ("west's backends down", ("east1", "east1"), lambda: _kill(world, "west"), 3.0),
+    ]
 
 
 def _say(out: TextIO) -> Callable[[str], None]:
@@ -165,9 +194,7 @@ async def _revive(world: World, cluster: str) -> None:
 
 
 async def _apply_policy(world: World) -> None:
-    policy = TrafficPolicy(
-        service=ServiceRef(namespace=NS, name="echo"), failback_hold_down_seconds=HOLD_DOWN
-    )
+    policy = TrafficPolicy(service=ECHO, failback_hold_down_seconds=HOLD_DOWN)
     async with world.admin() as admin:
         await admin.request("PUT", f"/v1/policies/{NS}/echo", policy.to_wire())
 
@@ -178,8 +205,13 @@ def _routed(world: World, cluster: str) -> bool:
     except LookupError:
         return False
     agent = world.members[cluster].agent
-    choice = agent.choices.get(ServiceRef(namespace=NS, name="echo")) if agent else None
+    choice = agent.choices.get(ECHO) if agent else None
     return choice is not None and choice.priority == 0
+
+
+def _vm_routed(vm: VMAgent, level: int) -> bool:
+    choice = vm.forwarder.choices.get(ECHO)
+    return (ECHO, 80) in vm.forwarder.bound and choice is not None and choice.priority == level
 
 
 async def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -197,6 +229,8 @@ async def _keep_running(world: World, say: Callable[[str], None]) -> None:
     say(f"  dashboard     {world.url}/  (with the admin certificate)")
     for name, member in world.members.items():
         say(f"  sim-{name:<8} {member.sim.url}  kubeconfig {member.kubeconfig}")
+    for name in world.vms:
+        say(f"  vm {name:<9} state dir {world.base / 'vms' / name}  (forwards.txt, hosts)")
     say("  e.g. fedctl --config <admin config> services")
     say("       kubectl --kubeconfig <kubeconfig> get endpointslices -n demo")
     await asyncio.Event().wait()

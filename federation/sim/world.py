@@ -19,9 +19,10 @@ from agents.client import Credentials, RegistryClient
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds
+from agents.vm.agent import Probe, VMAgent
 from federation.api.http import Settings
 from federation.api.server import RegistryServer
-from federation.model import Cluster, Locality, NetworkMode
+from federation.model import Cluster, Locality, NetworkMode, ServiceRef, Workload
 from federation.registry import Registry
 from federation.sim.cluster import SimCluster
 from federation.store import Store, open_store
@@ -61,6 +62,7 @@ class World:
     lease_seconds: float = 3.0
     process_pods: bool = False
     members: dict[str, Member] = field(default_factory=dict)
+    vms: dict[str, tuple[VMAgent, asyncio.Task[None]]] = field(default_factory=dict)
     server: RegistryServer | None = None
     store: Store | None = None
 
@@ -139,7 +141,34 @@ class World:
             await member.client.close()
             member.client = None
 
+    async def start_vm(
+        self, record: Workload, pinned: dict[ServiceRef, tuple[str, int]] | None = None
+    ) -> VMAgent:
+        """Register a VM, join with its token and run its agent (TCP probe)."""
+        async with self.admin() as admin:
+            answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
+        state = self.base / "vms" / record.name
+        credentials, _ = await RegistryClient.join(self.url, str(answer["token"]))
+        credentials.save(state / "certs")
+        client = RegistryClient(self.url, credentials, backoff=0.05, max_backoff=1.0)
+        agent = VMAgent(
+            client,
+            record,
+            state,
+            probe=Probe("tcp", timeout=0.5),
+            probe_interval=0.2,
+            pinned=pinned,
+        )
+        self.vms[record.name] = (agent, asyncio.create_task(agent.run(), name=f"vm-{record.name}"))
+        return agent
+
     async def stop(self) -> None:
+        for agent, task in self.vms.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await agent.client.close()
+        self.vms.clear()
         for name in list(self.members):
             await self.stop_agent(name)
         for member in self.members.values():
