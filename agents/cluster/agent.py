@@ -224,11 +224,20 @@ class ClusterAgent:
     # -- one pass ------------------------------------------------------------------
 
     async def reconcile(self) -> float | None:
-        """Export, then import; returns when to look again (coalescing, or
-        a publish to retry).  A registry that does not answer delays the
-        export only: imports go on from what the agent knows."""
+        """Export and import side by side; returns when to look again
+        (coalescing, or a publish to retry).  The import never waits for
+        the registry: a local failover is written while the publish is on
+        its way, and a registry that does not answer delays exports only."""
         local = await self._export_desired()
         self.metrics.exports.set(len(local))
+        export = asyncio.ensure_future(self._export_step(local))
+        try:
+            await self._import(local)
+        finally:
+            wake = await export
+        return wake
+
+    async def _export_step(self, local: dict[ServiceRef, Local]) -> float | None:
         wake: float | None = None
         now = self.clock.now()
         if now >= self._export_after:
@@ -242,7 +251,6 @@ class ClusterAgent:
                 self._export_delay = min(self._export_delay * 2, 5.0)
         if now < self._export_after:
             wake = self._export_after - now
-        await self._import(local)
         return wake
 
     async def _export(self, local: dict[ServiceRef, Local]) -> float | None:

@@ -129,16 +129,22 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
             return await east_db() == cluster
 
         await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM's db")
-        # east has Istio: the VM it routes to is also a WorkloadEntry, with its identity.
-        entry = await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm")
-        assert entry is not None
-        assert entry["spec"]["address"] == VM_ADDRESS
-        assert entry["spec"]["serviceAccount"] == "db"
-        assert entry["spec"]["locality"] == "us-east/a"
-        assert entry["spec"]["ports"] == {"http": db_port}
+
+        async def has_entry() -> bool:
+            return await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm") is not None
 
         async def no_entry() -> bool:
-            return await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm") is None
+            return not await has_entry()
+
+        # east has Istio: the VM it routes to is also a WorkloadEntry, with
+        # its identity (written in the same pass as the slices, just after).
+        await eventually(has_entry, what="the VM's WorkloadEntry")
+        written = await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm")
+        assert written is not None
+        assert written["spec"]["address"] == VM_ADDRESS
+        assert written["spec"]["serviceAccount"] == "db"
+        assert written["spec"]["locality"] == "us-east/a"
+        assert written["spec"]["ports"] == {"http": db_port}
 
         # The VM's workload dies: its endpoint goes not ready, east moves to
         # west, and the WorkloadEntry goes with the routing choice.
@@ -147,7 +153,7 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
         await eventually(no_entry, what="the VM's WorkloadEntry deleted")
         await workload.start()
         await eventually(lambda: east_db_is("vm"), timeout=15, what="east -> the VM again")
-        assert await east_kube.get(WORKLOAD_ENTRIES, NS, "db-global-db-vm") is not None
+        await eventually(has_entry, what="the VM's WorkloadEntry again")
 
         # east loses its echo backends: the VM fails over to west.
         await world.sim("east").kill_backend(NS, "echo-0")
