@@ -61,6 +61,11 @@ class World:
     heartbeat_ttl: int = 15
     lease_seconds: float = 3.0
     process_pods: bool = False
+    # Join a registry another process runs (its URL and admin credential
+    # directory) instead of starting one; clusters are numbered from
+    # ``first_index`` (cluster N owns 127.N.0.0/16).
+    remote: tuple[str, Path] | None = None
+    first_index: int = 1
     members: dict[str, Member] = field(default_factory=dict)
     vms: dict[str, tuple[VMAgent, asyncio.Task[None]]] = field(default_factory=dict)
     server: RegistryServer | None = None
@@ -68,17 +73,18 @@ class World:
 
     async def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        url = self.store_url or f"sqlite:///{self.base / 'registry.db'}"
-        self.store = await open_store(url)
-        registry = Registry(self.store, passphrase=PASSPHRASE, heartbeat_ttl=self.heartbeat_ttl)
-        self.server = RegistryServer(
-            registry,
-            self.base / "registry",
-            passphrase=PASSPHRASE,
-            settings=Settings(bookmark_interval=1.0),
-        )
-        await self.server.start()
-        for index, spec in enumerate(self.specs, start=1):
+        if self.remote is None:
+            url = self.store_url or f"sqlite:///{self.base / 'registry.db'}"
+            self.store = await open_store(url)
+            registry = Registry(self.store, passphrase=PASSPHRASE, heartbeat_ttl=self.heartbeat_ttl)
+            self.server = RegistryServer(
+                registry,
+                self.base / "registry",
+                passphrase=PASSPHRASE,
+                settings=Settings(bookmark_interval=1.0),
+            )
+            await self.server.start()
+        for index, spec in enumerate(self.specs, start=self.first_index):
             sim = SimCluster(
                 spec.name,
                 index=index,
@@ -193,12 +199,17 @@ class World:
 
     @property
     def url(self) -> str:
+        if self.remote is not None:
+            return self.remote[0]
         assert self.server is not None
         return self.server.url
 
+    @property
+    def admin_dir(self) -> Path:
+        return self.remote[1] if self.remote is not None else self.base / "registry" / "admin"
+
     def admin(self) -> RegistryClient:
-        assert self.server is not None
-        return RegistryClient(self.url, Credentials.load(self.base / "registry" / "admin"))
+        return RegistryClient(self.url, Credentials.load(self.admin_dir))
 
     def sim(self, name: str) -> SimCluster:
         return self.members[name].sim
