@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from agents.cluster.exporter import GATEWAY_SUFFIX
 from agents.cluster.importer import sets_from_import
 from agents.cluster.kube import MCS_GROUP as MCS
+from federation.model import NetworkMode
 from federation.sim import echo
-from federation.sim.kube.resources import ENDPOINT_SLICE, SERVICE
+from federation.sim.kube.resources import ENDPOINT_SLICE, NODE, SERVICE
 from federation.sim.world import ClusterSpec, World
 from tests.support import eventually
 
@@ -158,3 +160,46 @@ async def test_only_one_replica_leads(world: World) -> None:
     finally:
         await world.stop_agent("east1")
         member.task, member.client = old_task, old_client
+
+
+async def test_gateway_mode_publishes_node_ports_and_traffic_crosses_them(
+    tmp_path: Path,
+) -> None:
+    """Pod IPs not routable between clusters: each agent publishes node
+    address x NodePort (creating the NodePort companion Service), and a
+    client's traffic reaches the other cluster through that node port."""
+    specs = (SPECS[0], SPECS[2])
+    async with World(tmp_path, specs, mode=NetworkMode.GATEWAY, lease_seconds=1.0) as world:
+        for name in world.members:
+            world.sim(name).run_echo(NS, "echo", replicas=1)
+            await world.export(name, NS, "echo")
+        west = world.sim("west")
+
+        def companion_port() -> int | None:
+            companion = west.client.get(SERVICE, NS, "echo" + GATEWAY_SUFFIX)
+            return None if companion is None else companion["spec"]["ports"][0].get("nodePort")
+
+        await eventually(lambda: companion_port() is not None, what="west's NodePort companion")
+        nodes = {
+            a["address"]
+            for n in west.client.list(NODE)
+            for a in n["status"]["addresses"]
+            if a["type"] == "InternalIP"
+        }
+        await world.sim("east1").kill_backend(NS, "echo-0")  # east1 must cross to west
+
+        def west_nodes_imported() -> bool:
+            slices = world.sim("east1").client.list(
+                ENDPOINT_SLICE, NS, "kubernetes.io/service-name=echo-global"
+            )
+            pairs = {
+                (a, p["port"])
+                for s in slices
+                for e in s.get("endpoints") or []
+                for a in e["addresses"]
+                for p in s.get("ports") or []
+            }
+            return bool(pairs) and pairs == {(a, companion_port()) for a in nodes}
+
+        await eventually(west_nodes_imported, timeout=15.0, what="west's node ports in east1")
+        assert await served_from(world, "east1") == "west"
