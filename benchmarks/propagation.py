@@ -33,7 +33,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ async def export_bench(world: World, index: int) -> None:
     await world.export(f"c{index}", NS, "bench")
 
 
-Flip = Callable[[tuple[bool, bool]], Any]  # set c1's readiness; returns when it started
+Flip = Callable[[tuple[bool, bool]], Awaitable[float]]  # set c1's readiness; when it started
 
 
 async def measure_one_process(n: int, rounds: int) -> dict[str, Any]:

@@ -93,17 +93,18 @@ def choose(
 ) -> Choice:
     grace = policy.stale_grace_seconds if policy is not None else None
     kept: list[EndpointSet] = []
-    gone: list[str] = []
+    expired: list[str] = []
     for endpoint_set in sets:
         if grace is not None and endpoint_set.stale and now - endpoint_set.stale_since >= grace:
-            gone.append(str(endpoint_set.source))
+            expired.append(str(endpoint_set.source))
         else:
             kept.append(endpoint_set)
     choice = _choose(kept, consumer, policy, now, previous)
-    if not gone:
+    if not expired:
         return choice
-    reason = f"{choice.reason}; gone after the {grace:g}s stale grace: {', '.join(sorted(gone))}"
-    return replace(choice, reason=reason, gone=tuple(sorted(gone)))
+    gone = tuple(sorted(expired))
+    reason = f"{choice.reason}; gone after the {grace:g}s stale grace: {', '.join(gone)}"
+    return replace(choice, reason=reason, gone=gone)
 
 
 def _choose(

@@ -140,7 +140,7 @@ class VMAgent:
                 )
                 group.create_task(self._heartbeat())
                 group.create_task(self._reroute())
-                if self.record.service:
+                if self.service is not None:
                     group.create_task(self._health())
         finally:
             await self.forwarder.close()

@@ -229,8 +229,8 @@ async def _keep_running(world: World, say: Callable[[str], None]) -> None:
     say(f"  dashboard     {world.url}/  (with the admin certificate)")
     for name, member in world.members.items():
         say(f"  sim-{name:<8} {member.sim.url}  kubeconfig {member.kubeconfig}")
-    for name in world.vms:
-        say(f"  vm {name:<9} state dir {world.base / 'vms' / name}  (forwards.txt, hosts)")
+    for name, (vm, _) in world.vms.items():
+        say(f"  vm {name:<9} state dir {vm.state_dir}  (forwards.txt, hosts)")
     say("  e.g. fedctl --config <admin config> services")
     say("       kubectl --kubeconfig <kubeconfig> get endpointslices -n demo")
     await asyncio.Event().wait()

@@ -139,9 +139,7 @@ class World:
     async def stop_agent(self, name: str) -> None:
         member = self.members[name]
         if member.task is not None:
-            member.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await member.task
+            await _cancel(member.task)
             member.task = None
         if member.client is not None:
             await member.client.close()
@@ -170,9 +168,7 @@ class World:
 
     async def stop(self) -> None:
         for agent, task in self.vms.values():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _cancel(task)
             await agent.client.close()
         self.vms.clear()
         for name in list(self.members):
@@ -228,6 +224,12 @@ class World:
         kube = self.members[cluster].kube
         assert kube is not None
         await kube.delete(SERVICE_EXPORTS, namespace, name)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 __all__ = ["ClusterSpec", "Member", "World"]
