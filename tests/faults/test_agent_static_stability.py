@@ -46,11 +46,18 @@ async def test_an_unreachable_api_server_loses_nothing_and_catches_up(
 async def test_a_source_whose_lease_expired_is_stale_not_gone(
     world: World,  # noqa: F811
 ) -> None:
-    for name in world.members:
-        await routed_to(world, name, name)
-    await world.stop_agent("east2")  # its heartbeats stop; the lease (2 s) runs out
     east1 = world.members["east1"].agent
     assert east1 is not None
+    for name in world.members:
+        await routed_to(world, name, name)
+
+    def east2_published_ready() -> bool:  # its import may run ahead of its coalesced export
+        endpoint_set = east1.view.sets.get(ECHO, {}).get("cluster:east2")
+        endpoints = endpoint_set.endpoints if endpoint_set is not None else ()
+        return bool(endpoints) and all(e.healthy for e in endpoints)
+
+    await eventually(east2_published_ready, timeout=15.0)
+    await world.stop_agent("east2")  # its heartbeats stop; the lease (2 s) runs out
 
     def east2_stale() -> bool:
         endpoint_set = east1.view.sets.get(ECHO, {}).get("cluster:east2")
