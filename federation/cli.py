@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from federation import cli_agent, cli_ca, cli_registry, cli_vm
+from federation import cli_agent, cli_ca, cli_failover, cli_registry, cli_vm
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_registry.add_commands(commands)
     cli_vm.add_command(cli_agent.add_commands(commands))
     cli_ca.add_commands(commands)
+    cli_failover.add_command(commands)
     sim_cli.add_commands(commands)
     return parser
 

@@ -10,19 +10,16 @@ and how long traffic took to recover."""
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from agents.vm.agent import VMAgent
+from federation.failover import Phase, Traffic, table
 from federation.model import Locality, ServiceRef, TrafficPolicy, Workload
 from federation.routing import SAME_REGION
-from federation.sim import echo
 from federation.sim.etcd_process import free_port
 from federation.sim.world import ClusterSpec, World
 
@@ -43,70 +40,6 @@ VM = Workload(
     address="127.0.9.1",
     locality=Locality(region="us-west", zone="us-west-b"),
 )
-
-
-@dataclass
-class Sample:
-    at: float
-    served_by: str | None  # None: the request failed
-
-
-@dataclass
-class Traffic:
-    """A client in one cluster: one request every INTERVAL to echo-global."""
-
-    host: str
-    port: int
-    samples: list[Sample] = field(default_factory=list)
-
-    async def run(self) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                status, body = await echo.request(self.host, self.port, timeout=1.0)
-                served = str(json.loads(body)["cluster"]) if status == 200 else None
-            except (OSError, TimeoutError, ValueError, KeyError):
-                served = None
-            self.samples.append(Sample(started, served))
-            await asyncio.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
-
-
-@dataclass
-class Phase:
-    name: str
-    expect: str  # who should serve once traffic settles
-    started: float
-    samples: list[Sample]
-
-    def recovered_after(self) -> float | None:
-        """Seconds from the phase's start until every later request was
-        served by ``expect``; None if it never settled."""
-        last_other = None
-        for sample in self.samples:
-            if sample.served_by != self.expect:
-                last_other = sample
-        if last_other is None:
-            return 0.0
-        if last_other is self.samples[-1]:
-            return None
-        later = self.samples[self.samples.index(last_other) + 1]
-        return later.at - self.started
-
-
-def table(name: str, rows: dict[str, Phase]) -> str:
-    """One phase: per client, who served, failures and time to recover."""
-    lines = [
-        f"== {name}",
-        f"   {'client':<8}{'expect':<8}{'served by (requests)':<28}{'failed':>8}{'recovered':>12}",
-    ]
-    for client, phase in rows.items():
-        served = Counter(s.served_by or "FAILED" for s in phase.samples)
-        by = ", ".join(f"{w} {n}" for w, n in sorted(served.items()) if w != "FAILED")
-        recovered = phase.recovered_after()
-        after = "not settled" if recovered is None else f"{recovered * 1000:.0f} ms"
-        failed = f"{served.get('FAILED', 0)}/{len(phase.samples)}"
-        lines.append(f"   {client:<8}{phase.expect:<8}{by:<28}{failed:>8}{after:>12}")
-    return "\n".join(lines)
 
 
 async def run_demo(out: TextIO, keep_running: bool = False, base: Path | None = None) -> int:
@@ -134,7 +67,10 @@ async def run_demo(out: TextIO, keep_running: bool = False, base: Path | None = 
                 f"echo-global ({host}:{port});\nan application on vm1 does the same through "
                 f"its forwarder (127.0.0.1:{forward}). Failback hold-down {HOLD_DOWN:g}s.\n"
             )
-            streams = {"east1": Traffic(host, port), "vm1": Traffic("127.0.0.1", forward)}
+            streams = {
+                "east1": Traffic(host, port, INTERVAL),
+                "vm1": Traffic("127.0.0.1", forward, INTERVAL),
+            }
             clients = [asyncio.create_task(s.run()) for s in streams.values()]
             try:
                 for name, expect, action, length in _steps(world):
@@ -143,7 +79,7 @@ async def run_demo(out: TextIO, keep_running: bool = False, base: Path | None = 
                     await action()
                     await asyncio.sleep(length)
                     rows = {
-                        c: Phase(name, e, begin, s.samples[marks[c] :])
+                        c: Phase(name, frozenset({e}), begin, s.samples[marks[c] :])
                         for (c, s), e in zip(streams.items(), expect, strict=True)
                     }
                     say(table(name, rows))
