@@ -3,8 +3,9 @@
 Every agent (cluster or VM, leader or not) runs one ``CredentialKeeper``:
 it renews the client certificate once two thirds of its lifetime have
 passed, or at once when the trust bundle names another issuing root; it
-trusts every root of the bundle for new connections; and it saves what it
-holds to the state directory, so a restart needs no new token."""
+trusts every root of the bundle for new connections; and it keeps what it
+holds (a state directory, or a cluster agent's Secret), so a restart needs
+no new token."""
 
 from __future__ import annotations
 
@@ -47,13 +48,23 @@ def renew_at(cert: x509.Certificate, bundle: dict[str, Any] | None) -> float:
     return certs.renewal_time(cert)
 
 
+Keep = Callable[[Credentials], Awaitable[None]]
+
+
+def keep_in(directory: Path) -> Keep:
+    """Keep a credential as tls.crt, tls.key and ca.crt in ``directory``."""
+
+    async def keep(credentials: Credentials) -> None:
+        credentials.save(directory)
+
+    return keep
+
+
 class CredentialKeeper:
-    def __init__(
-        self, registry: RegistryClient, clock: Clock, directory: Path | None = None
-    ) -> None:
+    def __init__(self, registry: RegistryClient, clock: Clock, keep: Keep | None = None) -> None:
         self.registry = registry
         self.clock = clock
-        self.directory = directory
+        self.keep = keep  # where a renewed credential goes, so a restart needs no token
         self.bundle: dict[str, Any] | None = None
         self.renewals = 0
         self._changed = asyncio.Event()
@@ -93,8 +104,9 @@ class CredentialKeeper:
             bundle = roots_pem(self.bundle)
             if self.registry.credentials.ca_pem != bundle:
                 self.registry.trust(bundle)
-        if self.directory is not None and self.registry.credentials not in (None, credentials):
-            self.registry.credentials.save(self.directory)
+        renewed = self.registry.credentials
+        if self.keep is not None and renewed is not None and renewed is not credentials:
+            await self.keep(renewed)
         return max(self.due() - self.clock.now(), 0.0)
 
     async def run(self) -> None:
@@ -125,4 +137,12 @@ async def run_steps(
             await asyncio.wait_for(changed.wait(), min(wait, 60.0))
 
 
-__all__ = ["CredentialKeeper", "Credentials", "issuing_root", "roots_pem", "run_steps"]
+__all__ = [
+    "CredentialKeeper",
+    "Credentials",
+    "Keep",
+    "issuing_root",
+    "keep_in",
+    "roots_pem",
+    "run_steps",
+]

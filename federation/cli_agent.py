@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -16,9 +17,11 @@ import yaml
 from aiohttp import web
 
 from agents.client import Credentials, RegistryClient, RegistryError
+from agents.cluster import secret
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import Kube, KubeError
+from agents.credentials import Keep, keep_in
 from federation.cli_registry import UsageError, _admin, emit
 from federation.model import (
     Cluster,
@@ -39,12 +42,21 @@ def add_commands(commands: Any) -> Any:
     agent = commands.add_parser("agent", help="run an agent")
     kinds = agent.add_subparsers(dest="agent_kind", metavar="KIND", required=True)
     cluster = kinds.add_parser("cluster", help="the agent of one Kubernetes cluster")
-    cluster.add_argument("--kubeconfig", required=True, type=Path)
+    cluster.add_argument("--kubeconfig", type=Path, help="default: the pod's service account")
     cluster.add_argument("--context", help="kubeconfig context (default: current)")
     cluster.add_argument("--registry", dest="agent_registry", required=True, help="registry URL")
-    creds = cluster.add_mutually_exclusive_group(required=True)
-    creds.add_argument("--join-token", help="join with this token; keeps the credential")
-    creds.add_argument("--cert-dir", type=Path, help="tls.crt, tls.key, ca.crt of an earlier join")
+    cluster.add_argument(
+        "--join-token",
+        default=os.environ.get("FEDERATION_JOIN_TOKEN") or None,
+        help="join with this token (default $FEDERATION_JOIN_TOKEN); keeps the credential",
+    )
+    keep = cluster.add_mutually_exclusive_group()
+    keep.add_argument("--cert-dir", type=Path, help="tls.crt, tls.key, ca.crt of an earlier join")
+    keep.add_argument(
+        "--cert-secret",
+        metavar="NAMESPACE/NAME",
+        help="keep the credential in this Secret of the cluster (joins if it is missing)",
+    )
     cluster.add_argument(
         "--state-dir",
         type=Path,
@@ -85,12 +97,16 @@ def _run_agent(args: argparse.Namespace) -> int:
 
 
 async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
-    credentials = await _credentials(args)
-    name = _cluster_name(credentials)
+    # A credential in a Secret needs the cluster first; else the join goes first.
+    kube = await _kube(args) if args.cert_secret is not None else None
     try:
-        kube = await Kube.from_kubeconfig(args.kubeconfig, args.context)
-    except KubeError as err:
-        raise UsageError(str(err)) from None
+        credentials, keep = await _credentials(args, kube)
+        kube = kube or await _kube(args)
+    except BaseException:
+        if kube is not None:
+            await kube.close()
+        raise
+    name = _cluster_name(credentials)
     client = RegistryClient(args.agent_registry, credentials)
     try:
         try:
@@ -99,13 +115,21 @@ async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
         except RegistryError as err:
             raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
         site = Site(name, locality, NetworkMode(args.network_mode))
-        keep = args.cert_dir or args.state_dir / "certs"
-        agent = ClusterAgent(kube, client, site, suffix=args.suffix, credentials_dir=keep)
+        agent = ClusterAgent(kube, client, site, suffix=args.suffix, keep_credentials=keep)
         await serve_until_signal(agent.run(), agent.health_app(), host, port)
         return 0
     finally:
         await client.close()
         await kube.close()
+
+
+async def _kube(args: argparse.Namespace) -> Kube:
+    try:
+        if args.kubeconfig is None:
+            return Kube.in_cluster()
+        return await Kube.from_kubeconfig(args.kubeconfig, args.context)
+    except KubeError as err:
+        raise UsageError(str(err)) from None
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -133,19 +157,38 @@ async def serve_until_signal(
     await runner.cleanup()
 
 
-async def _credentials(args: argparse.Namespace) -> Credentials:
+async def _credentials(args: argparse.Namespace, kube: Kube | None) -> tuple[Credentials, Keep]:
+    """The agent's credential and where renewals go: a directory given,
+    a Secret of the cluster (joining first if it is not there yet), or
+    the state directory after a join."""
     if args.cert_dir is not None:
         try:
-            return Credentials.load(args.cert_dir)
+            return Credentials.load(args.cert_dir), keep_in(args.cert_dir)
         except OSError as err:
             raise UsageError(f"cannot read the credential in {args.cert_dir}: {err}") from None
+    if args.cert_secret is not None:
+        assert kube is not None
+        try:
+            namespace, name = secret.parse_ref(args.cert_secret)
+            keep = secret.keep_in_secret(kube, namespace, name)
+            found = await secret.load(kube, namespace, name)
+        except (ValueError, KubeError) as err:
+            raise UsageError(f"--cert-secret: {err}") from None
+        if found is not None:
+            return found, keep
+        where = f"Secret {args.cert_secret}"
+    else:
+        keep = keep_in(args.state_dir / "certs")
+        where = f"{args.state_dir / 'certs'} (use --cert-dir next time)"
+    if args.join_token is None:
+        raise UsageError("no credential yet: give --join-token (or $FEDERATION_JOIN_TOKEN)")
     try:
         credentials, _ = await RegistryClient.join(args.agent_registry, args.join_token)
-    except RegistryError as err:
+        await keep(credentials)
+    except (RegistryError, KubeError) as err:
         raise UsageError(str(err)) from None
-    credentials.save(args.state_dir / "certs")
-    print(f"joined; credential kept in {args.state_dir / 'certs'} (use --cert-dir next time)")
-    return credentials
+    print(f"joined; credential kept in {where}", flush=True)
+    return credentials, keep
 
 
 def _cluster_name(credentials: Credentials) -> str:

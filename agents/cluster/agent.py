@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -56,7 +55,7 @@ from agents.cluster.kube import (
 )
 from agents.cluster.leader import LeaderElector
 from agents.cluster.trust import ClusterTrust
-from agents.credentials import CredentialKeeper
+from agents.credentials import CredentialKeeper, Keep
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef
@@ -97,7 +96,7 @@ class ClusterAgent:
         lease_seconds: float = 15.0,
         identity: str | None = None,
         wall: Callable[[], float] = time.time,
-        credentials_dir: Path | None = None,
+        keep_credentials: Keep | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -116,7 +115,7 @@ class ClusterAgent:
             duration=lease_seconds,
             clock=self.clock,
         )
-        self.credentials = CredentialKeeper(registry, self.clock, credentials_dir)
+        self.credentials = CredentialKeeper(registry, self.clock, keep_credentials)
         self.trust = ClusterTrust(
             kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config import incluster_config
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,25 @@ class Kube:
         except (OSError, config.ConfigException) as err:
             raise KubeError(0, f"cannot load kubeconfig {path}: {err}") from None
         return cls(client.ApiClient(configuration), name=context or str(path))
+
+    @classmethod
+    def in_cluster(
+        cls,
+        environ: dict[str, str] | None = None,
+        account: Path = SERVICE_ACCOUNT_DIR,
+    ) -> Kube:
+        """The API server of the cluster this pod runs in: its service
+        account's token (re-read as the kubelet rotates it) and CA, and
+        KUBERNETES_SERVICE_HOST/PORT."""
+        configuration = client.Configuration()
+        loader = incluster_config.InClusterConfigLoader(
+            str(account / "token"), str(account / "ca.crt"), environ=environ or dict(os.environ)
+        )
+        try:
+            loader.load_and_set(configuration)
+        except (OSError, config.ConfigException) as err:
+            raise KubeError(0, f"not in a cluster ({err}); give --kubeconfig") from None
+        return cls(client.ApiClient(configuration), name="in-cluster")
 
     async def close(self) -> None:
         await self.api.close()

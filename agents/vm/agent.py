@@ -27,7 +27,7 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from agents.client import Event, RegistryClient, RegistryError, Reset
-from agents.credentials import CredentialKeeper, renew_at, roots_pem, run_steps
+from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
 from agents.view import View, follow, keep_alive
 from agents.vm.forwarder import Forwarder
 from federation.clock import Clock, SystemClock
@@ -117,7 +117,7 @@ class VMAgent:
         self.service = (  # the service this VM is an endpoint of, if any
             ServiceRef(namespace=record.namespace, name=record.service) if record.service else None
         )
-        self.credentials = CredentialKeeper(client, self.clock, state_dir / "certs")
+        self.credentials = CredentialKeeper(client, self.clock, keep_in(state_dir / "certs"))
         self.forwarder = Forwarder(record.locality, state_dir, pinned=pinned, now=self.clock.now)
         self.metrics = VMMetrics()
         self.view = View()

@@ -19,6 +19,7 @@ from agents.client import Credentials, RegistryClient
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds
+from agents.credentials import keep_in
 from agents.vm.agent import Probe, VMAgent
 from federation.api.http import Settings
 from federation.api.server import RegistryServer
@@ -131,7 +132,7 @@ class World:
             window=self.window,
             lease_seconds=self.lease_seconds,
             identity=f"agent-{name}",
-            credentials_dir=self.base / name / "certs",
+            keep_credentials=keep_in(self.base / name / "certs"),
         )
         member.task = asyncio.create_task(member.agent.run(), name=f"agent-{name}")
         return member.agent

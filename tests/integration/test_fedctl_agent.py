@@ -5,16 +5,24 @@ cluster for Kubernetes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
+import yaml
+from cryptography import x509
 
-from agents.cluster.kube import SERVICE_EXPORTS, Kube, KubeError
+from agents.cluster.kube import NAMESPACES, SERVICE_EXPORTS, Kube, KubeError
 from federation.sim.cluster import SimCluster
 from federation.sim.etcd_process import free_port
+from federation.sim.kube.resources import SECRET
 from tests.integration.test_fedctl_registry import fedctl, one_line_error, served  # noqa: F401
 from tests.support import eventually
 
@@ -160,3 +168,89 @@ async def test_a_vm_agent_with_a_wrong_token_logs_one_line_and_retries(
     assert all("cannot start" in line and "pin" in line for line in lines), lines
     assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
     assert b"Traceback" not in rest and agent.returncode == 0
+
+
+async def test_an_agent_keeps_its_credential_in_a_secret_and_restarts_without_a_token(
+    served: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The deployed shape (deploy/cluster): the token comes from the
+    environment once; the credential lives in a Secret of the cluster."""
+    added = await asyncio.to_thread(
+        fedctl, "cluster", "add", "east", "--region", "us-east", "--zone", "a", env=served
+    )
+    token = added.stdout.strip().splitlines()[-1]
+    config = await asyncio.to_thread(Path(served["FEDERATION_CONFIG"]).read_text)
+    registry = json.loads(config)["registry"]
+    async with SimCluster("east", index=32, region="us-east", zones=("a",)) as sim:
+        kubeconfig = sim.write_kubeconfig(tmp_path / "east.kubeconfig")
+        argv = [
+            sys.executable, "-m", "federation.cli", "agent", "cluster", "--registry", registry,
+            "--kubeconfig", str(kubeconfig), "--cert-secret", "federation-system/agent-credential",
+        ]  # fmt: skip
+
+        async def run_once(env: dict[str, str]) -> None:
+            port = free_port()
+            agent = await asyncio.create_subprocess_exec(
+                *argv, "--listen", f"127.0.0.1:{port}", env={**os.environ, **env},
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                await eventually(lambda: ready(port), timeout=20.0, what="the agent ready")
+            finally:
+                agent.send_signal(signal.SIGTERM)
+                _, errors = await asyncio.wait_for(agent.communicate(), 20)
+            assert agent.returncode == 0, errors.decode()
+
+        await run_once({"FEDERATION_JOIN_TOKEN": token})
+        kept = sim.client.get(SECRET, "federation-system", "agent-credential")
+        assert kept is not None and kept["type"] == "kubernetes.io/tls"
+        cert = x509.load_pem_x509_certificate(base64.b64decode(kept["data"]["tls.crt"]))
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+            "spiffe://cluster.local/federation/cluster/east"
+        ]
+        await run_once({})  # the token is spent; the Secret is enough
+
+        sim.client.delete(SECRET, "federation-system", "agent-credential")
+        lost = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+        one_line_error(lost, "no credential yet", "--join-token")
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as answer,
+        ):
+            return answer.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def test_in_cluster_config_reads_the_service_account(tmp_path: Path) -> None:
+    async with SimCluster("east", index=33, region="us-east", zones=("a",)) as sim:
+        config = yaml.safe_load(sim.write_kubeconfig(tmp_path / "kubeconfig").read_text())
+        account = tmp_path / "serviceaccount"
+        account.mkdir()
+        ca = config["clusters"][0]["cluster"]["certificate-authority-data"]
+        (account / "ca.crt").write_bytes(base64.b64decode(ca))
+        (account / "token").write_text(config["users"][0]["user"]["token"])
+        url = urlsplit(config["clusters"][0]["cluster"]["server"])
+        environ = {"KUBERNETES_SERVICE_HOST": url.hostname, "KUBERNETES_SERVICE_PORT": url.port}
+        kube = Kube.in_cluster({k: str(v) for k, v in environ.items()}, account)
+        try:
+            names = {n["metadata"]["name"] for n in (await kube.list(NAMESPACES))[0]}
+            assert "default" in names
+        finally:
+            await kube.close()
+        (account / "token").write_text("a-wrong-token")
+        wrong = Kube.in_cluster({k: str(v) for k, v in environ.items()}, account)
+        try:
+            with pytest.raises(KubeError) as refused:
+                await wrong.list(NAMESPACES)
+            assert refused.value.status == 401
+        finally:
+            await wrong.close()
+        with pytest.raises(KubeError, match="not in a cluster"):
+            Kube.in_cluster({}, account)
