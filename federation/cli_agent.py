@@ -184,8 +184,19 @@ async def _credentials(args: argparse.Namespace, kube: Kube | None) -> tuple[Cre
         raise UsageError("no credential yet: give --join-token (or $FEDERATION_JOIN_TOKEN)")
     try:
         credentials, _ = await RegistryClient.join(args.agent_registry, args.join_token)
-        await keep(credentials)
-    except (RegistryError, KubeError) as err:
+        if args.cert_secret is not None:
+            assert kube is not None
+            await secret.write(kube, namespace, name, credentials)
+        else:
+            await keep(credentials)
+    except RegistryError as err:
+        if args.cert_secret is not None and err.status == 401:  # another replica joined first?
+            assert kube is not None
+            found = await secret.load(kube, namespace, name)
+            if found is not None:
+                return found, keep
+        raise UsageError(str(err)) from None
+    except KubeError as err:
         raise UsageError(str(err)) from None
     print(f"joined; credential kept in {where}", flush=True)
     return credentials, keep

@@ -5,12 +5,14 @@ move without a new join token, and renewals outlive the pod."""
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from agents.client import Credentials
 from agents.cluster.kube import SECRETS, Kube, KubeError, ensure_namespace
 from agents.credentials import Keep
 
+log = logging.getLogger(__name__)
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
 
@@ -36,33 +38,52 @@ async def load(kube: Kube, namespace: str, name: str) -> Credentials | None:
 
 
 def keep_in_secret(kube: Kube, namespace: str, name: str) -> Keep:
-    """Write (create or replace) the credential into the Secret."""
+    """Keep renewals in the Secret; a failure is one log line (the agent
+    goes on with the renewed credential in memory and tries again at the
+    next renewal)."""
 
     async def keep(credentials: Credentials) -> None:
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {MANAGED_BY: "federation-agent"},
-            },
-            "data": {
-                "tls.crt": base64.b64encode(credentials.cert_pem).decode(),
-                "tls.key": base64.b64encode(credentials.key_pem).decode(),
-                "ca.crt": base64.b64encode(credentials.ca_pem).decode(),
-            },
-        }
-        current = await kube.get(SECRETS, namespace, name)
-        if current is None:
-            await ensure_namespace(kube, namespace)
-            await kube.create(SECRETS, namespace, body)
-        else:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            await kube.replace(SECRETS, namespace, name, body)
+        try:
+            await write(kube, namespace, name, credentials)
+        except KubeError as err:
+            log.warning(
+                "cannot keep the renewed credential in Secret %s/%s: %s", namespace, name, err
+            )
 
     return keep
 
 
-__all__ = ["keep_in_secret", "load", "parse_ref"]
+async def write(kube: Kube, namespace: str, name: str, credentials: Credentials) -> None:
+    """Create or replace the Secret with ``credentials``."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY: "federation-agent"},
+        },
+        "data": {
+            "tls.crt": base64.b64encode(credentials.cert_pem).decode(),
+            "tls.key": base64.b64encode(credentials.key_pem).decode(),
+            "ca.crt": base64.b64encode(credentials.ca_pem).decode(),
+        },
+    }
+    for _ in range(3):  # another replica may write it too: the last one wins
+        try:
+            current = await kube.get(SECRETS, namespace, name)
+            if current is None:
+                await ensure_namespace(kube, namespace)
+                await kube.create(SECRETS, namespace, body)
+            else:
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                await kube.replace(SECRETS, namespace, name, body)
+            return
+        except KubeError as err:
+            if err.status != 409:
+                raise
+    raise KubeError(409, f"Secret {namespace}/{name} keeps changing under us")
+
+
+__all__ = ["keep_in_secret", "load", "parse_ref", "write"]

@@ -25,6 +25,7 @@ from federation.clock import Clock, SystemClock
 from federation.sim.endpointslices import EndpointSliceController
 from federation.sim.kube.app import SimKubeServer
 from federation.sim.kube.objects import Obj
+from federation.sim.kube.rbac import Grant
 from federation.sim.kube.resources import NODE, POD, SERVICE
 from federation.sim.kubelet import ECHO_IMAGE, Backend, Kubelet, ProcessBackend, TaskBackend
 from federation.sim.local import LocalClient
@@ -117,8 +118,8 @@ class SimCluster:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        return self.server.write_kubeconfig(path)
+    def write_kubeconfig(self, path: Path, grant: Grant | None = None) -> Path:
+        return self.server.write_kubeconfig(path, grant)
 
     def _pod_ip(self, node: str) -> str:
         k = next(i for i, (name, _, _) in enumerate(self.nodes, start=1) if name == node)

@@ -18,7 +18,7 @@ from pathlib import Path
 from agents.client import Credentials, RegistryClient
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
-from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds
+from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds, ensure_namespace
 from agents.credentials import keep_in
 from agents.vm.agent import Probe, VMAgent
 from federation.api.http import Settings
@@ -26,11 +26,14 @@ from federation.api.server import RegistryServer
 from federation.model import Cluster, Locality, NetworkMode, ServiceRef, Workload
 from federation.registry import Registry
 from federation.sim.cluster import SimCluster
+from federation.sim.kube.rbac import Grant
 from federation.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
 PASSPHRASE = b"simulated-federation"
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "base" / "rbac.yaml"
+AGENT_NAMESPACES = ("federation-system", "istio-system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,8 @@ class ClusterSpec:
 class Member:
     spec: ClusterSpec
     sim: SimCluster
-    kube: Kube | None = None
+    kube: Kube | None = None  # the admin's, for setting up and looking
+    agent_kube: Kube | None = None  # the agent's ServiceAccount, under deploy/'s RBAC
     client: RegistryClient | None = None
     agent: ClusterAgent | None = None
     task: asyncio.Task[None] | None = None
@@ -112,11 +116,19 @@ class World:
         credentials.save(self.base / spec.name / "certs")
         assert member.kubeconfig is not None
         member.kube = await Kube.from_kubeconfig(member.kubeconfig)
-        await ensure_crds(member.kube)
+        await ensure_crds(member.kube)  # as deploy/crds does
+        for namespace in AGENT_NAMESPACES:  # as deploy/cluster/base/namespaces.yaml does
+            await ensure_namespace(member.kube, namespace)
+        grant = agent_grant()
+        if grant is None:
+            member.agent_kube = member.kube
+        else:
+            path = member.sim.write_kubeconfig(self.base / f"{spec.name}-agent.kubeconfig", grant)
+            member.agent_kube = await Kube.from_kubeconfig(path)
 
     def start_agent(self, name: str) -> ClusterAgent:
         member = self.members[name]
-        assert member.kube is not None
+        assert member.agent_kube is not None
         credentials = Credentials.load(self.base / name / "certs")
         member.client = RegistryClient(self.url, credentials, backoff=0.05, max_backoff=1.0)
         spec = member.spec
@@ -126,7 +138,7 @@ class World:
             self.mode,
         )
         member.agent = ClusterAgent(
-            member.kube,
+            member.agent_kube,
             member.client,
             site,
             window=self.window,
@@ -175,8 +187,9 @@ class World:
         for name in list(self.members):
             await self.stop_agent(name)
         for member in self.members.values():
-            if member.kube is not None:
-                await member.kube.close()
+            for kube in {member.kube, member.agent_kube} - {None}:
+                assert kube is not None
+                await kube.close()
             await member.sim.stop()
         if self.server is not None:
             await self.server.stop()
@@ -225,6 +238,15 @@ class World:
         kube = self.members[cluster].kube
         assert kube is not None
         await kube.delete(SERVICE_EXPORTS, namespace, name)
+
+
+def agent_grant() -> Grant | None:
+    """What deploy/ lets the cluster agent's ServiceAccount do; None (the
+    admin's rights) where this is not a source checkout."""
+    if not RBAC.exists():
+        log.warning("%s not found: the simulated agents run as the admin", RBAC)
+        return None
+    return Grant.from_manifests([RBAC], "federation-system", "federation-agent")
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

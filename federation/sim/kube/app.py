@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from federation.sim.kube.errors import KubeError
+from federation.sim.kube.rbac import Grant, Request
 from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
 from federation.sim.kube.services import DEFAULT_SERVICE_CIDR
 from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
@@ -50,6 +51,20 @@ def _has_name(path: str) -> bool:
     return len(rest) >= 2
 
 
+def _authorize(api: KubeApi, request: web.Request) -> None:
+    """The admin token may do anything; a granted token what its RBAC allows."""
+    header = request.headers.get("Authorization", "")
+    if secrets.compare_digest(header, f"Bearer {api.token}"):
+        return
+    token = header.removeprefix("Bearer ")
+    grant = next((g for t, g in api.grants.items() if secrets.compare_digest(token, t)), None)
+    if grant is None:
+        raise KubeError.unauthorized()
+    wanted = Request.of(_verb(request), request.path)
+    if wanted is not None:
+        grant.check(wanted)
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     api = request.app[API_KEY]
@@ -60,9 +75,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable()
     try:
         if request.path not in OPEN_PATHS and not request.path.startswith("/_sim/"):
-            header = request.headers.get("Authorization", "")
-            if not secrets.compare_digest(header, f"Bearer {api.token}"):
-                raise KubeError.unauthorized()
+            _authorize(api, request)
         if api.faults.latency_seconds > 0:
             await asyncio.sleep(api.faults.latency_seconds)
         injecting = api.faults.error_rates and not request.path.startswith("/_sim/")
@@ -328,8 +341,13 @@ class SimKubeServer:
             self._runner = None
         self._tmp.cleanup()
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        write_kubeconfig(path, self.name, self.url, self._certs.ca_pem, self.api.token)
+    def write_kubeconfig(self, path: Path, grant: Grant | None = None) -> Path:
+        """A kubeconfig for the admin, or for a ServiceAccount under ``grant``."""
+        token = self.api.token
+        if grant is not None:
+            token = secrets.token_urlsafe(24)
+            self.api.grants[token] = grant
+        write_kubeconfig(path, self.name, self.url, self._certs.ca_pem, token)
         return path
 
     async def __aenter__(self) -> SimKubeServer:

@@ -27,6 +27,7 @@ from federation.sim.kube.objects import (
     Subscription,
     assign_name,
 )
+from federation.sim.kube.rbac import Grant
 from federation.sim.kube.resources import CRD, NAMESPACE, SERVICE, Registry, types_from_crd
 from federation.sim.kube.selectors import Selector
 from federation.sim.kube.services import DEFAULT_SERVICE_CIDR, ServiceAllocator
@@ -73,7 +74,8 @@ class KubeApi:
         self.types = Registry()
         self.services = ServiceAllocator(SERVICE, service_cidr)
         self.faults = Faults()
-        self.token = token
+        self.token = token  # the admin's: anything goes
+        self.grants: dict[str, Grant] = {}  # other bearer tokens, under RBAC
         self.bookmark_interval = bookmark_interval
         for name in DEFAULT_NAMESPACES:
             self.store.create(
