@@ -1,0 +1,54 @@
+"""kind-configs/ cannot run here (no Docker); what can be checked is: the
+scripts parse, the helper reads the configs, and the clusters' pod and
+service ranges do not overlap (the routes up.sh adds depend on it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from pathlib import Path
+
+import yaml
+
+KIND = Path(__file__).resolve().parents[2] / "kind-configs"
+CLUSTERS = ("east1", "east2", "west")
+
+
+def bash(script: str) -> str:
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout
+
+
+def test_the_scripts_parse() -> None:
+    for script in sorted(KIND.glob("*.sh")):
+        bash(f"bash -n {script}")
+
+
+def test_the_helper_reads_each_config_as_kind_does() -> None:
+    for name in CLUSTERS:
+        config = yaml.safe_load((KIND / f"{name}.yaml").read_text())
+        assert config["name"] == name
+        labels = config["nodes"][0]["labels"]
+        read = bash(
+            f"source {KIND}/lib.sh; field {name} podSubnet; field {name} serviceSubnet; "
+            f"field {name} topology.kubernetes.io/region; field {name} topology.kubernetes.io/zone"
+        ).split()
+        assert read == [
+            config["networking"]["podSubnet"],
+            config["networking"]["serviceSubnet"],
+            labels["topology.kubernetes.io/region"],
+            labels["topology.kubernetes.io/zone"],
+        ]
+    assert bash(f"source {KIND}/lib.sh; echo ${{CLUSTERS[@]}}").split() == list(CLUSTERS)
+
+
+def test_no_two_ranges_overlap() -> None:
+    ranges = []
+    for name in CLUSTERS:
+        networking = yaml.safe_load((KIND / f"{name}.yaml").read_text())["networking"]
+        ranges += [ipaddress.ip_network(networking[k]) for k in ("podSubnet", "serviceSubnet")]
+    for i, one in enumerate(ranges):
+        for other in ranges[i + 1 :]:
+            assert not one.overlaps(other), (one, other)
