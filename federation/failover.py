@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import Counter
@@ -138,6 +139,8 @@ class Scenario:
         say(f"Deploying {APP} ({self.replicas} pods, image {self.image}) in {where}")
         for name, kube in self.clusters.items():
             await self._deploy(name, kube)
+        for name, kube in self.clusters.items():
+            await _until(functools.partial(self._all_ready, kube), self.timeout, f"{name}'s pods")
         host, port = await self._global_address()
         say(f"A client of {self.client} sends a request every {self.interval * 1000:.0f} ms to "
             f"{APP}-global ({host}:{port}).")  # fmt: skip
@@ -227,6 +230,18 @@ class Scenario:
 
         await _until(gone, self.timeout, f"{self.client}'s old pods to terminate")
         await self._start_pods(self.client, kube)
+
+    async def _all_ready(self, kube: Kube) -> bool:
+        pods, _ = await kube.list(PODS, self.namespace, f"app={APP}")
+        ready = [
+            p
+            for p in pods
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in p.get("status", {}).get("conditions") or []
+            )
+        ]
+        return len(ready) == self.replicas
 
     async def _global_address(self) -> tuple[str, int]:
         kube = self.clusters[self.client]

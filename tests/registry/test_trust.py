@@ -21,7 +21,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.client import Credentials, RegistryClient, RegistryError
-from agents.credentials import CredentialKeeper
+from agents.credentials import CredentialKeeper, keep_in
 from federation.trust import ca as certs
 from tests.registry.conftest import Harness
 from tests.support import eventually
@@ -310,7 +310,7 @@ async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
 ) -> None:
     harness = sqlite_harness
     east = await harness.enrol_cluster("east")
-    keeper = CredentialKeeper(east, harness.clock, tmp_path / "certs")
+    keeper = CredentialKeeper(east, harness.clock, keep_in(tmp_path / "certs"))
 
     async def bundle() -> dict[str, Any]:
         items = (await harness.admin().request("GET", "/v1/snapshot"))["items"]
