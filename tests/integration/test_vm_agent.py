@@ -183,7 +183,10 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
 
         await eventually(vm_gone, timeout=20, what="the stale VM gone from east's choice")
         assert east.view.sets[DB]["vm:db-vm"].stale  # the registry still has it, stale
-        assert VM_ADDRESS not in global_addresses(world, "east", "db")
+        await eventually(  # the choice is made, then written
+            lambda: VM_ADDRESS not in global_addresses(world, "east", "db"),
+            what="the VM's address out of east's db-global",
+        )
         await eventually(no_entry, what="the gone VM's WorkloadEntry deleted")
     finally:
         task.cancel()
