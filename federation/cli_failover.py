@@ -20,8 +20,8 @@ from typing import Any
 from agents.cluster.kube import Kube, KubeError
 from federation.cli_registry import UsageError
 from federation.failover import Scenario
+from federation.sim.kubelet import ECHO_IMAGE
 
-SIMULATED_IMAGE = "federation.sim/echo"
 DEFAULT_IMAGE = "federation:dev"
 
 
@@ -121,7 +121,7 @@ async def _simulated(args: argparse.Namespace) -> dict[str, Any]:
                 path = f"/v1/policies/{args.namespace}/echo"
                 await admin.request("PUT", path, policy.to_wire())
             kubes = {name: m.kube for name, m in world.members.items() if m.kube is not None}
-            scenario = _scenario(args, kubes, args.image or SIMULATED_IMAGE, "simulated")
+            scenario = _scenario(args, kubes, args.image or ECHO_IMAGE, "simulated")
             return await scenario.run(_say)
 
 

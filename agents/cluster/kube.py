@@ -352,6 +352,19 @@ async def ensure_crds(kube: Kube) -> None:
                 await asyncio.sleep(0.1)
 
 
+async def put(kube: Kube, kind: Kind, body: Obj, current: Obj | None) -> Obj:
+    """Create ``body`` (making its namespace if needed) or replace
+    ``current`` with it at ``current``'s resourceVersion (409 if it moved)."""
+    meta = body["metadata"]
+    namespace = meta.get("namespace")
+    if current is None:
+        if namespace:
+            await ensure_namespace(kube, namespace)
+        return await kube.create(kind, namespace, body)
+    meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return await kube.replace(kind, namespace, meta["name"], body)
+
+
 async def ensure_namespace(kube: Kube, namespace: str) -> None:
     if await kube.get(NAMESPACES, None, namespace) is None:
         try:
@@ -380,4 +393,5 @@ __all__ = [
     "ensure_crds",
     "ensure_namespace",
     "key_of",
+    "put",
 ]

@@ -9,11 +9,11 @@ import logging
 from typing import Any
 
 from agents.client import Credentials
-from agents.cluster.kube import SECRETS, Kube, KubeError, ensure_namespace
+from agents.cluster.exporter import AGENT, MANAGED_BY
+from agents.cluster.kube import SECRETS, Kube, KubeError, put
 from agents.credentials import Keep
 
 log = logging.getLogger(__name__)
-MANAGED_BY = "app.kubernetes.io/managed-by"
 
 
 def parse_ref(text: str) -> tuple[str, str]:
@@ -62,7 +62,7 @@ async def write(kube: Kube, namespace: str, name: str, credentials: Credentials)
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {MANAGED_BY: "federation-agent"},
+            "labels": {MANAGED_BY: AGENT},
         },
         "data": {
             "tls.crt": base64.b64encode(credentials.cert_pem).decode(),
@@ -72,13 +72,7 @@ async def write(kube: Kube, namespace: str, name: str, credentials: Credentials)
     }
     for _ in range(3):  # another replica may write it too: the last one wins
         try:
-            current = await kube.get(SECRETS, namespace, name)
-            if current is None:
-                await ensure_namespace(kube, namespace)
-                await kube.create(SECRETS, namespace, body)
-            else:
-                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                await kube.replace(SECRETS, namespace, name, body)
+            await put(kube, SECRETS, body, await kube.get(SECRETS, namespace, name))
             return
         except KubeError as err:
             if err.status != 409:

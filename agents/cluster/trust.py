@@ -25,7 +25,7 @@ from cryptography import x509
 
 from agents.client import RegistryClient, RegistryError
 from agents.cluster.exporter import AGENT, MANAGED_BY
-from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, ensure_namespace
+from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, put
 from agents.credentials import CredentialKeeper, issuing_root, renew_at, roots_pem, run_steps
 from federation.clock import Clock
 from federation.trust import ca as certs
@@ -67,12 +67,7 @@ async def write_cacerts(kube: Kube, data: dict[str, str], existing: Obj | None) 
         "type": "Opaque",
         "data": data,
     }
-    if existing is None:
-        await ensure_namespace(kube, ISTIO_NAMESPACE)
-        await kube.create(SECRETS, ISTIO_NAMESPACE, body)
-    else:
-        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        await kube.replace(SECRETS, ISTIO_NAMESPACE, CACERTS, body)
+    await put(kube, SECRETS, body, existing)
 
 
 async def request_intermediate(
@@ -142,12 +137,7 @@ class ClusterTrust:
             },
             "data": data,
         }
-        if current is None:
-            await ensure_namespace(self.kube, BUNDLE_NAMESPACE)
-            await self.kube.create(CONFIG_MAPS, BUNDLE_NAMESPACE, body)
-        else:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            await self.kube.replace(CONFIG_MAPS, BUNDLE_NAMESPACE, BUNDLE_CONFIG_MAP, body)
+        await put(self.kube, CONFIG_MAPS, body, current)
 
     async def _cacerts(self, bundle: dict[str, Any]) -> float | None:
         """Keep ``cacerts`` current; return when its intermediate is due."""

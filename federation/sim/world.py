@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ class World:
         await kube.delete(SERVICE_EXPORTS, namespace, name)
 
 
+@functools.cache
 def agent_grant() -> Grant | None:
     """What deploy/ lets the cluster agent's ServiceAccount do; None (the
     admin's rights) where this is not a source checkout."""
