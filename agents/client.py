@@ -6,9 +6,11 @@
 - ``renew``: a new certificate for a new key, presenting the current one;
 - writes retry with capped exponential backoff on connection errors and
   5xx, and give up at once on 4xx (the request itself is wrong);
-- ``changes``: snapshot, then watch from its revision; resumes from the last
-  revision seen after a broken stream, and falls back to a new snapshot on
-  410.  Each event is delivered once.
+- ``changes``: a streamed snapshot (``Relist``, one ``Event`` per object,
+  ``Synced``), then the watch from its revision; resumes from the last
+  revision seen after a broken stream, and relists on 410.  Each event is
+  delivered once.  Lines are read in bounded chunks: any legal event is
+  read, and a line over ``max_line`` is one clear, retried error.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ class RegistryError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UnreadableStream(RegistryError):
+    """A watch or snapshot line the client cannot read (too long, not JSON)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,19 @@ class Credentials:
 
 
 @dataclass(frozen=True, slots=True)
-class Reset:
-    """Everything the registry holds at ``revision``: replace what you knew."""
+class Relist:
+    """A snapshot at ``revision`` begins: the Events up to the next
+    ``Synced`` are everything the registry holds; what they do not confirm
+    is gone.  A snapshot that breaks off starts again with a new Relist."""
 
     revision: int
-    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """The snapshot begun by the last Relist is complete."""
+
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +118,10 @@ class Bookmark:
     revision: int
 
 
-Change = Reset | Event | Bookmark
+Change = Relist | Synced | Event | Bookmark
+
+MAX_LINE = 4 * 1024 * 1024  # well over the largest legal record (MAX_SET_BYTES)
+CHUNK = 64 * 1024
 
 
 def _ssl_context(credentials: Credentials | None, ca_pem: bytes) -> ssl.SSLContext:
@@ -127,8 +147,10 @@ class RegistryClient:
         backoff: float = 0.1,
         max_backoff: float = 5.0,
         timeout: float = 10.0,
+        max_line: int = MAX_LINE,
     ) -> None:
         self.url = url.rstrip("/")
+        self.max_line = max_line
         self.credentials = credentials
         ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
         if ca is None:
@@ -238,40 +260,88 @@ class RegistryClient:
         return await self.request("PUT", path, endpoint_set.to_wire(), retry=retry)
 
     async def withdraw(
-        self, service: ServiceRef, source: SourceRef, *, retry: bool = True
+        self,
+        service: ServiceRef,
+        source: SourceRef,
+        *,
+        shard: int | None = None,
+        retry: bool = True,
     ) -> dict[str, Any]:
+        """Withdraw every shard of the source's set, or just ``shard``."""
         path = f"/v1/services/{service}/sources/{source}"
+        if shard is not None:
+            path += f"?shard={shard}"
         return await self.request("DELETE", path, retry=retry)
 
     async def heartbeat(self, source: SourceRef) -> dict[str, Any]:
         return await self.request("POST", f"/v1/sources/{source}/heartbeat")
 
-    async def snapshot(self) -> Reset:
-        data = await self.request("GET", "/v1/snapshot")
-        return Reset(int(data["revision"]), list(data["items"]))
+    async def snapshot(self) -> AsyncIterator[Relist | Event | Synced]:
+        """The registry's streamed snapshot: Relist, an Event per object,
+        Synced.  Raises ``RegistryError`` if it breaks off before Synced."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        try:
+            async with self._http().get(f"{self.url}/v1/snapshot", timeout=timeout) as answer:
+                await _check_status(answer)
+                revision: int | None = None
+                async for line in self._lines(answer):
+                    kind = line.get("type")
+                    if kind == "BEGIN":
+                        revision = int(line["revision"])
+                        yield Relist(revision)
+                    elif kind == "PUT" and revision is not None:
+                        yield Event("PUT", revision, line["kind"], line["key"], line["object"])
+                    elif kind == "END" and revision is not None:
+                        yield Synced(revision)
+                        return
+                    elif kind == "ERROR":
+                        _raise_error_line(line)
+                    else:
+                        raise UnreadableStream(f"unexpected snapshot line of type {kind!r}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise RegistryError(0, f"snapshot from {self.url} broke: {_why(err)}") from err
+        raise RegistryError(0, f"the snapshot from {self.url} ended before its END line")
+
+    async def collect_snapshot(self) -> tuple[int, list[Event]]:
+        """The whole snapshot in memory: for tests and small tools only."""
+        events: list[Event] = []
+        revision = 0
+        async for change in self.snapshot():
+            if isinstance(change, Relist):
+                events.clear()
+            elif isinstance(change, Event):
+                events.append(change)
+            else:
+                revision = change.revision
+        return revision, events
 
     # -- watch ---------------------------------------------------------------------
 
     async def changes(self, since: int | None = None) -> AsyncIterator[Change]:
-        """A Reset (unless resuming from ``since``), then events, forever.
-        Broken streams resume after the last revision seen; 410 relists."""
+        """A streamed snapshot (unless resuming from ``since``), then events,
+        forever.  Broken streams resume after the last revision seen; 410
+        relists."""
         delay = self.backoff
         while True:
-            if since is None:
-                reset = await self.snapshot()
-                since = reset.revision
-                yield reset
             try:
-                async for change in self._watch(since):
+                if since is None:
+                    async for change in self.snapshot():
+                        if isinstance(change, Synced):
+                            since = change.revision
+                        yield change
                     delay = self.backoff
-                    since = change.revision
-                    yield change
+                assert since is not None
+                async for event in self._watch(since):
+                    delay = self.backoff
+                    since = event.revision
+                    yield event
             except _Gone:
-                log.info("watch from revision %d is compacted; taking a new snapshot", since)
+                log.info("watch from revision %s is compacted; taking a new snapshot", since)
                 since = None
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
-                log.warning("watch broke (%s); resuming after revision %d", _why(err), since)
+                where = "the snapshot" if since is None else f"after revision {since}"
+                log.warning("watch broke (%s); resuming %s", _why(err), where)
             await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
 
@@ -281,22 +351,60 @@ class RegistryClient:
         async with self._http().get(url, timeout=timeout) as answer:
             if answer.status == 410:
                 raise _Gone()
-            if answer.status != 200:
-                data = await _json_body(answer)
-                raise RegistryError(answer.status, str(data.get("message", answer.reason)))
-            async for raw in answer.content:
-                line = json.loads(raw)
-                kind = line["type"]
+            await _check_status(answer)
+            async for line in self._lines(answer):
+                kind = line.get("type")
                 if kind == "BOOKMARK":
                     yield Bookmark(int(line["revision"]))
                 elif kind == "ERROR":
-                    if line.get("code") == 410:
-                        raise _Gone()
-                    raise RegistryError(int(line.get("code", 0)), str(line.get("message")))
+                    _raise_error_line(line)
                 else:
                     yield Event(
-                        kind, int(line["revision"]), line["kind"], line["key"], line["object"]
+                        str(kind), int(line["revision"]), line["kind"], line["key"], line["object"]
                     )
+
+    async def _lines(self, answer: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+        """The NDJSON objects of a response, read in chunks: no line limit
+        but ``max_line``, and no line read twice into memory."""
+        pending = bytearray()
+        async for chunk in answer.content.iter_chunked(CHUNK):
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) >= 0:
+                yield _parse_line(bytes(pending[start:end]))
+                start = end + 1
+            del pending[:start]
+            if len(pending) > self.max_line:
+                raise UnreadableStream(
+                    f"a line from {answer.url.path} is over {self.max_line} bytes; "
+                    "the client cannot read it"
+                )
+        if pending.strip():
+            yield _parse_line(bytes(pending))
+
+
+def _parse_line(raw: bytes) -> dict[str, Any]:
+    try:
+        line = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UnreadableStream(f"a stream line is not JSON: {err}") from err
+    if not isinstance(line, dict):
+        raise UnreadableStream("a stream line is not a JSON object")
+    return line
+
+
+def _raise_error_line(line: dict[str, Any]) -> None:
+    if line.get("code") == 410:
+        raise _Gone()
+    raise RegistryError(int(line.get("code", 0) or 0), str(line.get("message")))
+
+
+async def _check_status(answer: aiohttp.ClientResponse) -> None:
+    if answer.status == 410:
+        raise _Gone()
+    if answer.status != 200:
+        data = await _json_body(answer)
+        raise RegistryError(answer.status, str(data.get("message", answer.reason)))
 
 
 class _Gone(Exception):

@@ -13,64 +13,165 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.client import Bookmark, Event, RegistryClient, RegistryError, Reset
+from agents.client import Bookmark, Event, RegistryClient, RegistryError, Relist, Synced
 from federation.clock import Clock
-from federation.model import EndpointSet, ServiceRef, SourceRef, TrafficPolicy, Workload
+from federation.model import (
+    EndpointSet,
+    ServiceRef,
+    SourceRef,
+    TrafficPolicy,
+    Workload,
+    keys,
+    merge_shards,
+)
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What one change of the view affects: these services, or (``all``)
+    every service (a VM workload or the trust bundle changed)."""
+
+    services: frozenset[ServiceRef] = frozenset()
+    all: bool = False
+
+    def __or__(self, other: Touched) -> Touched:
+        return Touched(services=self.services | other.services, all=self.all or other.all)
+
+
+NOTHING = Touched()
+EVERYTHING = Touched(all=True)
+
+
 @dataclass
 class View:
+    """The registry's state as one agent follows it.
+
+    ``sets`` holds per service one endpoint set per source, its shards
+    merged; ``apply`` takes one object by its registry key and says which
+    services it touched, so a keyed reconciler runs only those.  A relist
+    marks every key unconfirmed (``relist``); the snapshot's objects confirm
+    theirs; ``synced`` drops the rest, as deletions.  Restart is not
+    removal: a view seeded from saved imports is replaced only by a
+    complete snapshot."""
+
     sets: dict[ServiceRef, dict[str, EndpointSet]] = field(default_factory=dict)
     policies: dict[ServiceRef, TrafficPolicy] = field(default_factory=dict)
     workloads: dict[str, Workload] = field(default_factory=dict)  # VMs by name
     bundle: dict[str, Any] | None = None  # the TrustBundle
-    authoritative: bool = False  # from a registry snapshot in this process
+    authoritative: bool = False  # a registry snapshot completed in this process
     loaded: bool = False  # from the registry, or (cluster agent) from its saved imports
+    revision: int = 0  # the last registry revision applied
+    shards: dict[tuple[ServiceRef, str], dict[int, EndpointSet]] = field(default_factory=dict)
+    _keys: dict[str, str] = field(default_factory=dict)  # registry key -> kind
+    _unconfirmed: set[str] | None = None
+    _seeded: set[tuple[ServiceRef, str]] = field(default_factory=set)
 
-    def apply(self, kind: str, obj: dict[str, Any] | None, key: str) -> None:
+    def apply(self, kind: str, obj: dict[str, Any] | None, key: str) -> Touched:
+        """One object (None: deleted) of ``kind`` at registry ``key``."""
+        if self._unconfirmed is not None:
+            self._unconfirmed.discard(key)
+        if obj is None:
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = kind
         if kind == "EndpointSet":
-            service_text, _, source = key.removeprefix("endpoints/").rpartition("/")
-            namespace, _, name = service_text.partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
-            if obj is None:
-                self.sets.get(service, {}).pop(source, None)
-                if not self.sets.get(service):
-                    self.sets.pop(service, None)
-            else:
-                self.sets.setdefault(service, {})[source] = EndpointSet.from_wire(obj)
-        elif kind == "TrafficPolicy":
-            namespace, _, name = key.removeprefix("policies/").partition("/")
-            service = ServiceRef(namespace=namespace, name=name)
+            return self._apply_shard(key, obj)
+        if kind == "TrafficPolicy":
+            service = keys.parse_policy(key)
             if obj is None:
                 self.policies.pop(service, None)
             else:
                 self.policies[service] = TrafficPolicy.from_wire(obj)
-        elif kind == "Workload":
-            name = key.removeprefix("vms/")
+            return Touched(services=frozenset({service}))
+        if kind == "Workload":
+            name = keys.parse_vm(key)
             if obj is None:
                 self.workloads.pop(name, None)
             else:
                 self.workloads[name] = Workload.from_wire(obj)
-        elif kind == "TrustBundle" and obj is not None:
+            return EVERYTHING
+        if kind == "TrustBundle" and obj is not None:
             self.bundle = obj
+            return EVERYTHING
+        return NOTHING
 
-    @classmethod
-    def of(cls, reset: Reset) -> View:
-        view = cls(authoritative=True, loaded=True)
-        for item in reset.items:
-            view.apply(item["kind"], item["object"], item["key"])
-        return view
+    def _apply_shard(self, key: str, obj: dict[str, Any] | None) -> Touched:
+        where = keys.parse_shard(key)
+        service, source = where.service, str(where.source)
+        shards = self.shards.setdefault((service, source), {})
+        if obj is None:
+            shards.pop(where.shard, None)
+        else:
+            shards[where.shard] = EndpointSet.from_wire(obj)
+        if shards:
+            self.sets.setdefault(service, {})[source] = merge_shards(shards.values())
+        else:
+            self.shards.pop((service, source), None)
+            self.sets.get(service, {}).pop(source, None)
+            if not self.sets.get(service):
+                self.sets.pop(service, None)
+        return Touched(services=frozenset({service}))
+
+    def seed(self, endpoint_set: EndpointSet) -> None:
+        """A source's set as saved in this cluster (restart during an outage)."""
+        source = str(endpoint_set.source)
+        self.shards[(endpoint_set.service, source)] = {0: endpoint_set}
+        self.sets.setdefault(endpoint_set.service, {})[source] = endpoint_set
+
+    def relist(self) -> None:
+        """A snapshot begins: every key is unconfirmed until it shows up."""
+        self._unconfirmed = set(self._keys)
+        # Seeded sets have no registry keys: a complete snapshot replaces them.
+        self._seeded = {k for k, v in self.shards.items() if not self._has_keys(k, v)}
+
+    def _has_keys(self, where: tuple[ServiceRef, str], shards: dict[int, EndpointSet]) -> bool:
+        service, source = where
+        return any(
+            keys.ShardKey(service=service, source=SourceRef.parse(source), shard=n).key
+            in self._keys
+            for n in shards
+        )
+
+    def synced(self, revision: int) -> Touched:
+        """The snapshot is complete: what it did not confirm is gone."""
+        touched = NOTHING
+        for key in sorted(self._unconfirmed or ()):
+            kind = self._keys.get(key)
+            if kind is not None:
+                touched |= self.apply(kind, None, key)
+        for service, source in self._seeded:
+            if not self._has_keys((service, source), self.shards.get((service, source), {})):
+                self.shards.pop((service, source), None)
+                self.sets.get(service, {}).pop(source, None)
+                if not self.sets.get(service):
+                    self.sets.pop(service, None)
+                touched |= Touched(services=frozenset({service}))
+        self._unconfirmed = None
+        self._seeded = set()
+        self.authoritative = self.loaded = True
+        self.revision = revision
+        return touched
+
+    def take(self, change: Relist | Synced | Event) -> Touched:
+        """One item of the registry's stream."""
+        if isinstance(change, Relist):
+            self.relist()
+            return NOTHING
+        if isinstance(change, Synced):
+            return self.synced(change.revision)
+        self.revision = max(self.revision, change.revision)
+        return self.apply(change.kind, change.object if change.type == "PUT" else None, change.key)
 
 
 async def follow(
     client: RegistryClient,
     clock: Clock,
-    on_change: Callable[[Reset | Event], Any],
+    on_change: Callable[[Relist | Synced | Event], Any],
     on_error: Callable[[], None] = lambda: None,
 ) -> None:
-    """Every Reset and Event of the registry's stream to ``on_change``
+    """Every Relist, Synced and Event of the registry's stream to ``on_change``
     (awaited if it returns an awaitable), until cancelled."""
     delay = 0.1
     while True:

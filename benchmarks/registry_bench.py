@@ -119,7 +119,7 @@ async def registry_latency(
     agent: RegistryClient, watchers: int, count: int, first_generation: int
 ) -> list[float]:
     arrivals = Arrivals(watchers)
-    since = (await agent.snapshot()).revision
+    since, _ = await agent.collect_snapshot()
     connected: list[None] = []
     all_connected = asyncio.Event()
 

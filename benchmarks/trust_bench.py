@@ -28,7 +28,7 @@ from typing import Any
 from cryptography import x509
 from registry_bench import ms, raw_etcd_latency
 
-from agents.client import Credentials, Event, RegistryClient, RegistryError, Reset
+from agents.client import Credentials, Event, RegistryClient, RegistryError
 from agents.cluster.trust import request_intermediate
 from agents.credentials import CredentialKeeper, issuing_root
 from federation.api.server import RegistryServer
@@ -77,12 +77,8 @@ class SimAgent:
 
     async def run(self) -> None:
         async for change in self.client.changes():
-            items = change.items if isinstance(change, Reset) else []
-            if isinstance(change, Event):
-                items = [{"kind": change.kind, "object": change.object}]
-            for item in items:
-                if item["kind"] == "TrustBundle" and item["object"]:
-                    await self.install(item["object"])
+            if isinstance(change, Event) and change.kind == "TrustBundle" and change.object:
+                await self.install(change.object)
 
     async def install(self, bundle: dict[str, Any]) -> None:
         self.keeper.observe(bundle)

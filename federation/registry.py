@@ -3,7 +3,8 @@
 Keys, under ``/federation/v1/``:
 
 - ``clusters/<name>``, ``vms/<name>``: the members (Cluster, Workload);
-- ``endpoints/<ns>/<name>/<source>``: one EndpointSet per (service, source);
+- ``endpoints/<ns>/<name>/<source>/<shard>``: one EndpointSet shard, with
+  its index key ``sources/<source>/<ns>/<name>/<shard>``;
 - ``policies/<ns>/<name>``: TrafficPolicy;
 - ``tokens/<sha256>``: an unused join token (identity and expiry);
 - ``alive/<source>``: held by a store lease that heartbeats renew;
@@ -12,7 +13,10 @@ Keys, under ``/federation/v1/``:
 
 Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
-Authorization is the API layer's job; this module trusts its caller.
+Authorization is the API layer's job; this module trusts its caller.  Key
+strings are built and parsed only in ``federation.model.keys``.  Nothing
+here keeps decoded copies of endpoint sets: the publish guard remembers a
+digest per shard, and snapshots and watches pass the stored bytes through.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 
 from federation.clock import Clock, SystemClock
 from federation.model import (
+    MAX_SET_BYTES,
     Cluster,
     EndpointSet,
     ServiceRef,
@@ -38,7 +44,9 @@ from federation.model import (
     Workload,
     decode,
     encode,
+    keys,
 )
+from federation.model.keys import ShardKey
 from federation.registry_errors import (
     Conflict,
     Forbidden,
@@ -46,9 +54,17 @@ from federation.registry_errors import (
     MissingEncryptionKey,
     NotFound,
     RegistryError,
+    TooLarge,
     Unauthorized,
 )
-from federation.registry_publish import Guard, PublishState, is_newer, stamped, unchanged
+from federation.registry_publish import (
+    Guard,
+    PublishState,
+    is_newer,
+    stamped,
+    state_of,
+    unchanged,
+)
 from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
@@ -68,7 +84,7 @@ from federation.trust.rotation import Phase
 log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
-PUBLISH_CACHE = 65536  # endpoint sets whose last write this replica remembers
+PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
 DEFAULT_TOKEN_TTL = 3600.0
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 WATCHED = {
@@ -82,14 +98,24 @@ WATCHED = {
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One watched object: kind, key relative to the prefix, JSON object."""
+    """One watched object: kind, key relative to the prefix, and the stored
+    JSON bytes (None for a deletion), passed through undecoded."""
 
     kind: str
     key: str
-    object: dict[str, Any] | None
+    value: bytes | None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"kind": self.kind, "key": self.key, "object": self.object}
+    @property
+    def object(self) -> dict[str, Any] | None:
+        return None if self.value is None else dict(json.loads(self.value))
+
+    def line(self, type_: str, revision: int) -> bytes:
+        """The NDJSON line of this object, its stored bytes spliced in."""
+        head = (
+            f'{{"type":"{type_}","revision":{revision},"kind":"{self.kind}",'
+            f'"key":{json.dumps(self.key)},"object":'
+        ).encode()
+        return head + (b"null" if self.value is None else self.value) + b"}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +124,18 @@ class Change:
     revision: int
     item: Item
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type, "revision": self.revision, **self.item.to_wire()}
+    def line(self) -> bytes:
+        return self.item.line(self.type, self.revision)
 
 
-def endpoints_key(service: ServiceRef, source: SourceRef) -> str:
-    return f"endpoints/{service.namespace}/{service.name}/{source}"
+def endpoints_key(service: ServiceRef, source: SourceRef, shard: int = 0) -> str:
+    return ShardKey(service=service, source=source, shard=shard).key
 
 
 def member_key(identity: Identity) -> str:
-    return f"{'clusters' if identity.role is Role.CLUSTER else 'vms'}/{identity.name}"
+    source = identity.source
+    assert source is not None
+    return keys.member_key(source.kind, identity.name)
 
 
 class Registry:
@@ -137,7 +165,7 @@ class Registry:
             intermediate_lifetime=intermediate_lifetime,
             overlap=rotation_overlap,
         )
-        self._published: dict[str, PublishState] = {}
+        self._published: OrderedDict[str, PublishState] = OrderedDict()
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -203,22 +231,34 @@ class Registry:
         return [_decode_member(role, kv.value) for kv in result.kvs]
 
     async def remove_member(self, identity: Identity) -> None:
-        """Delete a member, its endpoint sets and its liveness (in batches of
-        at most TXN_OPS; the member record goes last, so a retry finishes)."""
+        """Delete a member, its endpoint shards and its liveness (in batches
+        of at most TXN_OPS; the member record goes last, so a retry
+        finishes)."""
         key = self._key(member_key(identity))
         if (await self.store.get(key)).kv is None:
             raise NotFound(f"{identity} is not registered")
         source = identity.source
         assert source is not None
-        doomed = [
-            kv.key
-            for kv in (await self.store.range(self._key("endpoints/"))).kvs
-            if kv.key.endswith(f"/{source}")
-        ]
-        doomed += [self._key(f"alive/{source}"), *self.trust.keys_of(identity), key]
+        count = await self._delete_shards(keys.source_prefix(source))
+        doomed = [self._key(keys.alive_key(source)), *self.trust.keys_of(identity), key]
         for start in range(0, len(doomed), TXN_OPS):
             await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
-        log.info("removed %s and %d of its records", identity, len(doomed) - 1)
+        log.info("removed %s, %d endpoint shards and %d records", identity, count, len(doomed) - 1)
+
+    async def _delete_shards(self, index_prefix: str) -> int:
+        """Delete every shard indexed under ``index_prefix`` with its index
+        key; returns how many."""
+        count = 0
+        async for page in self.store.pages(self._key(index_prefix), limit=TXN_OPS // 2):
+            ops: list[Put | Delete] = []
+            for kv in page.kvs:
+                shard = keys.parse_index(kv.key[len(self.prefix) :])
+                ops += [Delete(key=self._key(shard.key)), Delete(key=kv.key)]
+                self._published.pop(self._key(shard.key), None)
+            if ops:
+                await self.store.txn([], ops)
+                count += len(ops) // 2
+        return count
 
     async def join(self, token: str, csr_pem: str) -> Issued:
         """Exchange a join token and a CSR for a client certificate."""
@@ -287,81 +327,113 @@ class Registry:
     # -- endpoint sets, liveness, policies ------------------------------------
 
     async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
-        """Write a source's endpoint set; idempotent per generation.
-        Returns (revision, whether anything was written).
+        """Write one shard of a source's endpoint set; idempotent per
+        generation.  Returns (revision, whether anything was written).
 
         The write is one transaction guarded by the mod revisions of the
-        set, of the source's member record and of its liveness key.  Those
-        come from what this replica last wrote when it has it (one round
-        trip), else from the store; a failed guard re-reads."""
+        shard, of the source's member record and of its liveness key; a new
+        shard also writes its index key.  The guard's revisions come from
+        what this replica last wrote when it has them (one round trip),
+        else from the store; a failed guard re-reads."""
         source = endpoint_set.source
-        key = self._key(endpoints_key(endpoint_set.service, source))
+        shard = ShardKey(service=endpoint_set.service, source=source, shard=endpoint_set.shard)
+        key = self._key(shard.key)
         guard = Guard(
-            key, self._key(member_key(Identity.of_source(source))), self._key(f"alive/{source}")
+            key,
+            self._key(member_key(Identity.of_source(source))),
+            self._key(keys.alive_key(source)),
         )
         state = self._published.get(key)
         for _ in range(8):
-            if state is None or not is_newer(endpoint_set, state.current):
+            if state is None or not is_newer(endpoint_set, state):
                 state = await self._publish_state(guard)
                 if state.member_mod == 0:
                     raise NotFound(f"source {source} is not registered")
-                if state.current is not None and unchanged(endpoint_set, state.current):
+                if unchanged(endpoint_set, state):
                     return state.revision, False
-            record = stamped(endpoint_set, state.current, state.alive_mod != 0, self.clock.now())
+            record = stamped(endpoint_set, state, state.alive_mod != 0, self.clock.now())
+            value = encode(record)
+            if len(value) > MAX_SET_BYTES:
+                raise TooLarge(
+                    f"the endpoint set is {len(value)} bytes stored, over the bound of "
+                    f"{MAX_SET_BYTES}; publish it as more shards"
+                )
+            ops: list[Put | Delete] = [Put(key=key, value=value)]
+            if state.mod == 0:
+                ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
             result = await self.store.txn(
                 [
                     Compare(key=key, mod_revision=state.mod),
                     Compare(key=guard.member, mod_revision=state.member_mod),
                     Compare(key=guard.alive, mod_revision=state.alive_mod),
                 ],
-                [Put(key=key, value=encode(record))],
+                ops,
             )
             if result.succeeded:
-                if len(self._published) >= PUBLISH_CACHE:
-                    self._published.clear()
-                self._published[key] = replace(
-                    state, mod=result.revision, revision=result.revision, current=record
-                )
+                self._remember(key, state_of(record, state, result.revision))
                 return result.revision, True
             self._published.pop(key, None)
             state = None
         raise Conflict("the endpoint set is being written concurrently; try again")
+
+    def _remember(self, key: str, state: PublishState) -> None:
+        self._published[key] = state
+        self._published.move_to_end(key)
+        while len(self._published) > PUBLISH_CACHE:
+            self._published.popitem(last=False)
 
     async def _publish_state(self, guard: Guard) -> PublishState:
         got = await self.store.get(guard.key)
         member = await self.store.get(guard.member)
         alive = await self.store.get(guard.alive)
         current = None if got.kv is None else decode(EndpointSet, got.kv.value)
-        return PublishState(
+        return PublishState.read(
+            current,
             mod=0 if got.kv is None else got.kv.mod_revision,
             member_mod=0 if member.kv is None else member.kv.mod_revision,
             alive_mod=0 if alive.kv is None else alive.kv.mod_revision,
             revision=got.revision,
-            current=current,
         )
 
-    async def withdraw(self, service: ServiceRef, source: SourceRef) -> int:
-        key = self._key(endpoints_key(service, source))
-        if (await self.store.get(key)).kv is None:
-            raise NotFound(f"{source} publishes no endpoints for {service}")
-        return await self.store.delete(key)
+    async def withdraw(
+        self, service: ServiceRef, source: SourceRef, shard: int | None = None
+    ) -> int:
+        """Delete one shard, or (``shard`` None) every shard of the source."""
+        if shard is None:
+            if await self._delete_shards(keys.source_prefix(source, service)) == 0:
+                raise NotFound(f"{source} publishes no endpoints for {service}")
+            return (await self.store.get(self._key(keys.alive_key(source)))).revision
+        where = ShardKey(service=service, source=source, shard=shard)
+        got = await self.store.get(self._key(where.key))
+        if got.kv is None:
+            raise NotFound(f"{source} publishes no shard {shard} for {service}")
+        self._published.pop(self._key(where.key), None)
+        result = await self.store.txn(
+            [Compare(key=self._key(where.key), mod_revision=got.kv.mod_revision)],
+            [Delete(key=self._key(where.key)), Delete(key=self._key(where.index_key))],
+        )
+        if not result.succeeded:
+            raise Conflict("the shard changed while it was withdrawn; try again")
+        return result.revision
 
-    async def endpoint_sets(self, service: ServiceRef | None = None) -> list[EndpointSet]:
-        prefix = "endpoints/" if service is None else f"endpoints/{service}/"
-        result = await self.store.range(self._key(prefix))
-        return [decode(EndpointSet, kv.value) for kv in result.kvs]
+    async def endpoint_sets(self, service: ServiceRef | None = None) -> AsyncIterator[EndpointSet]:
+        """Every stored shard (of one service, or of all), page by page."""
+        prefix = keys.ENDPOINTS if service is None else keys.service_prefix(service)
+        async for page in self.store.pages(self._key(prefix)):
+            for kv in page.kvs:
+                yield decode(EndpointSet, kv.value)
 
     async def put_policy(self, policy: TrafficPolicy) -> int:
-        return await self.store.put(self._key(f"policies/{policy.service}"), encode(policy))
+        return await self.store.put(self._key(keys.policy_key(policy.service)), encode(policy))
 
     async def delete_policy(self, service: ServiceRef) -> int:
-        key = self._key(f"policies/{service}")
+        key = self._key(keys.policy_key(service))
         if (await self.store.get(key)).kv is None:
             raise NotFound(f"no traffic policy for {service}")
         return await self.store.delete(key)
 
     async def policies(self) -> list[TrafficPolicy]:
-        result = await self.store.range(self._key("policies/"))
+        result = await self.store.range(self._key(keys.POLICIES))
         return [decode(TrafficPolicy, kv.value) for kv in result.kvs]
 
     async def heartbeat(self, source: SourceRef) -> int:
@@ -369,7 +441,7 @@ class Registry:
         returns the TTL.  A source coming back has its sets un-staled."""
         if await self.member(Identity.of_source(source)) is None:
             raise NotFound(f"source {source} is not registered")
-        key = self._key(f"alive/{source}")
+        key = self._key(keys.alive_key(source))
         got = await self.store.get(key)
         if got.kv is not None:
             with contextlib.suppress(LeaseNotFound):
@@ -381,19 +453,22 @@ class Registry:
         return lease.ttl
 
     async def liveness(self) -> None:
-        """Mark a source's endpoint sets stale when its liveness key goes
-        (lease expired), until cancelled.  Runs on every replica; marking
-        is a compare-and-swap, so doing it twice is harmless."""
+        """Mark a source's endpoint shards stale when its liveness key goes
+        (lease expired), until cancelled.  At start, every member without a
+        liveness key is marked.  Runs on every replica; marking is a
+        compare-and-swap, so doing it twice is harmless."""
         while True:
             try:
-                result = await self.store.range(self._key("alive/"))
-                alive = {kv.key.rsplit("/", 1)[1] for kv in result.kvs}
-                for endpoint_set in await self.endpoint_sets():
-                    if str(endpoint_set.source) not in alive and not endpoint_set.stale:
-                        await self._mark(endpoint_set.source, stale=True)
-                async for event in self.store.watch(self._key("alive/"), result.revision + 1):
+                result = await self.store.range(self._key(keys.ALIVE))
+                alive = {keys.parse_alive(kv.key) for kv in result.kvs}
+                for role in (Role.CLUSTER, Role.VM):
+                    for member in await self.members(role):
+                        source = Identity(role, member.name).source
+                        if source is not None and source not in alive:
+                            await self._mark(source, stale=True)
+                async for event in self.store.watch(self._key(keys.ALIVE), result.revision + 1):
                     if event.type is EventType.DELETE:
-                        source = SourceRef.parse(event.key.rsplit("/", 1)[1])
+                        source = keys.parse_alive(event.key)
                         log.info("%s missed its heartbeats: its endpoints are stale", source)
                         await self._mark(source, stale=True)
             except Unavailable as err:
@@ -412,36 +487,38 @@ class Registry:
                 log.warning("rotation: %s; retrying", err)
 
     async def _mark(self, source: SourceRef, *, stale: bool) -> None:
+        """Set or clear ``stale`` on every shard of ``source`` (its index)."""
         now = self.clock.now()
-        result = await self.store.range(self._key("endpoints/"))
-        for kv in result.kvs:
-            if not kv.key.endswith(f"/{source}"):
-                continue
-            for _ in range(8):
-                endpoint_set = decode(EndpointSet, kv.value)
-                if endpoint_set.stale == stale:
-                    break
-                done = await self.store.txn(
-                    [Compare(key=kv.key, mod_revision=kv.mod_revision)],
-                    [Put(key=kv.key, value=encode(stamped(endpoint_set, None, not stale, now)))],
-                )
-                if done.succeeded:
-                    break
-                fresh = (await self.store.get(kv.key)).kv
-                if fresh is None:
-                    break
-                kv = fresh
+        async for page in self.store.pages(self._key(keys.source_prefix(source))):
+            for index in page.kvs:
+                key = self._key(keys.parse_index(index.key[len(self.prefix) :]).key)
+                await self._mark_one(key, stale, now)
+
+    async def _mark_one(self, key: str, stale: bool, now: float) -> None:
+        for _ in range(8):
+            kv = (await self.store.get(key)).kv
+            if kv is None:
+                return
+            endpoint_set = decode(EndpointSet, kv.value)
+            if endpoint_set.stale == stale:
+                return
+            marked = stamped(endpoint_set, PublishState.read(endpoint_set), not stale, now)
+            done = await self.store.txn(
+                [Compare(key=key, mod_revision=kv.mod_revision)],
+                [Put(key=key, value=encode(marked))],
+            )
+            if done.succeeded:
+                self._published.pop(key, None)
+                return
 
     # -- snapshot and watch ----------------------------------------------------
 
-    async def snapshot(self) -> tuple[int, list[Item]]:
-        result = await self.store.range(self.prefix)
-        items = []
-        for kv in result.kvs:
-            item = self._item(kv.key, kv.value)
-            if item is not None:
-                items.append(item)
-        return result.revision, items
+    async def snapshot(self) -> AsyncGenerator[tuple[int, list[Item]], None]:
+        """Every watched object, page by page, all at one revision: (that
+        revision, the page's items).  At least one page."""
+        async for page in self.store.pages(self.prefix):
+            items = [self._item(kv.key, kv.value) for kv in page.kvs]
+            yield page.revision, [i for i in items if i is not None]
 
     async def watch(self, since: int) -> AsyncIterator[Change | int]:
         """Changes after revision ``since``; also yields the bare revision of
@@ -458,7 +535,7 @@ class Registry:
         relative = key[len(self.prefix) :]
         for prefix, kind in WATCHED.items():
             if relative.startswith(prefix):
-                return Item(kind, relative, None if value is None else json.loads(value))
+                return Item(kind, relative, value)
         return None
 
 

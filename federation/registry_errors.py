@@ -27,6 +27,10 @@ class Conflict(RegistryError):
     status = 409
 
 
+class TooLarge(RegistryError):
+    status = 413
+
+
 class MissingEncryptionKey(RegistryError):
     """The CA key must be encrypted or decrypted and no key was given."""
 
@@ -38,5 +42,6 @@ __all__ = [
     "MissingEncryptionKey",
     "NotFound",
     "RegistryError",
+    "TooLarge",
     "Unauthorized",
 ]

@@ -1,10 +1,15 @@
-"""What a publish is guarded by, and the generation rules it follows."""
+"""What a publish is guarded by, and the generation rules it follows.
+
+The guard state a replica remembers per shard holds a digest of what was
+written, never the decoded set, so the publish cache costs a few hundred
+bytes per shard whatever the shard's size."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
-from federation.model import EndpointSet
+from federation.model import EndpointSet, encode
 from federation.registry_errors import Conflict
 
 
@@ -17,19 +22,62 @@ class Guard:
     alive: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PublishState:
-    """What a publish is guarded by: mod revisions (0: absent)."""
+    """What a publish is guarded by (mod revisions, 0: absent) and what the
+    stored shard is (generation, digest of its fresh content, staleness);
+    ``generation`` is None when no shard is stored."""
 
-    mod: int
-    member_mod: int
-    alive_mod: int
-    revision: int
-    current: EndpointSet | None
+    mod: int = 0
+    member_mod: int = 0
+    alive_mod: int = 0
+    revision: int = 0
+    generation: int | None = None
+    digest: bytes = b""
+    stale: bool = False
+    stale_since: float = 0.0
+
+    @classmethod
+    def read(
+        cls,
+        current: EndpointSet | None,
+        *,
+        mod: int = 0,
+        member_mod: int = 0,
+        alive_mod: int = 0,
+        revision: int = 0,
+    ) -> PublishState:
+        guard = cls(mod=mod, member_mod=member_mod, alive_mod=alive_mod, revision=revision)
+        if current is None:
+            return guard
+        return replace(
+            guard,
+            generation=current.generation,
+            digest=digest(current),
+            stale=current.stale,
+            stale_since=current.stale_since,
+        )
 
 
-def is_newer(endpoint_set: EndpointSet, current: EndpointSet | None) -> bool:
-    return current is not None and endpoint_set.generation > current.generation
+def digest(endpoint_set: EndpointSet) -> bytes:
+    return hashlib.sha256(encode(fresh(endpoint_set))).digest()
+
+
+def state_of(record: EndpointSet, before: PublishState, revision: int) -> PublishState:
+    """The guard state after ``record`` was written at ``revision``."""
+    return replace(
+        before,
+        mod=revision,
+        revision=revision,
+        generation=record.generation,
+        digest=digest(record),
+        stale=record.stale,
+        stale_since=record.stale_since,
+    )
+
+
+def is_newer(endpoint_set: EndpointSet, state: PublishState) -> bool:
+    return state.generation is not None and endpoint_set.generation > state.generation
 
 
 def fresh(endpoint_set: EndpointSet) -> EndpointSet:
@@ -37,29 +85,36 @@ def fresh(endpoint_set: EndpointSet) -> EndpointSet:
     return replace(endpoint_set, stale=False, stale_since=0.0)
 
 
-def stamped(
-    endpoint_set: EndpointSet, current: EndpointSet | None, alive: bool, now: float
-) -> EndpointSet:
+def stamped(endpoint_set: EndpointSet, state: PublishState, alive: bool, now: float) -> EndpointSet:
     """The set to store: stale while its source's lease is gone, keeping
     the time it first went stale."""
     if alive:
         return fresh(endpoint_set)
-    since = current.stale_since if current is not None and current.stale else now
+    since = state.stale_since if state.stale else now
     return replace(endpoint_set, stale=True, stale_since=since or now)
 
 
-def unchanged(endpoint_set: EndpointSet, current: EndpointSet) -> bool:
+def unchanged(endpoint_set: EndpointSet, state: PublishState) -> bool:
     """True if ``endpoint_set`` is already stored; Conflict if it may not be."""
-    if endpoint_set.generation < current.generation:
+    if state.generation is None or endpoint_set.generation > state.generation:
+        return False
+    if endpoint_set.generation < state.generation:
         raise Conflict(
             f"generation {endpoint_set.generation} is older than the stored "
-            f"generation {current.generation}"
+            f"generation {state.generation}"
         )
-    if endpoint_set.generation > current.generation:
-        return False
-    if fresh(current) == fresh(endpoint_set):
+    if digest(endpoint_set) == state.digest:
         return True
-    raise Conflict(f"generation {current.generation} was already published with other content")
+    raise Conflict(f"generation {state.generation} was already published with other content")
 
 
-__all__ = ["Guard", "PublishState", "fresh", "is_newer", "stamped", "unchanged"]
+__all__ = [
+    "Guard",
+    "PublishState",
+    "digest",
+    "fresh",
+    "is_newer",
+    "stamped",
+    "state_of",
+    "unchanged",
+]

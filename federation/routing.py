@@ -216,6 +216,29 @@ def _weighted(
     return Choice(None, tuple(sorted(chosen)), levels, reason, eligible_since=since)
 
 
+def revisit_after(
+    choice: Choice, sets: Iterable[EndpointSet], policy: TrafficPolicy | None, now: float
+) -> float | None:
+    """In how many seconds ``choose`` may answer differently with the same
+    inputs (a hold-down ends, a stale source's grace runs out), or None:
+    a keyed reconciler looks again then instead of polling."""
+    due: list[float] = []
+    hold_down = policy.failback_hold_down_seconds if policy else 0.0
+    if choice.priority is not None:
+        due += [
+            since + hold_down
+            for level, since in choice.eligible_since.items()
+            if level < choice.priority
+        ]
+    grace = policy.stale_grace_seconds if policy is not None else None
+    if grace is not None:
+        due += [s.stale_since + grace for s in sets if s.stale and str(s.source) not in choice.gone]
+    later = [at - now for at in due]
+    if not later:
+        return None
+    return max(min(later), 0.001)
+
+
 def _reason(
     chosen: int,
     current: int | None,
@@ -242,4 +265,5 @@ __all__ = [
     "choose",
     "level_name",
     "priority",
+    "revisit_after",
 ]

@@ -2,8 +2,14 @@
 
 It keeps informers on Services, EndpointSlices, Nodes, ServiceExports and
 ServiceImports, follows the registry's watch, and, while it holds the
-leader Lease, reconciles level-triggered: exports out (``exporter``),
-imports in (``importer`` with ``federation.routing``).  Static stability:
+leader Lease, reconciles per key from a work queue (``queue``): an
+``ExportKey`` publishes one service (``exporter``), an ``ImportKey``
+materializes one imported service (``importer`` with
+``federation.routing``, written by ``writer``).  An informer event or a
+registry event for service X queues X's keys alone; a refused write or a
+failed publish retries that key with its own backoff while the others go
+on.  Time-driven changes (a hold-down ending) are scheduled per key, not
+polled.  Static stability:
 with the registry unreachable it keeps its last view (or, after a restart,
 the view saved on the ServiceImports) and keeps routing from it with
 fresh local endpoints; it deletes imports only when the registry says a
@@ -12,18 +18,17 @@ service is gone."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agents.client import Event, RegistryClient, RegistryError, Reset
+from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.cluster import importer
 from agents.cluster.exporter import (
     AGENT,
@@ -50,16 +55,16 @@ from agents.cluster.kube import (
     KubeError,
     Obj,
     ensure_crds,
-    ensure_namespace,
-    key_of,
 )
 from agents.cluster.leader import LeaderElector
+from agents.cluster.queue import WorkQueue
 from agents.cluster.trust import ClusterTrust
+from agents.cluster.writer import Conflicted, Refused, Writer
 from agents.credentials import CredentialKeeper, Keep
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef
-from federation.routing import Choice, choose
+from federation.routing import Choice, choose, revisit_after
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +83,42 @@ class AgentMetrics:
         self.errors = Counter(
             "federation_reconcile_errors_total", "Failed reconcile steps", registry=self.registry
         )
+        self.refused = Counter(
+            "federation_agent_refused_writes",
+            "Writes the apiserver refused (4xx other than 409), by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.left_out = Gauge(
+            "federation_agent_left_out_endpoints",
+            "Chosen endpoints left out of this cluster's slices: Kubernetes cannot hold them",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
+        )
         self.leader = Gauge(
             "federation_agent_leader", "1 while this replica leads", registry=self.registry
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportKey:
+    """This cluster's export of one service (cluster -> registry)."""
+
+    service: ServiceRef
+
+
+@dataclass(frozen=True, slots=True)
+class ImportKey:
+    """One imported service's objects in this cluster (registry -> cluster)."""
+
+    service: ServiceRef
+
+
+Key = ExportKey | ImportKey
+WORKERS = 4
+CONFLICT_DELAY = 0.05
 
 
 class ClusterAgent:
@@ -109,6 +147,7 @@ class ClusterAgent:
         self.view = View()
         self.exporter = Exporter(site, window=window, wall=wall)
         self.choices: dict[ServiceRef, Choice] = {}
+        self.queue: WorkQueue[Key] = WorkQueue(self.clock)
         self.elector = LeaderElector(
             kube,
             identity or f"{socket.gethostname()}-{os.getpid()}",
@@ -119,22 +158,91 @@ class ClusterAgent:
         self.trust = ClusterTrust(
             kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )
-        self._dirty = asyncio.Event()
-        self._export_after = 0.0  # clock time before which no export is tried
-        self._export_delay = 0.1
-        self._seen: set[tuple[ServiceRef, str, int]] = set()
+        self._observed: dict[tuple[ServiceRef, str, int], int] = {}  # last generation seen
+        self._left_out: dict[ServiceRef, int] = {}
+        self._nodes: dict[str, Obj] | None = None  # by name, rebuilt after a Node change
         self.deleted_imports = 0  # objects of imports this agent deleted, for fault tests
-        self.informers = {
-            kind: Informer(kube, kind, self._changed)
-            for kind in (SERVICES, ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICE_IMPORTS)
+        indexed = {
+            SERVICES: (importer.SERVICE_LABEL,),
+            ENDPOINT_SLICES: (SERVICE_NAME, importer.SERVICE_LABEL),
+            SERVICE_IMPORTS: (importer.SERVICE_LABEL,),
+            NODES: (),
+            SERVICE_EXPORTS: (),
         }
-
-    def _changed(self) -> None:
-        self._dirty.set()
+        self.informers = {
+            kind: Informer(kube, kind, self._kube_changed(kind), index_labels=labels)
+            for kind, labels in indexed.items()
+        }
+        self.writer = Writer(
+            kube,
+            self.informers,
+            site.cluster,
+            on_refused=lambda kind: self.metrics.refused.labels(kind.plural).inc(),
+        )
 
     @property
     def ready(self) -> bool:
         return all(i.synced.is_set() for i in self.informers.values()) and self.view.loaded
+
+    # -- what changed -> which keys -----------------------------------------------
+
+    def _kube_changed(self, kind: Kind) -> Callable[[Obj | None], None]:
+        def changed(obj: Obj | None) -> None:
+            if kind is NODES:  # addresses and zones of every export's endpoints
+                self._nodes = None
+                self._enqueue_exports()
+                return
+            if obj is None:
+                self._enqueue_all()
+                return
+            for key in self._keys_of(kind, obj):
+                self.queue.add(key)
+
+        return changed
+
+    def _keys_of(self, kind: Kind, obj: Obj) -> list[Key]:
+        meta = obj["metadata"]
+        namespace, labels = meta.get("namespace", ""), meta.get("labels") or {}
+        if _managed(obj):
+            owner = labels.get(importer.SERVICE_LABEL)
+            if owner is not None:
+                return [ImportKey(ServiceRef(namespace=namespace, name=owner))]
+            gateway_for = labels.get("federation.io/gateway-for")
+            if gateway_for is not None:
+                return [ExportKey(ServiceRef(namespace=namespace, name=gateway_for))]
+            return []
+        name = labels.get(SERVICE_NAME) if kind is ENDPOINT_SLICES else meta["name"]
+        if not name or kind is SERVICE_IMPORTS:
+            return []
+        service = ServiceRef(namespace=namespace, name=name)
+        return [ExportKey(service), ImportKey(service)]
+
+    def _exported(self) -> set[ServiceRef]:
+        return {
+            ServiceRef(namespace=o["metadata"]["namespace"], name=o["metadata"]["name"])
+            for o in self.informers[SERVICE_EXPORTS].items()
+        } | set(self.exporter.exported())
+
+    def _enqueue_exports(self) -> None:
+        for service in self._exported():
+            self.queue.add(ExportKey(service))
+            self.queue.add(ImportKey(service))  # its local part
+
+    def _enqueue_all(self) -> None:
+        self._enqueue_exports()
+        for service in set(self.view.sets) | self._owned_services():
+            self.queue.add(ImportKey(service))
+
+    def _owned_services(self) -> set[ServiceRef]:
+        """Every service that has managed objects in this cluster."""
+        owned: set[ServiceRef] = set()
+        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, SERVICES, WORKLOAD_ENTRIES):
+            if kind in self.informers:
+                owned |= {
+                    ServiceRef(namespace=ns, name=name)
+                    for ns, name in self.informers[kind].label_values(importer.SERVICE_LABEL)
+                }
+        return owned
 
     # -- running -------------------------------------------------------------------
 
@@ -147,7 +255,10 @@ class ClusterAgent:
             if await self.kube.served(WORKLOAD_ENTRIES):
                 log.info("Istio is installed: VM endpoints also get WorkloadEntries")
                 self.informers[WORKLOAD_ENTRIES] = Informer(
-                    self.kube, WORKLOAD_ENTRIES, self._changed
+                    self.kube,
+                    WORKLOAD_ENTRIES,
+                    self._kube_changed(WORKLOAD_ENTRIES),
+                    index_labels=(importer.SERVICE_LABEL,),
                 )
         except KubeError as err:
             log.warning("cannot tell whether Istio is installed (%s); no WorkloadEntries", err)
@@ -161,9 +272,16 @@ class ClusterAgent:
     async def _lead(self) -> None:
         self.metrics.leader.set(1)
         try:
+            for informer in self.informers.values():
+                await informer.synced.wait()
+            if not self.view.loaded:
+                self._seed_from_imports()
+            self._enqueue_all()  # a new leader trusts nothing its predecessor did
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat())
-                group.create_task(self._reconcile_loop())
+                group.create_task(self.queue.run())
+                for _ in range(WORKERS):
+                    group.create_task(self._work())
                 group.create_task(self.trust.run())
         finally:
             self.metrics.leader.set(0)
@@ -171,241 +289,223 @@ class ClusterAgent:
     async def _follow_registry(self) -> None:
         await follow(self.registry, self.clock, self._registry_changed)
 
-    def _registry_changed(self, change: Reset | Event) -> None:
-        if isinstance(change, Reset):
-            self.view = View.of(change)
-            self.exporter.adopt(s for sets in self.view.sets.values() for s in sets.values())
-        else:
-            self.view.apply(
-                change.kind, change.object if change.type == "PUT" else None, change.key
-            )
+    def _registry_changed(self, change: Relist | Synced | Event) -> None:
+        touched = self.view.take(change)
         if self.view.bundle is not None and self.view.bundle is not self.credentials.bundle:
             self.credentials.observe(self.view.bundle)
             self.trust.wake()
-        self._dirty.set()
+        if isinstance(change, Synced):
+            self._adopt_exports()
+            self._enqueue_all()  # the orphans of services the registry lost, too
+        elif touched.all:
+            self._enqueue_all()
+        else:
+            for service in touched.services:
+                self.queue.add(ImportKey(service))
+
+    def _adopt_exports(self) -> None:
+        """After a complete snapshot, the exporter's memory is what the
+        registry holds from us: what it lacks is published again."""
+        own = str(self.site.source)
+        held = {k[0]: v for k, v in self.view.shards.items() if k[1] == own}
+        for service in self.exporter.exported():
+            if service not in held:
+                self.exporter.withdrawn(service)
+        for service, shards in held.items():
+            self.exporter.adopt(service, shards.values())
 
     async def _heartbeat(self) -> None:
         await keep_alive(self.registry, self.site.source, self.clock)
 
-    async def _reconcile_loop(self) -> None:
-        for informer in self.informers.values():
-            await informer.synced.wait()
-        if not self.view.loaded:
-            self._seed_from_imports()
-        delay = 0.1
-        while True:
-            self._dirty.clear()
-            try:
-                wake = await self.reconcile()
-                delay = 0.1
-            except (KubeError, RegistryError) as err:
-                self.metrics.errors.inc()
-                log.warning("reconcile: %s; retrying in %.1fs", err, delay)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            timeout = 1.0 if wake is None else min(wake, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout)
-
     def _seed_from_imports(self) -> None:
         """Registry unreachable at start: take the view saved on our imports."""
         for obj in self.informers[SERVICE_IMPORTS].items():
-            if obj["metadata"].get("labels", {}).get(MANAGED_BY) != AGENT:
-                continue
-            for endpoint_set in importer.sets_from_import(obj):
-                self.view.sets.setdefault(endpoint_set.service, {})[str(endpoint_set.source)] = (
-                    endpoint_set
-                )
+            if _managed(obj):
+                for endpoint_set in importer.sets_from_import(obj):
+                    self.view.seed(endpoint_set)
         self.view.loaded = True
         log.info("started from %d materialized imports", len(self.view.sets))
 
-    # -- one pass ------------------------------------------------------------------
+    # -- the work queue ------------------------------------------------------------
 
-    async def reconcile(self) -> float | None:
-        """Export and import side by side; returns when to look again
-        (coalescing, or a publish to retry).  The import never waits for
-        the registry: a local failover is written while the publish is on
-        its way, and a registry that does not answer delays exports only."""
-        local = await self._export_desired()
-        self.metrics.exports.set(len(local))
-        export = asyncio.ensure_future(self._export_step(local))
-        try:
-            await self._import(local)
-        finally:
-            wake = await export
-        return wake
-
-    async def _export_step(self, local: dict[ServiceRef, Local]) -> float | None:
-        wake: float | None = None
-        now = self.clock.now()
-        if now >= self._export_after:
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
             try:
-                wake = await self._export(local)
-                self._export_delay = 0.1
-            except RegistryError as err:
+                wake = await self.reconcile(key)
+            except (KubeError, RegistryError, Refused) as err:
                 self.metrics.errors.inc()
-                log.warning("export: %s; retrying in %.1fs", err, self._export_delay)
-                self._export_after = now + self._export_delay
-                self._export_delay = min(self._export_delay * 2, 5.0)
-        if now < self._export_after:
-            wake = self._export_after - now
-        return wake
+                delay = self.queue.retry(key)
+                if not isinstance(err, Refused):  # a refusal was logged where it happened
+                    log.warning(
+                        "cluster=%s namespace=%s service=%s: %s: %s; retrying in %.1fs",
+                        self.site.cluster,
+                        key.service.namespace,
+                        key.service.name,
+                        "export" if isinstance(key, ExportKey) else "import",
+                        err,
+                        delay,
+                    )
+            except Conflicted:
+                self.queue.add_after(key, CONFLICT_DELAY)  # our cache is behind: look again
+            else:
+                self.queue.forget(key)
+                if wake is not None:
+                    self.queue.add_after(key, wake)
+            finally:
+                self.queue.done(key)
+                self.metrics.queue_depth.set(self.queue.pending)
 
-    async def _export(self, local: dict[ServiceRef, Local]) -> float | None:
-        publish, withdraw, wake = self.exporter.plan(local)
-        for endpoint_set in publish:
+    async def reconcile(self, key: Key) -> float | None:
+        """One key: re-read desired and actual state, write the difference;
+        returns when to look again (coalescing, a hold-down), if ever."""
+        if isinstance(key, ExportKey):
+            return await self._export(key.service)
+        return await self._import(key.service)
+
+    # -- exports ---------------------------------------------------------------------
+
+    async def _export(self, service: ServiceRef) -> float | None:
+        plan = self.exporter.plan(service, await self._local(service))
+        for endpoint_set in plan.publish:
             await self.registry.publish(endpoint_set, retry=False)
             self.exporter.published(endpoint_set)
-        for service in withdraw:
-            try:
-                await self.registry.withdraw(service, self.site.source, retry=False)
-            except RegistryError as err:
-                if err.status != 404:
-                    raise
+        for shard in plan.drop:
+            await self._withdraw(service, shard)
+            self.exporter.dropped(service, shard)
+        if plan.withdraw:
+            await self._withdraw(service, None)
             self.exporter.withdrawn(service)
-            await self._delete(SERVICES, service.namespace, service.name + GATEWAY_SUFFIX)
-        return wake
+            await self.writer.delete(SERVICES, service.namespace, service.name + GATEWAY_SUFFIX)
+        self.metrics.exports.set(len(self.exporter.sent))
+        return plan.wake
 
-    async def _export_desired(self) -> dict[ServiceRef, Local]:
-        services = self.informers[SERVICES].cache
-        slices: dict[tuple[str, str], list[Obj]] = {}  # (namespace, service) -> its slices
-        for obj in self.informers[ENDPOINT_SLICES].items():
-            meta = obj["metadata"]
-            owner = meta.get("labels", {}).get(SERVICE_NAME)
-            if owner and not _managed(obj):
-                slices.setdefault((meta.get("namespace", ""), owner), []).append(obj)
-        nodes = {o["metadata"]["name"]: o for o in self.informers[NODES].items()}
-        desired = {}
-        for export in self.informers[SERVICE_EXPORTS].items():
-            meta = export["metadata"]
-            service = services.get(f"{meta['namespace']}/{meta['name']}")
-            if service is None or _managed(service):
-                continue
-            own = slices.get((meta["namespace"], meta["name"]), [])
-            ported = None
-            if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(service):
-                ported = await self._companion(service)
-            ref = ServiceRef(namespace=meta["namespace"], name=meta["name"])
-            desired[ref] = endpoint_set_of(self.site, service, own, nodes, ported)
-        return desired
+    async def _withdraw(self, service: ServiceRef, shard: int | None) -> None:
+        try:
+            await self.registry.withdraw(service, self.site.source, shard=shard, retry=False)
+        except RegistryError as err:
+            if err.status != 404:
+                raise
+
+    async def _local(self, service: ServiceRef) -> Local | None:
+        """This cluster's endpoints of ``service``, if it exports it."""
+        if self.informers[SERVICE_EXPORTS].get(service.namespace, service.name) is None:
+            return None
+        obj = self.informers[SERVICES].get(service.namespace, service.name)
+        if obj is None or _managed(obj):
+            return None
+        slices = self.informers[ENDPOINT_SLICES].by_label(
+            SERVICE_NAME, service.namespace, service.name
+        )
+        own = [s for s in slices if not _managed(s)]
+        ported = None
+        if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(obj):
+            ported = await self._companion(obj)
+        return endpoint_set_of(self.site, obj, own, self._nodes_by_name(), ported)
+
+    def _nodes_by_name(self) -> dict[str, Obj]:
+        if self._nodes is None:
+            self._nodes = {o["metadata"]["name"]: o for o in self.informers[NODES].items()}
+        return self._nodes
 
     async def _companion(self, service: Obj) -> Obj:
         wanted = companion_service(service)
-        key = f"{service['metadata']['namespace']}/{wanted['metadata']['name']}"
-        current = self.informers[SERVICES].cache.get(key)
+        namespace = service["metadata"]["namespace"]
+        current = self.informers[SERVICES].get(namespace, wanted["metadata"]["name"])
         if current is None:
-            current = await self.kube.create(SERVICES, service["metadata"]["namespace"], wanted)
-            self.informers[SERVICES].cache[key] = current
+            current = await self.kube.create(SERVICES, namespace, wanted)
+            self.informers[SERVICES].store(current)
         return current
 
-    async def _import(self, local: dict[ServiceRef, Local]) -> None:
+    # -- imports ---------------------------------------------------------------------
+
+    async def _import(self, service: ServiceRef) -> float | None:
         own = str(self.site.source)
-        wanted: set[ServiceRef] = set()
-        now = self.clock.now()
-        istio = WORKLOAD_ENTRIES in self.informers
-        owned = self._owned((ENDPOINT_SLICES, WORKLOAD_ENTRIES) if istio else (ENDPOINT_SLICES,))
-        for service in sorted(set(self.view.sets) | set(local), key=str):
-            sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
-            if service in local:
-                endpoints, ports = local[service]
-                sets.append(
-                    EndpointSet(
-                        service=service,
-                        source=self.site.source,
-                        generation=0,
-                        endpoints=endpoints,
-                        ports=ports,
-                    )
+        sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
+        local = await self._local(service)
+        if local is not None:
+            endpoints, ports = local
+            sets.append(
+                EndpointSet(
+                    service=service,
+                    source=self.site.source,
+                    generation=0,
+                    endpoints=endpoints,
+                    ports=ports,
                 )
-            if not sets:
-                continue
-            wanted.add(service)
-            previous = self.choices.get(service)
-            choice = choose(sets, self.consumer, self.view.policies.get(service), now, previous)
-            self.choices[service] = choice
-            desired = importer.materialize(service, sets, choice, self.suffix)
-            keep: set[str] = set()
-            if istio:
+            )
+        if not sets:
+            await self._forget_import(service)
+            return None
+        now = self.clock.now()
+        policy = self.view.policies.get(service)
+        choice = choose(sets, self.consumer, policy, now, self.choices.get(service))
+        self.choices[service] = choice
+        for _ in range(3):  # each round may learn addresses the apiserver refuses
+            done = importer.materialize(
+                service, sets, choice, self.suffix, self.writer.refused_addresses
+            )
+            desired, keep = done.objects, set[str]()
+            if WORKLOAD_ENTRIES in self.informers:
                 entries, keep = importer.workload_entries(
                     service, choice, self.view.workloads, self.suffix
                 )
                 desired += entries
-            await self._apply(desired, owned.get(service, set()), keep)
-            self._observe(sets)
-        self.metrics.imports.set(len(wanted))
-        if self.view.authoritative:
-            await self._collect(wanted)
+            if await self.writer.apply(service, desired, self._owned(service), keep):
+                break
+        self._count_left_out(service, len(done.left_out))
+        self._observe(sets)
+        self.metrics.imports.set(len(self.choices))
+        return revisit_after(choice, sets, policy, now)
+
+    async def _forget_import(self, service: ServiceRef) -> None:
+        """No source has the service (any more): once the registry's view is
+        authoritative, its objects here go; before that they stay (static
+        stability)."""
+        self.choices.pop(service, None)
+        self._count_left_out(service, 0)
+        self.metrics.imports.set(len(self.choices))
+        if not self.view.authoritative:
+            return
+        for kind, name in sorted(self._owned(service, every=True), key=lambda o: o[0].plural):
+            log.info("%s %s/%s: its service left the federation", kind.plural, service, name)
+            self.deleted_imports += 1
+            await self.writer.delete(kind, service.namespace, name)
+
+    def _owned(self, service: ServiceRef, *, every: bool = False) -> set[tuple[Kind, str]]:
+        """The managed objects of ``service`` here (kind, name): slices and
+        WorkloadEntries, or (``every``) its Service and ServiceImport too."""
+        kinds = [ENDPOINT_SLICES, WORKLOAD_ENTRIES]
+        if every:
+            kinds += [SERVICE_IMPORTS, SERVICES]
+        owned: set[tuple[Kind, str]] = set()
+        for kind in kinds:
+            if kind not in self.informers:
+                continue
+            for obj in self.informers[kind].by_label(
+                importer.SERVICE_LABEL, service.namespace, service.name
+            ):
+                if _managed(obj):
+                    owned.add((kind, obj["metadata"]["name"]))
+        return owned
+
+    def _count_left_out(self, service: ServiceRef, count: int) -> None:
+        if count:
+            self._left_out[service] = count
+        else:
+            self._left_out.pop(service, None)
+        self.metrics.left_out.set(sum(self._left_out.values()))
 
     def _observe(self, sets: list[EndpointSet]) -> None:
         for endpoint_set in sets:
-            key = (endpoint_set.service, str(endpoint_set.source), endpoint_set.generation)
-            if endpoint_set.generation == 0 or key in self._seen:
+            if endpoint_set.generation == 0:
                 continue
-            self._seen.add(key)
+            where = (endpoint_set.service, str(endpoint_set.source), endpoint_set.shard)
+            if self._observed.get(where, -1) >= endpoint_set.generation:
+                continue
+            self._observed[where] = endpoint_set.generation
             if endpoint_set.changed_at > 0:
                 self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
-
-    def _owned(self, kinds: tuple[Kind, ...]) -> dict[ServiceRef, set[tuple[Kind, str]]]:
-        """Per service, the managed objects of ``kinds`` it has (kind, name)."""
-        owned: dict[ServiceRef, set[tuple[Kind, str]]] = {}
-        for kind in kinds:
-            for obj in self.informers[kind].items():
-                meta = obj["metadata"]
-                name = meta.get("labels", {}).get(importer.SERVICE_LABEL)
-                if name is not None and _managed(obj):
-                    ref = ServiceRef(namespace=meta["namespace"], name=name)
-                    owned.setdefault(ref, set()).add((kind, meta["name"]))
-        return owned
-
-    async def _apply(
-        self, desired: list[importer.Desired], owned: set[tuple[Kind, str]], keep: set[str]
-    ) -> None:
-        """Create or update ``desired``; delete the service's other owned
-        slices and WorkloadEntries, but those named in ``keep``."""
-        namespace_known = False
-        for item in desired:
-            cache = self.informers[item.kind].cache
-            key = f"{item.namespace}/{item.name}"
-            current = cache.get(key)
-            if current is not None and not importer.differs(current, item.body):
-                continue
-            try:
-                if current is None:
-                    if not namespace_known:
-                        await ensure_namespace(self.kube, item.namespace)
-                        namespace_known = True
-                    cache[key] = await self.kube.create(item.kind, item.namespace, item.body)
-                else:
-                    body = importer.merged(current, item.body)
-                    cache[key] = await self.kube.replace(item.kind, item.namespace, item.name, body)
-            except KubeError as err:
-                if err.status != 409:
-                    raise
-                self._dirty.set()  # someone else wrote it: look again
-        wanted = {(d.kind, d.name) for d in desired}
-        for kind, name in sorted(owned - wanted, key=lambda o: (o[0].plural, o[1])):
-            if name not in keep:
-                await self._delete(kind, desired[0].namespace, name)
-
-    async def _collect(self, wanted: set[ServiceRef]) -> None:
-        """Delete imports of services the registry no longer has."""
-        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, WORKLOAD_ENTRIES, SERVICES):
-            if kind not in self.informers:
-                continue
-            for obj in list(self.informers[kind].cache.values()):
-                meta = obj["metadata"]
-                name = meta.get("labels", {}).get(importer.SERVICE_LABEL)
-                if not _managed(obj) or name is None:
-                    continue
-                if ServiceRef(namespace=meta["namespace"], name=name) not in wanted:
-                    log.info("%s %s: its service left the federation", kind.plural, key_of(obj))
-                    self.deleted_imports += 1
-                    await self._delete(kind, meta["namespace"], meta["name"])
-
-    async def _delete(self, kind: Kind, namespace: str, name: str) -> None:
-        if await self.kube.delete(kind, namespace, name):
-            self.informers[kind].cache.pop(f"{namespace}/{name}", None)
 
     # -- health ----------------------------------------------------------------------
 
@@ -433,4 +533,4 @@ def _managed(obj: Obj) -> bool:
     return bool(obj["metadata"].get("labels", {}).get(MANAGED_BY) == AGENT)
 
 
-__all__ = ["AgentMetrics", "ClusterAgent"]
+__all__ = ["AgentMetrics", "ClusterAgent", "ExportKey", "ImportKey"]

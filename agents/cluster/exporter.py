@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from agents.cluster import shards
 from agents.cluster.kube import Obj
 from federation.model import (
     Endpoint,
@@ -185,76 +186,106 @@ def _order(endpoint: Endpoint) -> tuple[int, int]:
 
 @dataclass
 class _Sent:
-    endpoints: tuple[Endpoint, ...]
-    ports: tuple[EndpointPort, ...]
-    generation: int
-    at: float  # monotonic time of the publish
+    """What the registry holds of one exported service from us, per shard."""
+
+    shards: dict[int, tuple[tuple[Endpoint, ...], tuple[EndpointPort, ...], int]]
+    at: float = 0.0  # monotonic time of the last publish
+
+    def members(self) -> dict[int, tuple[Endpoint, ...]]:
+        return {n: endpoints for n, (endpoints, _, _) in self.shards.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do for one exported service now."""
+
+    publish: tuple[EndpointSet, ...] = ()
+    drop: tuple[int, ...] = ()  # shards to withdraw
+    withdraw: bool = False  # the whole service: its export is gone
+    wake: float | None = None  # look again after this many seconds (coalescing)
 
 
 @dataclass
 class Exporter:
-    """What to publish when.  ``plan`` is called with the desired sets of
-    every exported service; it returns the sets to publish now, the
-    services to withdraw, and when to look again for coalesced changes."""
+    """What to publish when, one service at a time.  ``plan`` takes the
+    desired endpoints of one service (None: not exported) and answers the
+    shards to publish, the shards to drop, or a withdraw; the first change
+    goes at once and later ones within ``window`` are coalesced.  Shards
+    are stable (``shards.assign``), so a change rewrites only the shards it
+    touches."""
 
     site: Site
     window: float = 0.1
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     sent: dict[ServiceRef, _Sent] = field(default_factory=dict)
-    known: set[ServiceRef] = field(default_factory=set)  # published by us, per the registry
 
-    def adopt(self, published: Iterable[EndpointSet]) -> None:
-        """What the registry holds from this cluster (at start, or after a
-        relist): later generations continue from it, stale exports are
-        withdrawn."""
-        for endpoint_set in published:
-            if endpoint_set.source != self.site.source:
-                continue
-            self.known.add(endpoint_set.service)
-            previous = self.sent.get(endpoint_set.service)
-            if previous is None or previous.generation < endpoint_set.generation:
-                self.sent[endpoint_set.service] = _Sent(
-                    endpoint_set.endpoints, endpoint_set.ports, endpoint_set.generation, 0.0
-                )
+    def adopt(self, service: ServiceRef, stored: Iterable[EndpointSet]) -> None:
+        """What the registry holds of ``service`` from this cluster (at
+        start, or after a relist): later generations continue from it, and
+        a service no longer exported is withdrawn."""
+        own = [s for s in stored if s.source == self.site.source]
+        if not own:
+            return
+        last = self.sent.get(service)
+        shards = {
+            s.shard: (s.endpoints, s.ports, s.generation) for s in own
+        }  # the registry's shards, no others: a shard it lacks is published again
+        self.sent[service] = _Sent(shards, last.at if last is not None else 0.0)
 
-    def plan(
-        self, desired: dict[ServiceRef, Local]
-    ) -> tuple[list[EndpointSet], list[ServiceRef], float | None]:
+    def plan(self, service: ServiceRef, desired: Local | None) -> Plan:
+        last = self.sent.get(service)
+        if desired is None:
+            return Plan(withdraw=last is not None)
+        endpoints, ports = desired
+        wanted = shards.assign(endpoints, last.members() if last is not None else {}) or {0: ()}
+        held = last.shards if last is not None else {}
+        changed = [
+            n
+            for n, members in sorted(wanted.items())
+            if n not in held or held[n][0] != members or held[n][1] != ports
+        ]
+        drop = tuple(sorted(set(held) - set(wanted)))
+        if not changed and not drop:
+            return Plan()
         now = self.monotonic()
-        publish: list[EndpointSet] = []
-        wake: float | None = None
-        for service, (endpoints, ports) in sorted(desired.items(), key=lambda kv: str(kv[0])):
-            last = self.sent.get(service)
-            if last is not None and last.endpoints == endpoints and last.ports == ports:
-                continue
-            if last is not None and now - last.at < self.window:
-                due = last.at + self.window - now
-                wake = due if wake is None else min(wake, due)
-                continue
-            generation = max((last.generation + 1) if last else 1, int(self.wall() * 1000))
-            publish.append(
-                EndpointSet(
-                    service=service,
-                    source=self.site.source,
-                    generation=generation,
-                    endpoints=endpoints,
-                    ports=ports,
-                    changed_at=self.wall(),
-                )
+        if last is not None and now - last.at < self.window:
+            return Plan(wake=last.at + self.window - now)
+        generation = int(self.wall() * 1000)
+        publish = tuple(
+            EndpointSet(
+                service=service,
+                source=self.site.source,
+                generation=max(held[n][2] + 1 if n in held else 1, generation),
+                shard=n,
+                endpoints=wanted[n],
+                ports=ports,
+                changed_at=self.wall(),
             )
-        withdraw = sorted((self.known | set(self.sent)) - set(desired), key=str)
-        return publish, withdraw, wake
+            for n in changed
+        )
+        return Plan(publish=publish, drop=drop)
 
     def published(self, endpoint_set: EndpointSet) -> None:
-        self.sent[endpoint_set.service] = _Sent(
-            endpoint_set.endpoints, endpoint_set.ports, endpoint_set.generation, self.monotonic()
+        last = self.sent.setdefault(endpoint_set.service, _Sent({}))
+        last.shards[endpoint_set.shard] = (
+            endpoint_set.endpoints,
+            endpoint_set.ports,
+            endpoint_set.generation,
         )
-        self.known.add(endpoint_set.service)
+        last.at = self.monotonic()
+
+    def dropped(self, service: ServiceRef, shard: int) -> None:
+        last = self.sent.get(service)
+        if last is not None:
+            last.shards.pop(shard, None)
 
     def withdrawn(self, service: ServiceRef) -> None:
         self.sent.pop(service, None)
-        self.known.discard(service)
+
+    def exported(self) -> list[ServiceRef]:
+        """Every service the registry holds from us, as far as we know."""
+        return sorted(self.sent, key=str)
 
 
 __all__ = [
@@ -264,6 +295,7 @@ __all__ = [
     "SERVICE_NAME",
     "Exporter",
     "Local",
+    "Plan",
     "Site",
     "companion_service",
     "endpoint_set_of",

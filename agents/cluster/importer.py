@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,16 @@ from agents.cluster.kube import (
     Obj,
 )
 from federation.model import EndpointPort, EndpointSet, ServiceRef, SourceKind, SourceRef, Workload
-from federation.routing import Choice
+from federation.model.addresses import refused_by_kubernetes
+from federation.routing import Choice, Chosen
 
 SERVICE_LABEL = "federation.io/service"
 SOURCES_ANNOTATION = "federation.io/sources"
+OMITTED_ANNOTATION = "federation.io/sources-omitted"
+LEFT_OUT_ANNOTATION = "federation.io/left-out"
 CHOICE_ANNOTATION = "federation.io/route"
+SAVED_BUDGET = 192 * 1024  # of kube's 256 KiB for all of an object's annotations
+LEFT_OUT_SHOWN = 20
 SLICE_MANAGER = "cluster-agent.federation.io"
 VM_LABEL = "federation.io/vm"
 MAX_PER_SLICE = 100
@@ -73,9 +78,40 @@ def _service_ports(sets: Iterable[EndpointSet]) -> tuple[EndpointPort, ...]:
     return ()
 
 
+@dataclass(frozen=True, slots=True)
+class Materialized:
+    """The objects a service needs here, and the chosen endpoints left out
+    because Kubernetes cannot hold them (address -> why)."""
+
+    objects: list[Desired]
+    left_out: dict[str, str]
+
+
+def holdable(choice: Choice, refused: Mapping[str, str]) -> tuple[list[Chosen], dict[str, str]]:
+    """The chosen endpoints an EndpointSlice can hold, and the others with
+    the reason: an address the apiserver refused here before, or one no
+    kube-apiserver accepts (loopback is left to the apiserver to refuse:
+    simulated clusters hold it)."""
+    kept: list[Chosen] = []
+    left_out: dict[str, str] = {}
+    for chosen in choice.endpoints:
+        why = refused.get(chosen.address) or refused_by_kubernetes(
+            chosen.address, loopback_allowed=True
+        )
+        if why is None:
+            kept.append(chosen)
+        else:
+            left_out[chosen.address] = f"{chosen.source}: {why}"
+    return kept, left_out
+
+
 def materialize(
-    service: ServiceRef, sets: list[EndpointSet], choice: Choice, suffix: str
-) -> list[Desired]:
+    service: ServiceRef,
+    sets: list[EndpointSet],
+    choice: Choice,
+    suffix: str,
+    refused: Mapping[str, str] | None = None,
+) -> Materialized:
     name = global_name(service, suffix)
     labels = _labels(service)
     ports = _service_ports(sets)
@@ -97,8 +133,9 @@ def materialize(
             },
         ),
     ]
+    chosen_endpoints, left_out = holdable(choice, refused or {})
     groups: dict[tuple[str, tuple[EndpointPort, ...]], list[Any]] = {}
-    for chosen in choice.endpoints:
+    for chosen in chosen_endpoints:
         family = "IPv6" if ipaddress.ip_address(chosen.address).version == 6 else "IPv4"
         groups.setdefault((family, chosen.endpoint.ports), []).append(chosen)
     index = 0
@@ -120,7 +157,12 @@ def materialize(
                 )
             )
             index += 1
-    wire = [s.to_wire() for s in sorted(sets, key=lambda s: str(s.source))]
+    annotations = {CHOICE_ANNOTATION: choice.reason, **_saved(sets, choice)}
+    if left_out:
+        shown = [{"address": a, "reason": r} for a, r in sorted(left_out.items())[:LEFT_OUT_SHOWN]]
+        annotations[LEFT_OUT_ANNOTATION] = json.dumps(
+            {"count": len(left_out), "endpoints": shown}, separators=(",", ":")
+        )
     out.append(
         Desired(
             SERVICE_IMPORTS,
@@ -133,10 +175,7 @@ def materialize(
                     "name": service.name,
                     "namespace": service.namespace,
                     "labels": labels,
-                    "annotations": {
-                        SOURCES_ANNOTATION: json.dumps(wire, separators=(",", ":")),
-                        CHOICE_ANNOTATION: choice.reason,
-                    },
+                    "annotations": annotations,
                 },
                 "spec": {
                     "type": "ClusterSetIP",
@@ -149,7 +188,31 @@ def materialize(
             },
         )
     )
-    return out
+    return Materialized(out, left_out)
+
+
+def _saved(sets: list[EndpointSet], choice: Choice) -> dict[str, str]:
+    """The sources' sets to save on the ServiceImport, for a restart during
+    a registry outage: the sources of the best levels first, as many whole
+    sources as fit the annotation budget; how many did not fit."""
+    rank: dict[str, int] = {}
+    for level in choice.levels:
+        for source in level.sources:
+            rank.setdefault(source, level.priority)
+    ordered = sorted(sets, key=lambda s: (rank.get(str(s.source), 1 << 30), str(s.source)))
+    parts: list[str] = []
+    size = 2
+    for endpoint_set in ordered:
+        part = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
+        if size + len(part) + 1 > SAVED_BUDGET:
+            break
+        parts.append(part)
+        size += len(part) + 1
+    omitted = len(ordered) - len(parts)
+    return {
+        SOURCES_ANNOTATION: "[" + ",".join(parts) + "]",
+        OMITTED_ANNOTATION: str(omitted),
+    }
 
 
 def workload_entries(
@@ -252,6 +315,9 @@ def sets_from_import(obj: Obj) -> list[EndpointSet]:
 def differs(current: Obj, desired: Obj) -> bool:
     """True if ``current`` lacks what ``desired`` sets (server-added fields,
     such as a Service's clusterIP, are not differences)."""
+    wanted = desired.get("metadata", {}).get("annotations")
+    if wanted is not None and current.get("metadata", {}).get("annotations") != wanted:
+        return True  # the agent owns its objects' annotations whole
     return not _contains(current, desired)
 
 
@@ -284,11 +350,14 @@ def merged(current: Obj, desired: Obj) -> Obj:
 
 __all__ = [
     "CHOICE_ANNOTATION",
+    "LEFT_OUT_ANNOTATION",
     "SERVICE_LABEL",
     "SOURCES_ANNOTATION",
     "Desired",
+    "Materialized",
     "differs",
     "global_name",
+    "holdable",
     "materialize",
     "merged",
     "sets_from_import",

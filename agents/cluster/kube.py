@@ -243,20 +243,81 @@ class Kube:
 
 @dataclass
 class Informer:
-    """A cache of one kind, kept by list and watch; calls ``on_change``
-    after every change (and after each relist).  A writer that stores what
-    the API server answered in ``cache`` is not called back for the echo of
-    its own write."""
+    """A cache of one kind, kept by list and watch.  ``on_change`` gets
+    every changed object (a deleted one as last seen), and None after a
+    (re)list, meaning "anything may have changed".  A writer that ``store``s
+    what the API server answered is not called back for the echo of its own
+    write.  ``index_labels`` keeps, per label, the keys of the objects by
+    (namespace, label value), so per-key reconcilers find a service's
+    objects without scanning the kind."""
 
     kube: Kube
     kind: Kind
-    on_change: Callable[[], None]
+    on_change: Callable[[Obj | None], None]
     label_selector: str | None = None
+    index_labels: tuple[str, ...] = ()
     cache: dict[str, Obj] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
+    _index: dict[str, dict[tuple[str, str], set[str]]] = field(default_factory=dict)
 
     def items(self) -> list[Obj]:
         return list(self.cache.values())
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.cache.get(f"{namespace}/{name}")
+
+    def by_label(self, label: str, namespace: str, value: str) -> list[Obj]:
+        """The cached objects whose ``label`` is ``value`` in ``namespace``."""
+        keys = self._index.get(label, {}).get((namespace, value), ())
+        return [self.cache[k] for k in sorted(keys) if k in self.cache]
+
+    def label_values(self, label: str) -> list[tuple[str, str]]:
+        """Every (namespace, value) of ``label`` the cache holds."""
+        return sorted(self._index.get(label, {}))
+
+    def store(self, obj: Obj) -> None:
+        key = key_of(obj)
+        old = self.cache.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.cache[key] = obj
+        self._add_index(key, obj)
+
+    def forget(self, namespace: str, name: str) -> Obj | None:
+        key = f"{namespace}/{name}"
+        old = self.cache.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _add_index(self, key: str, obj: Obj) -> None:
+        meta = obj.get("metadata", {})
+        labels = meta.get("labels") or {}
+        for label in self.index_labels:
+            value = labels.get(label)
+            if value is not None:
+                where = (meta.get("namespace", ""), value)
+                self._index.setdefault(label, {}).setdefault(where, set()).add(key)
+
+    def _unindex(self, key: str, obj: Obj) -> None:
+        meta = obj.get("metadata", {})
+        labels = meta.get("labels") or {}
+        for label in self.index_labels:
+            value = labels.get(label)
+            if value is None:
+                continue
+            where = (str(meta.get("namespace", "")), str(value))
+            held = self._index.get(label, {}).get(where)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self._index[label][where]
+
+    def _replace_all(self, items: list[Obj]) -> None:
+        self.cache = {}
+        self._index = {}
+        for obj in items:
+            self.store(obj)
 
     async def run(self) -> None:
         delay = 0.1
@@ -267,9 +328,9 @@ class Informer:
                     items, version = await self.kube.list(
                         self.kind, label_selector=self.label_selector
                     )
-                    self.cache = {key_of(o): o for o in items}
+                    self._replace_all(items)
                     self.synced.set()
-                    self.on_change()
+                    self.on_change(None)
                 async for kind, obj in self.kube.watch(
                     self.kind, version, label_selector=self.label_selector
                 ):
@@ -278,14 +339,19 @@ class Informer:
                         continue
                     key = key_of(obj)
                     if kind == "DELETED":
-                        if self.cache.pop(key, None) is None:
-                            continue  # the writer already forgot it
-                    else:
                         old = self.cache.get(key)
-                        self.cache[key] = obj
-                        if old is not None and _version(old) == _version(obj):
-                            continue  # the writer already holds this version
-                    self.on_change()
+                        if old is None:
+                            continue  # the writer already forgot it
+                        self.forget(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                        self.on_change(old)
+                        continue
+                    old = self.cache.get(key)
+                    self.store(obj)
+                    if old is not None and _version(old) == _version(obj):
+                        continue  # the writer already holds this version
+                    self.on_change(obj)
+                    if old is not None and _labels_moved(old, obj, self.index_labels):
+                        self.on_change(old)
                 delay = 0.1
             except KubeError as err:
                 if err.status == 410:
@@ -296,6 +362,13 @@ class Informer:
                 )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
+
+
+def _labels_moved(old: Obj, new: Obj, labels: tuple[str, ...]) -> bool:
+    """True if an indexed label changed: the old owner must look again too."""
+    before = old["metadata"].get("labels") or {}
+    after = new["metadata"].get("labels") or {}
+    return any(before.get(label) != after.get(label) for label in labels)
 
 
 def _version(obj: Obj) -> object:

@@ -26,7 +26,7 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from agents.client import Event, RegistryClient, RegistryError, Reset
+from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
 from agents.view import View, follow, keep_alive
 from agents.vm.forwarder import Forwarder
@@ -148,13 +148,10 @@ class VMAgent:
     async def _follow(self) -> None:
         await follow(self.client, self.clock, self._registry_changed, self.metrics.errors.inc)
 
-    async def _registry_changed(self, change: Reset | Event) -> None:
-        if isinstance(change, Reset):
-            self.view = View.of(change)
-        else:
-            self.view.apply(
-                change.kind, change.object if change.type == "PUT" else None, change.key
-            )
+    async def _registry_changed(self, change: Relist | Synced | Event) -> None:
+        self.view.take(change)
+        if not self.view.loaded:
+            return  # the first snapshot is not complete yet
         if self.view.bundle is not None and self.view.bundle is not self.credentials.bundle:
             self.credentials.observe(self.view.bundle)
             self._workload_changed.set()

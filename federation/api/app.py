@@ -39,6 +39,7 @@ from federation.api.hub import WatchHub
 from federation.api.openapi import document
 from federation.api.trust_routes import TRUST_ROUTES, issued_response
 from federation.model import (
+    MAX_SHARDS,
     Cluster,
     EndpointSet,
     ServiceRef,
@@ -47,6 +48,7 @@ from federation.model import (
     TrafficPolicy,
     ValidationError,
     Workload,
+    merge_shards,
 )
 from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import (
@@ -57,12 +59,13 @@ from federation.registry import (
     source_of,
 )
 from federation.registry_trust import AUTHORITY
-from federation.store import Compacted, StoreError, Unavailable
+from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
 from federation.trust.identity import Identity, Role
 
 log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
 MAX_BODY_BYTES = 2 * 1024 * 1024
+RETRY_AFTER_SECONDS = 1
 
 
 # -- helpers ------------------------------------------------------------------
@@ -125,10 +128,11 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(err.status, err.reason if err.status != 413 else str(err.text))
     except Compacted as err:
         response = error_response(410, str(err))
-    except Unavailable as err:
+    except (ValueTooLarge, InvalidKey) as err:
+        response = error_response(413 if isinstance(err, ValueTooLarge) else 400, str(err))
+    except StoreError as err:  # Unavailable, or anything else the backend failed with
         response = error_response(503, f"the store is unavailable: {err}")
-    except StoreError as err:
-        response = error_response(400, str(err))
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         response = error_response(500, "internal error; see the registry's log")
@@ -253,31 +257,44 @@ async def _publish(request: web.Request) -> web.Response:
 
 
 async def _withdraw(request: web.Request) -> web.Response:
+    """Every shard of the source, or the one ``?shard=N`` names."""
     service, source = _service(request), source_of(request.match_info["source"])
-    return json_response({"revision": await registry_of(request).withdraw(service, source)})
+    text = request.query.get("shard")
+    shard = None
+    if text is not None:
+        if not text.isdigit() or int(text) >= MAX_SHARDS:
+            raise ValidationError("shard", f"{text!r} is not a shard number below {MAX_SHARDS}")
+        shard = int(text)
+    return json_response({"revision": await registry_of(request).withdraw(service, source, shard)})
 
 
 async def _service_detail(request: web.Request) -> web.Response:
-    sets = await registry_of(request).endpoint_sets(_service(request))
-    return json_response({"items": [s.to_wire() for s in sets]})
+    """The service's shards, merged per source."""
+    shards: dict[SourceRef, list[EndpointSet]] = {}
+    async for endpoint_set in registry_of(request).endpoint_sets(_service(request)):
+        shards.setdefault(endpoint_set.source, []).append(endpoint_set)
+    merged = [merge_shards(s) for _, s in sorted(shards.items(), key=lambda x: str(x[0]))]
+    return json_response({"items": [s.to_wire() for s in merged]})
 
 
 async def _services(request: web.Request) -> web.Response:
-    summary: dict[str, dict[str, Any]] = {}
-    for endpoint_set in await registry_of(request).endpoint_sets():
-        entry = summary.setdefault(
-            str(endpoint_set.service), {"service": str(endpoint_set.service), "sources": []}
-        )
-        entry["sources"].append(
-            {
-                "source": str(endpoint_set.source),
-                "generation": endpoint_set.generation,
-                "endpoints": len(endpoint_set.endpoints),
-                "healthy": sum(1 for e in endpoint_set.endpoints if e.healthy),
-                "stale": endpoint_set.stale,
-            }
-        )
-    return json_response({"items": list(summary.values())})
+    """Per service and source: counts only, summed over the shards."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    async for endpoint_set in registry_of(request).endpoint_sets():
+        sources = summary.setdefault(str(endpoint_set.service), {})
+        entry = sources.setdefault(
+            str(endpoint_set.source),
+            {"source": str(endpoint_set.source), "generation": 0, "endpoints": 0,
+             "healthy": 0, "stale": False, "shards": 0},
+        )  # fmt: skip
+        entry["generation"] = max(entry["generation"], endpoint_set.generation)
+        entry["endpoints"] += len(endpoint_set.endpoints)
+        entry["healthy"] += sum(1 for e in endpoint_set.endpoints if e.healthy)
+        entry["stale"] = entry["stale"] or endpoint_set.stale
+        entry["shards"] += 1
+    return json_response(
+        {"items": [{"service": k, "sources": list(v.values())} for k, v in summary.items()]}
+    )
 
 
 async def _heartbeat(request: web.Request) -> web.Response:
@@ -303,13 +320,16 @@ async def _policies(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     registry = registry_of(request)
-    revision, items = await registry.snapshot()
     counts: dict[str, int] = {}
     stale: set[str] = set()
-    for item in items:
-        counts[item.kind] = counts.get(item.kind, 0) + 1
-        if item.kind == "EndpointSet" and item.object and item.object.get("stale"):
-            stale.add(str(item.object["source"]))
+    revision = 0
+    async for page_revision, items in registry.snapshot():
+        revision = page_revision
+        for item in items:
+            counts[item.kind] = counts.get(item.kind, 0) + 1
+            obj = item.object if item.kind == "EndpointSet" else None
+            if obj is not None and obj.get("stale"):
+                stale.add(str(obj.get("source")))
     return json_response(
         {
             "revision": revision,
@@ -426,7 +446,12 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/v1/status", _status, Access.ANY, "Counts, revision, stale sources"),
     Route(
-        "GET", "/v1/snapshot", watch.snapshot, Access.ANY, "Every watched object and the revision"
+        "GET",
+        "/v1/snapshot",
+        watch.snapshot,
+        Access.ANY,
+        "Every watched object at one revision, streamed as NDJSON",
+        stream=True,
     ),
     Route(
         "GET", "/v1/watch", watch.watch, Access.ANY, "NDJSON changes after ?since=REV", stream=True

@@ -22,11 +22,14 @@ STYLE = (
 
 async def dashboard(request: web.Request) -> web.Response:
     registry = registry_of(request)
-    revision, items = await registry.snapshot()
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        if item.object is not None:
-            by_kind.setdefault(item.kind, []).append(item.object)
+    revision = 0
+    async for page_revision, items in registry.snapshot():
+        revision = page_revision
+        for item in items:
+            obj = item.object
+            if obj is not None:
+                by_kind.setdefault(item.kind, []).append(obj)
     stale = {str(o["source"]) for o in by_kind.get("EndpointSet", []) if o.get("stale")}
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>federation</title>"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from federation.store import Compacted, Unavailable
 log = logging.getLogger(__name__)
 
 CAPACITY = 8192
+MAX_BYTES = 64 * 1024 * 1024  # the buffer's lines, whatever their count
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +34,13 @@ class Entry:
 
 
 class WatchHub:
-    def __init__(self, registry: Registry, capacity: int = CAPACITY) -> None:
+    def __init__(
+        self, registry: Registry, capacity: int = CAPACITY, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.registry = registry
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0  # the lines in _entries
         self._entries: list[Entry] = []
         self._offset = 0  # absolute index of _entries[0]
         self._base = 0  # every change after this revision is in the buffer
@@ -83,8 +87,7 @@ class WatchHub:
                     if isinstance(change, int):
                         self._head = max(self._head, change)
                     else:
-                        line = json.dumps(change.to_wire(), separators=(",", ":")).encode()
-                        self._append(Entry(change.revision, change.type, line + b"\n"))
+                        self._append(Entry(change.revision, change.type, change.line()))
                     self._notify()
             except Compacted:
                 log.warning("watch hub: history after %d was compacted; streams relist", self._head)
@@ -96,17 +99,30 @@ class WatchHub:
                 delay = min(delay * 2, 2.0)
 
     def _append(self, entry: Entry) -> None:
+        """Add a line; past 2x capacity or the byte bound, drop the oldest
+        half at once (amortised O(1)): streams behind them relist."""
         self._entries.append(entry)
+        self._bytes += len(entry.line)
         self._head = max(self._head, entry.revision)
-        if len(self._entries) >= 2 * self.capacity:
-            drop = len(self._entries) - self.capacity
+        if len(self._entries) < 2 * self.capacity and self._bytes <= self.max_bytes:
+            return
+        drop, freed = 0, 0
+        keep_count, keep_bytes = self.capacity, self.max_bytes // 2
+        while drop < len(self._entries) and (
+            len(self._entries) - drop > keep_count or self._bytes - freed > keep_bytes
+        ):
+            freed += len(self._entries[drop].line)
+            drop += 1
+        if drop:
             self._base = self._entries[drop - 1].revision
             del self._entries[:drop]
             self._offset += drop
+            self._bytes -= freed
 
     def _reset(self, revision: int) -> None:
         self._offset += len(self._entries)
         self._entries.clear()
+        self._bytes = 0
         self._base = self._head = revision
         self._epoch += 1
         self._notify()

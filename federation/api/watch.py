@@ -9,16 +9,44 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, json_response, registry_of
+from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
 from federation.model import ValidationError
-from federation.store import Compacted
+from federation.store import Compacted, StoreError
 
 FIRST_LINE_WAIT = 0.25
 
 
-async def snapshot(request: web.Request) -> web.Response:
-    revision, items = await registry_of(request).snapshot()
-    return json_response({"revision": revision, "items": [i.to_wire() for i in items]})
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    """Every watched object at one revision, as NDJSON (docs/api.md):
+    ``BEGIN`` with the revision, one ``PUT`` line per object (its stored
+    bytes spliced in), then ``END`` with the count.  The store is read page
+    by page at that revision, so neither side holds the whole federation.
+    A stream without its ``END`` line is incomplete: a store fault or a
+    compaction mid-way ends it with an ``ERROR`` line (503 or 410)."""
+    pages = registry_of(request).snapshot()
+    revision, items = await anext(pages)  # store faults before any line are plain errors
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(_line({"type": "BEGIN", "revision": revision}))
+    count = 0
+    try:
+        while True:
+            if items:
+                await response.write(b"".join(i.line("PUT", revision) for i in items))
+                count += len(items)
+            try:
+                _, items = await anext(pages)
+            except StopAsyncIteration:
+                break
+    except (Compacted, StoreError) as err:
+        code = 410 if isinstance(err, Compacted) else 503
+        await response.write(_line({"type": "ERROR", "code": code, "message": str(err)}))
+        return response
+    finally:
+        await pages.aclose()
+    await response.write(_line({"type": "END", "revision": revision, "count": count}))
+    return response
 
 
 def _since(request: web.Request) -> int | None:
@@ -117,13 +145,12 @@ async def _store_watch(request: web.Request, since: int) -> web.StreamResponse:
                 last = change
                 continue
             if change is None:
-                line = {"type": "BOOKMARK", "revision": last}
                 metrics.events_sent.labels("BOOKMARK").inc()
+                await response.write(_line({"type": "BOOKMARK", "revision": last}))
             else:
                 last = change.revision
-                line = change.to_wire()
                 metrics.events_sent.labels(change.type).inc()
-            await response.write(_line(line))
+                await response.write(change.line())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 from federation.model.policy import TrafficPolicy
@@ -11,7 +13,7 @@ from federation.model.validation import ValidationError
 
 _RecordT = TypeVar("_RecordT", Cluster, Workload, EndpointSet, TrafficPolicy)
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "merge_shards"]
 
 
 def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:
@@ -26,3 +28,22 @@ def decode(kind: type[_RecordT], raw: bytes | str) -> _RecordT:
     except (ValueError, UnicodeDecodeError) as err:
         raise ValidationError("", f"malformed JSON: {err}") from None
     return kind.from_wire(data)
+
+
+def merge_shards(shards: Iterable[EndpointSet]) -> EndpointSet:
+    """One source's shards of a service as one set: endpoints in shard
+    order; the newest change time; stale if any shard is."""
+    ordered = sorted(shards, key=lambda s: s.shard)
+    if len(ordered) == 1:
+        return ordered[0]
+    first = ordered[0]
+    return replace(
+        first,
+        shard=0,
+        generation=max(s.generation for s in ordered),
+        endpoints=tuple(e for s in ordered for e in s.endpoints),
+        ports=next((s.ports for s in ordered if s.ports), ()),
+        stale=any(s.stale for s in ordered),
+        stale_since=min((s.stale_since for s in ordered if s.stale), default=0.0),
+        changed_at=max(s.changed_at for s in ordered),
+    )

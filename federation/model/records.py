@@ -37,7 +37,9 @@ ClusterName = NewType("ClusterName", str)
 WorkloadName = NewType("WorkloadName", str)
 
 
-MAX_ENDPOINTS_PER_SET = 1000
+MAX_ENDPOINTS_PER_SET = 1000  # per shard: a larger source publishes several shards
+MAX_SHARDS = 1000
+MAX_SET_BYTES = 512 * 1024  # a shard's stored JSON: every client reads any legal one
 MAX_PORTS_PER_ENDPOINT = 100
 MAX_WEIGHT = 1_000_000
 
@@ -45,6 +47,8 @@ __all__ = [
     "MAX_ENDPOINTS_PER_SET",
     "MAX_LABELS",
     "MAX_PORTS_PER_ENDPOINT",
+    "MAX_SET_BYTES",
+    "MAX_SHARDS",
     "MAX_WEIGHT",
     "Cluster",
     "ClusterName",
@@ -263,11 +267,18 @@ class EndpointSet:
     the propagation metric.  ``ports`` are the
     exported Service's own ports (name and port number), which an importing
     cluster gives its ``-global`` Service; the endpoints' ports are what a
-    connection is forwarded to."""
+    connection is forwarded to.
+
+    A source with more endpoints than one record may carry publishes
+    several ``shard``s (0, 1, ...), each a record of its own with its own
+    generation; consumers merge them (``merge_shards``).  The per-shard
+    bounds (endpoints, bytes) hold at the wire, so a merged set may be
+    larger."""
 
     service: ServiceRef
     source: SourceRef
     generation: int
+    shard: int = 0
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
     stale: bool = False
@@ -276,12 +287,9 @@ class EndpointSet:
 
     def __post_init__(self) -> None:
         check_int("generation", self.generation, 0, 2**63 - 1)
+        check_int("shard", self.shard, 0, MAX_SHARDS - 1)
         if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
             raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
-        if len(self.endpoints) > MAX_ENDPOINTS_PER_SET:
-            raise ValidationError(
-                "endpoints", f"{len(self.endpoints)} endpoints, at most {MAX_ENDPOINTS_PER_SET}"
-            )
         check_number("changedAt", self.changed_at, 0.0, 1e11)
         check_number("staleSince", self.stale_since, 0.0, 1e11)
 
@@ -290,6 +298,7 @@ class EndpointSet:
             "service": self.service.to_wire(),
             "source": str(self.source),
             "generation": self.generation,
+            "shard": self.shard,
             "endpoints": [e.to_wire() for e in self.endpoints],
             "ports": [p.to_wire() for p in self.ports],
             "stale": self.stale,
@@ -300,12 +309,13 @@ class EndpointSet:
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
         known = {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt"}
-        known |= {"staleSince"}
+        known |= {"staleSince", "shard"}
         f = Fields(data, frozenset(known))
         return cls(
             service=f.nested("service", ServiceRef.from_wire),
             source=f.nested("source", SourceRef.from_wire),
             generation=check_int("generation", f.get("generation"), 0, 2**63 - 1),
+            shard=check_int("shard", f.get("shard", 0), 0, MAX_SHARDS - 1),
             endpoints=f.items("endpoints", Endpoint.from_wire, MAX_ENDPOINTS_PER_SET),
             ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
             stale=check_bool("stale", f.get("stale", False)),

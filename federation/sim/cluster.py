@@ -57,7 +57,11 @@ class SimCluster:
             raise ValueError(f"cluster index {index} is outside 1-250")
         self.name, self.index, self.region = name, index, region
         self.server = SimKubeServer(
-            name, host=api_host, port=api_port, service_cidr=f"127.{index}.240.0/20"
+            name,
+            host=api_host,
+            port=api_port,
+            service_cidr=f"127.{index}.240.0/20",
+            loopback_endpoints=True,  # the pods run on 127.N/16
         )
         self.api = self.server.api
         self.nodes: list[tuple[str, str, str]] = []  # (name, zone, ip)

@@ -24,6 +24,11 @@ LeaseId = NewType("LeaseId", int)
 DEFAULT_PREFIX = "/federation/v1/"
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_KEY_BYTES = 1024
+# A range is read in pages of at most this many keys and about this many
+# bytes, so no etcd response comes near gRPC's message limit and no reader
+# holds a whole prefix at once.
+PAGE_KEYS = 1000
+PAGE_BYTES = 2 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -143,7 +148,23 @@ class Store(Protocol):
 
     async def get(self, key: str) -> GetResult: ...
 
-    async def range(self, prefix: str) -> RangeResult: ...
+    async def range(self, prefix: str) -> RangeResult:
+        """Every key under ``prefix``, read page by page at one revision.
+        For prefixes that stay small (members, policies); a prefix that
+        grows with the federation is read with ``pages``."""
+        ...
+
+    def pages(
+        self, prefix: str, *, limit: int = PAGE_KEYS, max_bytes: int = PAGE_BYTES
+    ) -> AsyncIterator[RangeResult]:
+        """The keys under ``prefix`` in key order, in pages of at most
+        ``limit`` keys and about ``max_bytes`` bytes (a page always holds at
+        least one key), every page read at the same revision; at least one
+        page, empty if the prefix is, so the revision is always known.  Lazy: a page
+        is read when the previous one has been consumed.  Raises
+        ``Compacted`` if the store compacts that revision before the read
+        ends (etcd), never a mix of two revisions."""
+        ...
 
     async def put(self, key: str, value: bytes, lease: LeaseId | None = None) -> int:
         """Write a value; return the new store revision."""
@@ -173,6 +194,16 @@ class Store(Protocol):
     async def revoke(self, lease: LeaseId) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def collect(pages: AsyncIterator[RangeResult]) -> RangeResult:
+    """All pages of a paged read as one result (for small prefixes)."""
+    kvs: list[KeyValue] = []
+    revision = 0
+    async for page in pages:
+        kvs.extend(page.kvs)
+        revision = page.revision
+    return RangeResult(kvs=tuple(kvs), revision=revision)
 
 
 def check_key(key: str) -> bytes:

@@ -25,6 +25,8 @@ import aetcd.exceptions as etcd_errors
 
 from federation.store.base import (
     MAX_VALUE_BYTES,
+    PAGE_BYTES,
+    PAGE_KEYS,
     Compacted,
     Compare,
     Delete,
@@ -43,11 +45,18 @@ from federation.store.base import (
     Unavailable,
     check_key,
     check_ops,
+    collect,
     prefix_end,
 )
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+# The first page of a range asks for as many keys as fit ``max_bytes`` if
+# every value were as large as the store allows; later pages size
+# themselves by the largest key-value seen so far.  gRPC's receive limit
+# sits well above any page that can result.
+GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class EtcdStore:
@@ -73,7 +82,15 @@ class EtcdStore:
 
     def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._current]
-        return aetcd.Client(host=host, port=port, timeout=self._timeout)
+        return aetcd.Client(
+            host=host,
+            port=port,
+            timeout=self._timeout,
+            options={
+                "grpc.max_receive_message_length": GRPC_MAX_MESSAGE,
+                "grpc.max_send_message_length": GRPC_MAX_MESSAGE,
+            },
+        )
 
     async def _rotate(self) -> None:
         """Move to the next member after a connection failure."""
@@ -115,9 +132,36 @@ class EtcdStore:
         return GetResult(kv=kvs[0] if kvs else None, revision=result.header.revision)
 
     async def range(self, prefix: str) -> RangeResult:
+        return await collect(self.pages(prefix))
+
+    async def pages(
+        self, prefix: str, *, limit: int = PAGE_KEYS, max_bytes: int = PAGE_BYTES
+    ) -> AsyncIterator[RangeResult]:
         start, end = _key_range(prefix)
-        result = await self._call(lambda c: c.get_range(start, end))
-        return RangeResult(kvs=tuple(_kv(kv) for kv in result), revision=result.header.revision)
+        revision = 0  # pinned by the first page's answer
+        count = max(1, min(limit, max_bytes // (self._max_value + len(start))))
+        heaviest = 1
+        while True:
+            response = await self._range_page(start, end, count, revision)
+            revision = revision or int(response.header.revision)
+            kvs = tuple(_kv(kv) for kv in response.kvs)
+            yield RangeResult(kvs=kvs, revision=revision)
+            if not response.more or not kvs:
+                return
+            start = response.kvs[-1].key + b"\0"
+            heaviest = max(heaviest, *(len(kv.value) + len(kv.key) for kv in kvs))
+            count = max(1, min(limit, max_bytes // heaviest))
+
+    async def _range_page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
+        request = aetcd.rpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+
+        async def run(c: aetcd.Client) -> Any:
+            return await c.kvstub.Range(request, timeout=self._timeout, metadata=c.metadata)
+
+        try:
+            return await self._call(_connected(run))
+        except Compacted as err:
+            raise Compacted(revision, err.compacted) from err
 
     # -- writes ---------------------------------------------------------------
 
@@ -285,9 +329,13 @@ class _LeaseMissing(StoreError):
 
 
 def _classify(err: Exception) -> StoreError:
+    if isinstance(err, etcd_errors.WatchTimeoutError):
+        return Unavailable(f"etcd watch timed out: {err}")
     text = str(err)
     if "lease not found" in text:
         return _LeaseMissing(f"etcd: requested lease not found: {text}")
+    if "required revision has been compacted" in text:
+        return Compacted(0, 0)
     if "too large" in text:
         return StoreError(f"etcd refused the request as too large: {text}")
     return StoreError(f"etcd error: {text}")

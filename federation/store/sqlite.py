@@ -30,6 +30,8 @@ from pathlib import Path
 from federation.clock import Clock, SystemClock
 from federation.store.base import (
     MAX_VALUE_BYTES,
+    PAGE_BYTES,
+    PAGE_KEYS,
     Compacted,
     Compare,
     Delete,
@@ -105,6 +107,8 @@ class SqliteStore:
         self._max_value = max_value_bytes
         self._watchers: set[_Watcher] = set()
         self._closed = False
+        self._path = str(path)
+        self._readers: set[sqlite3.Connection] = set()
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -133,6 +137,8 @@ class SqliteStore:
                 await self._sweeper
         for watcher in self._watchers:
             watcher.wake.set()
+        for reader in list(self._readers):
+            reader.close()
         self._db.close()
 
     @property
@@ -146,6 +152,8 @@ class SqliteStore:
         return GetResult(kv=_kv(row) if row else None, revision=self._revision)
 
     async def range(self, prefix: str) -> RangeResult:
+        """One statement on the writer's connection, so one revision; for
+        small prefixes only (``pages`` reads the large ones)."""
         start, end = _bounds(prefix)
         if end is None:
             rows = self._query("SELECT * FROM kv WHERE key >= ? ORDER BY key", (start,))
@@ -154,6 +162,49 @@ class SqliteStore:
                 "SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key", (start, end)
             )
         return RangeResult(kvs=tuple(_kv(r) for r in rows), revision=self._revision)
+
+    async def pages(
+        self, prefix: str, *, limit: int = PAGE_KEYS, max_bytes: int = PAGE_BYTES
+    ) -> AsyncIterator[RangeResult]:
+        """Pages from one read transaction on a connection of their own: WAL
+        keeps that transaction's snapshot while the writer goes on, so every
+        page is at the revision the first one read."""
+        self._check_open()
+        start, end = _bounds(prefix)
+        sql = "SELECT * FROM kv WHERE key >= ?" + ("" if end is None else " AND key < ?")
+        params = (start,) if end is None else (start, end)
+        reader = self._reader()
+        try:
+            reader.execute("BEGIN")
+            meta = reader.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            revision = int(meta[0])
+            rows = reader.execute(sql + " ORDER BY key", params)
+            while True:
+                page, size = [], 0
+                for row in rows:
+                    page.append(_kv(row))
+                    size += len(row[0]) + len(row[1])
+                    if len(page) >= limit or size >= max_bytes:
+                        break
+                last = len(page) < limit and size < max_bytes
+                yield RangeResult(kvs=tuple(page), revision=revision)
+                if last:
+                    return
+                self._check_open()
+        except sqlite3.Error as err:
+            raise Unavailable(f"SQLite read failed: {err}") from err
+        finally:
+            self._readers.discard(reader)
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            reader = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise Unavailable(f"cannot open a SQLite reader: {err}") from err
+        self._readers.add(reader)
+        return reader
 
     # -- writes ---------------------------------------------------------------
 

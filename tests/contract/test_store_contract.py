@@ -246,3 +246,50 @@ async def test_value_over_the_bound_is_refused_and_nothing_written(
     assert got.kv is not None and got.kv.value == b"small"
     assert (await store.get(backend.key("other"))).kv is None
     await store.put(key, b"x" * MAX_VALUE_BYTES)  # exactly the bound is fine
+
+
+async def test_pages_read_more_than_16_mib_at_one_revision(backend: Backend, store: Store) -> None:
+    """A prefix four times gRPC's default message limit reads in bounded
+    pages, every page at the first page's revision, while writes go on."""
+    value = b"x" * (256 * 1024)
+    count = 68  # 17 MiB under one prefix
+    for start in range(0, count, 4):
+        await store.txn(
+            [], [Put(key=backend.key(f"big/{i:03d}"), value=value) for i in range(start, start + 4)]
+        )
+    pages = store.pages(backend.key("big/"), limit=50, max_bytes=2 * 1024 * 1024)
+    seen: list[str] = []
+    revisions = set()
+    async for page in pages:
+        assert 1 <= len(page.kvs) <= 50
+        assert sum(len(kv.value) for kv in page.kvs) <= 2 * 1024 * 1024 + len(value)
+        revisions.add(page.revision)
+        seen.extend(kv.key for kv in page.kvs)
+        # Writes between pages are not part of this read.
+        await store.put(backend.key(f"big/{len(seen):03d}"), b"changed")
+        await store.put(backend.key("big/zzz-new"), b"new")
+    assert len(revisions) == 1
+    assert seen == [backend.key(f"big/{i:03d}") for i in range(count)]
+
+
+async def test_pages_of_an_empty_prefix_still_tell_the_revision(
+    backend: Backend, store: Store
+) -> None:
+    rev = await store.put(backend.key("other"), b"1")
+    pages = [page async for page in store.pages(backend.key("none/"))]
+    assert len(pages) == 1 and pages[0].kvs == () and pages[0].revision >= rev
+
+
+async def test_pages_hold_what_each_key_had_at_the_pinned_revision(
+    backend: Backend, store: Store
+) -> None:
+    for i in range(30):
+        await store.put(backend.key(f"p/{i:02d}"), b"old")
+    pages = store.pages(backend.key("p/"), limit=10)
+    first = await anext(pages)
+    for i in range(30):
+        await store.put(backend.key(f"p/{i:02d}"), b"new")
+    await store.delete(backend.key("p/29"))
+    rest = [kv async for page in pages for kv in page.kvs]
+    values = [kv.value for kv in (*first.kvs, *rest)]
+    assert values == [b"old"] * 30

@@ -137,7 +137,7 @@ async def test_a_rotation_breaks_no_handshake_and_loses_no_watch_event(world: Wo
 
     async def watch() -> None:
         async for change in watcher.changes():
-            if isinstance(change, Event) and change.key.endswith(f"/{probe}"):
+            if isinstance(change, Event) and change.key.endswith(f"/{probe}/0"):
                 assert change.object is not None
                 seen.append(int(change.object["generation"]))
 

@@ -313,9 +313,9 @@ async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
     keeper = CredentialKeeper(east, harness.clock, keep_in(tmp_path / "certs"))
 
     async def bundle() -> dict[str, Any]:
-        items = (await harness.admin().request("GET", "/v1/snapshot"))["items"]
-        [trust] = [i["object"] for i in items if i["kind"] == "TrustBundle"]
-        return dict(trust)
+        _, items = await harness.admin().collect_snapshot()
+        [trust] = [i.object for i in items if i.kind == "TrustBundle"]
+        return dict(trust or {})
 
     keeper.observe(await bundle())
     await keeper.step()

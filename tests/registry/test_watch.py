@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from agents.client import Bookmark, Event, RegistryClient, Reset
+from agents.client import Bookmark, Event, RegistryClient, Relist, Synced
 from federation.model import SourceRef
 from tests.registry.conftest import Harness
 from tests.registry.test_smoke import endpoint_set
@@ -21,7 +21,7 @@ EAST = SourceRef.parse("cluster:east")
 async def test_watch_is_ndjson_with_bookmarks(harness: Harness) -> None:
     east = await harness.enrol_cluster("east")
     await east.heartbeat(EAST)
-    since = (await east.snapshot()).revision
+    since, _ = await east.collect_snapshot()
     lines: list[dict[str, Any]] = []
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
@@ -37,7 +37,7 @@ async def test_watch_is_ndjson_with_bookmarks(harness: Harness) -> None:
                 break
     put = next(line for line in lines if line["type"] == "PUT")
     assert put["kind"] == "EndpointSet"
-    assert put["key"] == "endpoints/shop/cart/cluster:east"
+    assert put["key"] == "endpoints/shop/cart/cluster:east/0"
     assert put["revision"] == published["revision"]
     assert put["object"]["source"] == "cluster:east"
 
@@ -46,7 +46,7 @@ async def test_a_compacted_since_is_410_and_the_client_relists(sqlite_harness: H
     harness = sqlite_harness
     east = await harness.enrol_cluster("east")
     await east.heartbeat(EAST)
-    old = (await east.snapshot()).revision
+    old, _ = await east.collect_snapshot()
     await east.publish(endpoint_set("east", generation=1))
     latest = (await east.publish(endpoint_set("east", generation=2)))["revision"]
     assert harness.store is not None
@@ -61,11 +61,17 @@ async def test_a_compacted_since_is_410_and_the_client_relists(sqlite_harness: H
         assert answer.status == 410
         assert (await answer.json())["code"] == 410
     changes = east.changes(since=old)
-    first = await anext(changes)
+    relist: list[Relist | Synced | Event] = []
+    async for change in changes:
+        assert not isinstance(change, Bookmark)
+        relist.append(change)
+        if isinstance(change, Synced):
+            break
     await changes.aclose()
-    assert isinstance(first, Reset) and first.revision >= latest
-    sets = [i for i in first.items if i["kind"] == "EndpointSet"]
-    assert sets[0]["object"]["generation"] == 2
+    assert isinstance(relist[0], Relist) and relist[0].revision >= latest
+    assert relist[-1] == Synced(relist[0].revision)
+    sets = [i for i in relist if isinstance(i, Event) and i.kind == "EndpointSet"]
+    assert sets[0].object is not None and sets[0].object["generation"] == 2
 
 
 async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
@@ -81,14 +87,18 @@ async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
     )
     seen: list[int] = []
     view: dict[str, Any] = {}
+    listing = False
 
     async def follow() -> None:
+        nonlocal listing
         async for change in consumer.changes():
-            if isinstance(change, Reset):
-                view.clear()
-                view.update({i["key"]: i["object"] for i in change.items})
+            if isinstance(change, Relist | Synced):
+                listing = isinstance(change, Relist)
+                if listing:
+                    view.clear()
             elif isinstance(change, Event):
-                seen.append(change.revision)
+                if not listing:
+                    seen.append(change.revision)
                 if change.type == "PUT":
                     view[change.key] = change.object
                 else:
@@ -98,7 +108,7 @@ async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
 
     task = asyncio.create_task(follow())
     try:
-        await eventually(lambda: bool(view), what="the first snapshot")
+        await eventually(lambda: bool(view) and not listing, what="the first snapshot")
         written: list[int] = []
         for generation in range(1, 31):
             if generation == 16:
@@ -113,7 +123,7 @@ async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
         await consumer.close()
     assert seen == sorted(set(seen)), "an event arrived twice or out of order"
     assert set(written) <= set(seen), f"missed revisions {sorted(set(written) - set(seen))}"
-    assert view["endpoints/shop/cart/cluster:east"]["generation"] == 30
+    assert view["endpoints/shop/cart/cluster:east/0"]["generation"] == 30
 
 
 async def test_a_silent_source_goes_stale_and_comes_back(harness: Harness) -> None:

@@ -3,7 +3,7 @@ when to publish (first change at once, coalesced, no-ops skipped)."""
 
 from __future__ import annotations
 
-from agents.cluster.exporter import Exporter, Site, companion_service, endpoint_set_of
+from agents.cluster.exporter import Exporter, Plan, Site, companion_service, endpoint_set_of
 from federation.model import Locality, NetworkMode, ServiceRef
 
 SITE = Locality(region="us-east", zone="a", cluster="east1")
@@ -63,16 +63,16 @@ def test_first_change_at_once_then_coalesced_and_no_op_skipped() -> None:
     ref = ServiceRef(namespace="demo", name="echo")
     site = Site("east1", SITE)
     one = endpoint_set_of(site, SERVICE, [SLICE], NODES)
-    publish, withdraw, wake = exporter.plan({ref: one})
-    assert len(publish) == 1 and not withdraw and wake is None
-    exporter.published(publish[0])
-    assert exporter.plan({ref: one})[0] == []  # nothing changed: no publish
+    plan = exporter.plan(ref, one)
+    assert len(plan.publish) == 1 and not plan.withdraw and plan.wake is None
+    exporter.published(plan.publish[0])
+    assert exporter.plan(ref, one) == Plan()  # nothing changed: no publish
     two = endpoint_set_of(site, SERVICE, [{**SLICE, "endpoints": SLICE["endpoints"][:1]}], NODES)
     now[0] += 0.1
-    publish, _, wake = exporter.plan({ref: two})
-    assert publish == [] and wake is not None and abs(wake - 0.4) < 1e-9
+    plan = exporter.plan(ref, two)
+    assert plan.publish == () and plan.wake is not None and abs(plan.wake - 0.4) < 1e-9
     now[0] += 0.4
-    publish, _, _ = exporter.plan({ref: two})
-    assert len(publish) == 1 and publish[0].generation > 1
-    exporter.published(publish[0])
-    assert exporter.plan({})[1] == [ref]  # the export went: withdraw
+    plan = exporter.plan(ref, two)
+    assert len(plan.publish) == 1 and plan.publish[0].generation > 1
+    exporter.published(plan.publish[0])
+    assert exporter.plan(ref, None).withdraw  # the export went: withdraw

@@ -279,7 +279,11 @@ class SimKubeServer:
         port: int = 0,
         bookmark_interval: float = 1.0,
         service_cidr: str = DEFAULT_SERVICE_CIDR,
+        loopback_endpoints: bool = False,
     ) -> None:
+        """``loopback_endpoints``: let EndpointSlices hold 127/8 and ::1,
+        which kube-apiserver refuses; simulated clusters, whose pods run on
+        loopback addresses, set it.  Everything else stays as strict."""
         self.name = name
         self.host = host
         self.port = port
@@ -287,6 +291,7 @@ class SimKubeServer:
             token=secrets.token_urlsafe(24),
             bookmark_interval=bookmark_interval,
             service_cidr=service_cidr,
+            loopback_endpoints=loopback_endpoints,
         )
         self._certs = make_serving_certs(name, [host, "localhost"])
         self._runner: web.AppRunner | None = None

@@ -69,7 +69,9 @@ class KubeApi:
         token: str,
         bookmark_interval: float = 1.0,
         service_cidr: str = DEFAULT_SERVICE_CIDR,
+        loopback_endpoints: bool = False,
     ) -> None:
+        self.loopback_endpoints = loopback_endpoints  # see validation.validate
         self.store = ObjectStore()
         self.types = Registry()
         self.services = ServiceAllocator(SERVICE, service_cidr)
@@ -126,7 +128,7 @@ class KubeApi:
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
         assign_name(target.rt, obj)
-        validate(target.rt, obj)
+        validate(target.rt, obj, loopback_endpoints=self.loopback_endpoints)
         declared = types_from_crd(obj) if target.rt is CRD else []
         if target.rt is SERVICE:
             if self.store.exists(SERVICE, ns, obj["metadata"]["name"]):
@@ -154,7 +156,11 @@ class KubeApi:
         assert target.name is not None
         if target.rt is SERVICE and target.subresource is None:
             self.services.prepare_update(ns, self.store.get(SERVICE, ns, target.name), obj)
-        validate(target.rt, obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}})
+        validate(
+            target.rt,
+            obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}},
+            loopback_endpoints=self.loopback_endpoints,
+        )
         updated = self.store.update(target.rt, ns, target.name, obj)
         self._sync_service(target.rt, ns, target.name)
         return updated

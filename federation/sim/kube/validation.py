@@ -7,9 +7,11 @@ Secrets/ConfigMaps keys, Leases.  Each failure is a 422 naming the field.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any
 
+from federation.model.addresses import refused_by_kubernetes
 from federation.model.validation import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_NAME, LABEL_VALUE
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import ResourceType
@@ -26,7 +28,11 @@ class _Check:
         raise KubeError.invalid(self.rt, self.name, path, message)
 
 
-def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
+def validate(rt: ResourceType, obj: dict[str, Any], *, loopback_endpoints: bool = False) -> None:
+    """Refuse what kube-apiserver 1.26 refuses.  ``loopback_endpoints``
+    is the one documented relaxation: simulated clusters run their pods on
+    127/8, so their emulator lets EndpointSlices hold loopback addresses;
+    a bare emulator is as strict as the real apiserver."""
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         raise KubeError.bad_request("metadata must be an object")
@@ -35,6 +41,9 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
     _validate_name(check, rt, name)
     for key, value in (meta.get("labels") or {}).items():
         _validate_label(check, key, value)
+    if rt.key == "discovery.k8s.io/endpointslices":
+        _endpoint_slice(check, obj, loopback_endpoints)
+        return
     handler = _KIND_CHECKS.get(rt.key)
     if handler is not None:
         handler(check, obj)
@@ -99,7 +108,7 @@ def _service(check: _Check, obj: dict[str, Any]) -> None:
         check.fail("spec.ports", "Required value")
 
 
-def _endpoint_slice(check: _Check, obj: dict[str, Any]) -> None:
+def _endpoint_slice(check: _Check, obj: dict[str, Any], loopback: bool) -> None:
     family = obj.get("addressType")
     if family not in {"IPv4", "IPv6", "FQDN"}:
         check.fail(
@@ -116,14 +125,14 @@ def _endpoint_slice(check: _Check, obj: dict[str, Any]) -> None:
                 f"endpoints[{i}].addresses", "Required value: must contain exactly 1 address"
             )
         for j, address in enumerate(addresses):
-            _validate_address(check, f"endpoints[{i}].addresses[{j}]", family, address)
+            _validate_address(check, f"endpoints[{i}].addresses[{j}]", family, address, loopback)
     for i, port in enumerate(obj.get("ports") or []):
         _validate_port_name(check, f"ports[{i}].name", port.get("name"), False)
         if port.get("port") is not None:
             _validate_port(check, f"ports[{i}].port", port.get("port"))
 
 
-def _validate_address(check: _Check, path: str, family: Any, address: Any) -> None:
+def _validate_address(check: _Check, path: str, family: Any, address: Any, loopback: bool) -> None:
     if family == "FQDN":
         if not isinstance(address, str) or not DNS1123_SUBDOMAIN.fullmatch(address):
             check.fail(path, f"Invalid value: {address!r}: must be a valid FQDN")
@@ -135,6 +144,9 @@ def _validate_address(check: _Check, path: str, family: Any, address: Any) -> No
         return
     if (parsed.version == 4) != (family == "IPv4"):
         check.fail(path, f"Invalid value: {address!r}: must be an {family} address")
+    why = refused_by_kubernetes(str(address), loopback_allowed=loopback)
+    if why is not None:
+        check.fail(path, f"Invalid value: {json.dumps(address)}: {why}")
 
 
 def _data_keys(check: _Check, obj: dict[str, Any]) -> None:
@@ -155,7 +167,6 @@ def _lease(check: _Check, obj: dict[str, Any]) -> None:
 
 _KIND_CHECKS = {
     "/services": _service,
-    "discovery.k8s.io/endpointslices": _endpoint_slice,
     "/secrets": _data_keys,
     "/configmaps": _data_keys,
     "coordination.k8s.io/leases": _lease,

@@ -185,6 +185,45 @@ async def test_invalid_endpoint_slices_are_422(kube: Kube, mutate: Any, field: s
     )
 
 
+@pytest.mark.parametrize(
+    ("family", "address", "why"),
+    [
+        ("IPv4", "127.0.0.1", "loopback"),
+        ("IPv4", "127.9.8.7", "loopback"),
+        ("IPv6", "::1", "loopback"),
+        ("IPv4", "169.254.10.5", "link-local range"),
+        ("IPv6", "fe80::1", "link-local range"),
+        ("IPv4", "0.0.0.0", "unspecified"),
+        ("IPv6", "::", "unspecified"),
+        ("IPv4", "224.0.0.251", "link-local multicast"),
+        ("IPv6", "ff02::1", "link-local multicast"),
+    ],
+)
+async def test_endpoint_slices_refuse_special_addresses(
+    kube: Kube, family: str, address: str, why: str
+) -> None:
+    """kube-apiserver's ValidateNonSpecialIP, at the address's own field path;
+    a routable address in the same slice is refused with it."""
+    body = endpoint_slice("echo-special", "echo")
+    body["addressType"] = family
+    good = "10.1.2.3" if family == "IPv4" else "fd00::3"
+    body["endpoints"] = [
+        {"addresses": [good], "conditions": {"ready": True}},
+        {"addresses": [address], "conditions": {"ready": True}},
+    ]
+    error = await expect_status(
+        422, kube.discovery.create_namespaced_endpoint_slice(kube.namespace, body)
+    )
+    assert "endpoints[1].addresses[0]" in error.body
+    assert why in error.body
+    await expect_status(
+        404, kube.discovery.read_namespaced_endpoint_slice("echo-special", kube.namespace)
+    )
+    body["endpoints"] = body["endpoints"][:1]
+    created = await kube.discovery.create_namespaced_endpoint_slice(kube.namespace, body)
+    assert created.endpoints[0].addresses == [good]
+
+
 async def test_patch_types(kube: Kube) -> None:
     await kube.core.create_namespaced_config_map(
         kube.namespace, {"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}}

@@ -1,0 +1,127 @@
+"""Writes the agent makes to its cluster for one imported service.
+
+``Writer.apply`` creates or replaces the desired objects of one service and
+deletes its other managed objects.  A write the apiserver refuses affects
+only that service: a 422 that names endpoint addresses teaches the writer
+those addresses (the service is materialized again without them), any
+other refusal but 409 is one log line, a counter, and a ``Refused`` for the
+work queue to retry with backoff.  A 409 means someone else wrote first:
+the caller looks again."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agents.cluster import importer
+from agents.cluster.kube import (
+    ENDPOINT_SLICES,
+    Informer,
+    Kind,
+    Kube,
+    KubeError,
+    ensure_namespace,
+)
+from federation.model import ServiceRef
+
+log = logging.getLogger(__name__)
+
+MAX_REFUSED = 10_000  # addresses remembered as refused by this apiserver
+_REFUSED_ADDRESS = re.compile(
+    r'addresses\[\d+\]: Invalid value: "([^"]+)": ([^(,\]]+(?:\([^)]*\))?)'
+)
+
+
+class Refused(Exception):
+    """The apiserver refused a write for one service (4xx other than 409)."""
+
+
+class Conflicted(Exception):
+    """Someone else wrote the object first; reconcile the key again."""
+
+
+@dataclass
+class Writer:
+    kube: Kube
+    informers: dict[Kind, Informer]
+    cluster: str
+    refused_addresses: dict[str, str] = field(default_factory=dict)
+    on_refused: Callable[[Kind], None] = lambda kind: None  # the agent counts them
+
+    async def apply(
+        self,
+        service: ServiceRef,
+        desired: list[importer.Desired],
+        owned: set[tuple[Kind, str]],
+        keep: set[str],
+    ) -> bool:
+        """Create or update ``desired``; delete the service's other owned
+        objects but those named in ``keep``.  False if the apiserver
+        refused endpoint addresses (now in ``refused_addresses``): the
+        caller materializes again without them."""
+        namespace_known = False
+        for item in desired:
+            informer = self.informers[item.kind]
+            current = informer.get(item.namespace, item.name)
+            if current is not None and not importer.differs(current, item.body):
+                continue
+            try:
+                if current is None:
+                    if not namespace_known:
+                        await ensure_namespace(self.kube, item.namespace)
+                        namespace_known = True
+                    informer.store(await self.kube.create(item.kind, item.namespace, item.body))
+                else:
+                    body = importer.merged(current, item.body)
+                    informer.store(
+                        await self.kube.replace(item.kind, item.namespace, item.name, body)
+                    )
+            except KubeError as err:
+                if not 400 <= err.status < 500:
+                    raise
+                if err.status == 409:
+                    raise Conflicted(str(err)) from err
+                if item.kind == ENDPOINT_SLICES and self._learn(err):
+                    return False
+                self.refuse(service, item, err)
+        wanted = {(d.kind, d.name) for d in desired}
+        for kind, name in sorted(owned - wanted, key=lambda o: (o[0].plural, o[1])):
+            if name not in keep:
+                await self.delete(kind, service.namespace, name)
+        return True
+
+    def _learn(self, err: KubeError) -> bool:
+        """Remember the addresses a 422 names; True if it named any new."""
+        found = {a: why.strip() for a, why in _REFUSED_ADDRESS.findall(str(err))}
+        new = {a: w for a, w in found.items() if a not in self.refused_addresses}
+        if not new or len(self.refused_addresses) + len(new) > MAX_REFUSED:
+            return False
+        self.refused_addresses.update(new)
+        log.warning(
+            "cluster=%s: the apiserver refuses endpoint addresses %s; leaving them out",
+            self.cluster,
+            ", ".join(sorted(new)),
+        )
+        return True
+
+    def refuse(self, service: ServiceRef, item: importer.Desired, err: KubeError) -> None:
+        self.on_refused(item.kind)
+        log.warning(
+            "cluster=%s namespace=%s service=%s: the apiserver refused %s %s: %s",
+            self.cluster,
+            service.namespace,
+            service.name,
+            item.kind.plural,
+            item.name,
+            err,
+        )
+        raise Refused(f"{item.kind.plural} {item.namespace}/{item.name}: {err}") from err
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        if await self.kube.delete(kind, namespace, name):
+            self.informers[kind].forget(namespace, name)
+
+
+__all__ = ["Conflicted", "Refused", "Writer"]

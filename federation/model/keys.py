@@ -1,0 +1,126 @@
+"""The registry's key space, relative to the store prefix: every key is
+built and parsed here, and nowhere else.
+
+- ``clusters/<name>``, ``vms/<name>``: the members;
+- ``endpoints/<ns>/<name>/<source>/<shard>``: one EndpointSet shard;
+- ``sources/<source>/<ns>/<name>/<shard>``: the index of a source's shards,
+  so liveness, withdraw and removal touch only that source's records;
+- ``policies/<ns>/<name>``: a TrafficPolicy;
+- ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``: registry-internal.
+
+Namespaces and names are DNS labels and a source is ``kind:name``, so no
+part holds a ``/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.model.records import ServiceRef, SourceKind, SourceRef
+from federation.model.validation import ValidationError
+
+ENDPOINTS = "endpoints/"
+SOURCES = "sources/"
+POLICIES = "policies/"
+CLUSTERS = "clusters/"
+VMS = "vms/"
+ALIVE = "alive/"
+TOKENS = "tokens/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardKey:
+    """Where one shard of one source's endpoint set of one service lives."""
+
+    service: ServiceRef
+    source: SourceRef
+    shard: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{ENDPOINTS}{self.service}/{self.source}/{self.shard}"
+
+    @property
+    def index_key(self) -> str:
+        return f"{SOURCES}{self.source}/{self.service}/{self.shard}"
+
+
+def service_prefix(service: ServiceRef) -> str:
+    return f"{ENDPOINTS}{service}/"
+
+
+def source_prefix(source: SourceRef, service: ServiceRef | None = None) -> str:
+    """The index keys of a source's shards (of one service, or of all)."""
+    return f"{SOURCES}{source}/" + ("" if service is None else f"{service}/")
+
+
+def member_key(kind: SourceKind, name: str) -> str:
+    return f"{CLUSTERS if kind is SourceKind.CLUSTER else VMS}{name}"
+
+
+def alive_key(source: SourceRef) -> str:
+    return f"{ALIVE}{source}"
+
+
+def policy_key(service: ServiceRef) -> str:
+    return f"{POLICIES}{service}"
+
+
+def parse_shard(key: str) -> ShardKey:
+    """An ``endpoints/`` key back into its parts."""
+    parts = key.removeprefix(ENDPOINTS).split("/")
+    if not key.startswith(ENDPOINTS) or len(parts) != 4 or not parts[3].isdigit():
+        raise ValidationError("key", f"{key!r} is not an endpoint set key")
+    namespace, name, source, shard = parts
+    return ShardKey(
+        service=ServiceRef(namespace=namespace, name=name),
+        source=SourceRef.parse(source),
+        shard=int(shard),
+    )
+
+
+def parse_index(key: str) -> ShardKey:
+    """A ``sources/`` index key back into the shard it indexes."""
+    parts = key.removeprefix(SOURCES).split("/")
+    if not key.startswith(SOURCES) or len(parts) != 4 or not parts[3].isdigit():
+        raise ValidationError("key", f"{key!r} is not a source index key")
+    source, namespace, name, shard = parts
+    return ShardKey(
+        service=ServiceRef(namespace=namespace, name=name),
+        source=SourceRef.parse(source),
+        shard=int(shard),
+    )
+
+
+def parse_policy(key: str) -> ServiceRef:
+    namespace, _, name = key.removeprefix(POLICIES).partition("/")
+    return ServiceRef(namespace=namespace, name=name)
+
+
+def parse_alive(key: str) -> SourceRef:
+    return SourceRef.parse(key.rsplit("/", 1)[1])
+
+
+def parse_vm(key: str) -> str:
+    return key.removeprefix(VMS)
+
+
+__all__ = [
+    "ALIVE",
+    "CLUSTERS",
+    "ENDPOINTS",
+    "POLICIES",
+    "SOURCES",
+    "TOKENS",
+    "VMS",
+    "ShardKey",
+    "alive_key",
+    "member_key",
+    "parse_alive",
+    "parse_index",
+    "parse_policy",
+    "parse_shard",
+    "parse_vm",
+    "policy_key",
+    "service_prefix",
+    "source_prefix",
+]
