@@ -39,7 +39,7 @@ WorkloadName = NewType("WorkloadName", str)
 
 MAX_ENDPOINTS_PER_SET = 1000  # per shard: a larger source publishes several shards
 MAX_SHARDS = 1000
-MAX_SET_BYTES = 512 * 1024  # a shard's stored JSON: every client reads any legal one
+MAX_SET_BYTES = 768 * 1024  # a shard's stored JSON: every client reads any legal one
 MAX_PORTS_PER_ENDPOINT = 100
 MAX_WEIGHT = 1_000_000
 

@@ -54,7 +54,9 @@ from federation.store.base import (
 )
 
 WATCH_BUFFER = 4096
+WATCH_BUFFER_BYTES = 16 * 1024 * 1024  # a live watcher's pending events, whatever their count
 HISTORY_BATCH = 1000
+HISTORY_BYTES = 256 * 1024 * 1024  # history kept, like etcd's compaction by size
 _PUT, _DELETE = 0, 1
 
 _SCHEMA = """
@@ -83,6 +85,7 @@ class _Watcher:
         self.end = end
         self.position = position  # last (revision, seq) delivered
         self.pending: deque[tuple[int, int, Event]] = deque()
+        self.pending_bytes = 0
         self.overflow = False
         self.wake = asyncio.Event()
 
@@ -99,11 +102,13 @@ class SqliteStore:
         *,
         clock: Clock | None = None,
         history_limit: int = 100_000,
+        history_bytes: int = HISTORY_BYTES,
         max_value_bytes: int = MAX_VALUE_BYTES,
         synchronous: str = "NORMAL",
     ) -> None:
         self._clock = clock or SystemClock()
         self._history_limit = history_limit
+        self._history_max_bytes = history_bytes
         self._max_value = max_value_bytes
         self._watchers: set[_Watcher] = set()
         self._closed = False
@@ -119,6 +124,7 @@ class SqliteStore:
             raise Unavailable(f"cannot open SQLite store at {path}: {err}") from err
         self._revision = self._meta("revision")
         self._compacted = self._meta("compacted")
+        self._history_bytes = self._history_size()
         self._renew_all_leases()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -225,9 +231,30 @@ class SqliteStore:
 
     def _trim_history(self, revision: int) -> None:
         """Forget history before ``revision``; call inside a transaction."""
+        self._history_bytes -= self._history_size(before=revision)
         self._db.execute("DELETE FROM history WHERE revision < ?", (revision,))
         self._set_meta("compacted", revision)
         self._compacted = revision
+
+    def _history_size(self, before: int | None = None) -> int:
+        sql = "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM history"
+        if before is None:
+            return int(self._db.execute(sql).fetchone()[0])
+        return int(self._db.execute(sql + " WHERE revision < ?", (before,)).fetchone()[0])
+
+    def _bytes_horizon(self) -> int:
+        """The oldest revision to keep so that history is back to three
+        quarters of its byte bound."""
+        excess = self._history_bytes - self._history_max_bytes * 3 // 4
+        rows = self._db.execute(
+            """SELECT revision, SUM(length(key) + length(value)) FROM history
+               GROUP BY revision ORDER BY revision"""
+        )
+        for revision, size in rows:
+            if excess <= 0:
+                return int(revision)
+            excess -= size
+        return self._revision
 
     def _commit(self, compare: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
         check_ops(ops, self._max_value)
@@ -284,8 +311,13 @@ class SqliteStore:
             ],
         )
         self._set_meta("revision", revision)
+        self._history_bytes += sum(len(e.key.encode()) + len(e.value) for e in events)
         horizon = revision - self._history_limit
-        if horizon > self._compacted and revision % 256 == 0:
+        if self._history_bytes > self._history_max_bytes:
+            horizon = max(horizon, self._bytes_horizon())
+        elif revision % 256:
+            return
+        if horizon > self._compacted:
             self._trim_history(horizon)
 
     def _advance(self, revision: int, events: Sequence[Event]) -> None:
@@ -296,10 +328,14 @@ class SqliteStore:
             for seq, event, key in keyed:
                 if not watcher.matches(key):
                     continue
-                if len(watcher.pending) >= WATCH_BUFFER:
-                    watcher.overflow = True
+                if (
+                    len(watcher.pending) >= WATCH_BUFFER
+                    or watcher.pending_bytes >= WATCH_BUFFER_BYTES
+                ):
+                    watcher.overflow = True  # it catches up from the history table
                 else:
                     watcher.pending.append((revision, seq, event))
+                    watcher.pending_bytes += len(event.value)
                 delivered = True
             if delivered:
                 watcher.wake.set()
@@ -324,6 +360,7 @@ class SqliteStore:
                     continue
                 while watcher.pending:
                     revision, seq, event = watcher.pending.popleft()
+                    watcher.pending_bytes -= len(event.value)
                     if (revision, seq) > watcher.position:
                         watcher.position = (revision, seq)
                         yield event
@@ -341,6 +378,7 @@ class SqliteStore:
         if after_rev + 1 < self._compacted:
             raise Compacted(after_rev + 1, self._compacted)
         watcher.pending.clear()
+        watcher.pending_bytes = 0
         rows = self._query(
             """SELECT revision, seq, type, key, value FROM history
                WHERE (revision > ? OR (revision = ? AND seq > ?)) ORDER BY revision, seq LIMIT ?""",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from federation.store.base import (
     Store,
     ValueTooLarge,
 )
+from federation.store.sqlite import SqliteStore
 from tests.contract.conftest import Backend
 
 
@@ -293,3 +296,28 @@ async def test_pages_hold_what_each_key_had_at_the_pinned_revision(
     rest = [kv async for page in pages for kv in page.kvs]
     values = [kv.value for kv in (*first.kvs, *rest)]
     assert values == [b"old"] * 30
+
+
+async def test_sqlite_history_is_bounded_in_bytes(tmp_path: Path) -> None:
+    """Large values compact the history by size, as etcd's size-based
+    compaction would, and a watch from before the horizon is Compacted."""
+    store = SqliteStore(tmp_path / "bounded.db", history_bytes=4 * 1024 * 1024)
+    await store.start()
+    try:
+        first = await store.put("/h/k", b"x" * 200_000)
+        for i in range(60):  # 12 MB written, three times the bound
+            await store.put(f"/h/k{i % 5}", b"y" * 200_000)
+        size = (tmp_path / "bounded.db").stat().st_size
+        with contextlib.closing(sqlite3.connect(tmp_path / "bounded.db")) as db:
+            (history,) = db.execute(
+                "SELECT SUM(length(key) + length(value)) FROM history"
+            ).fetchone()
+        assert history <= 4 * 1024 * 1024
+        with pytest.raises(Compacted):
+            await anext(aiter(store.watch("/h/", first)))
+        latest = await store.put("/h/last", b"z")
+        events = await take(store.watch("/h/", latest), 1)
+        assert events[0].key == "/h/last"
+        assert size < 32 * 1024 * 1024
+    finally:
+        await store.close()

@@ -1,0 +1,83 @@
+"""agents/view.py: shards merged per source; a relist drains what it did not confirm."""
+
+from __future__ import annotations
+
+from agents.client import Event, Relist, Synced
+from agents.view import View
+from federation.model import (
+    Endpoint,
+    EndpointPort,
+    EndpointSet,
+    Locality,
+    ServiceRef,
+    SourceRef,
+    keys,
+)
+
+CART = ServiceRef(namespace="shop", name="cart")
+EAST = SourceRef.parse("cluster:east")
+WEST = SourceRef.parse("cluster:west")
+
+
+def shard(source: SourceRef, number: int, *addresses: str, generation: int = 1) -> Event:
+    endpoint_set = EndpointSet(
+        service=CART,
+        source=source,
+        generation=generation,
+        shard=number,
+        endpoints=tuple(
+            Endpoint(
+                address=a,
+                ports=(EndpointPort(name="http", port=80),),
+                locality=Locality(region="us", zone="us-1", cluster=source.name),
+            )
+            for a in addresses
+        ),
+    )
+    key = keys.ShardKey(service=CART, source=source, shard=number).key
+    return Event("PUT", 10, "EndpointSet", key, endpoint_set.to_wire())
+
+
+def addresses(view: View, source: SourceRef) -> list[str]:
+    return [e.address for e in view.sets[CART][str(source)].endpoints]
+
+
+def test_shards_of_a_source_merge_and_each_event_names_its_service() -> None:
+    view = View()
+    touched = view.take(shard(EAST, 0, "10.0.0.1"))
+    assert touched.services == {CART} and not touched.all
+    view.take(shard(EAST, 1, "10.0.1.1", "10.0.1.2"))
+    assert addresses(view, EAST) == ["10.0.0.1", "10.0.1.1", "10.0.1.2"]
+    gone = shard(EAST, 0)
+    view.take(Event("DELETE", 11, "EndpointSet", gone.key, None))
+    assert addresses(view, EAST) == ["10.0.1.1", "10.0.1.2"]
+
+
+def test_a_relist_drops_what_it_did_not_confirm() -> None:
+    view = View()
+    for event in (
+        shard(EAST, 0, "10.0.0.1"),
+        shard(EAST, 1, "10.0.1.1"),
+        shard(WEST, 0, "10.9.0.1"),
+    ):
+        view.take(event)
+    view.take(Relist(20))
+    view.take(shard(EAST, 0, "10.0.0.1", generation=2))
+    assert not view.authoritative and str(WEST) in view.sets[CART]  # kept until the end
+    touched = view.take(Synced(20))
+    assert touched.services == {CART}
+    assert list(view.sets[CART]) == [str(EAST)]
+    assert addresses(view, EAST) == ["10.0.0.1"]
+    assert view.authoritative and view.revision == 20
+
+
+def test_a_view_seeded_from_saved_imports_is_replaced_only_by_a_complete_snapshot() -> None:
+    view = View()
+    saved = EndpointSet.from_wire(shard(WEST, 0, "10.9.0.1").object)
+    view.seed(saved)
+    view.loaded = True
+    view.take(Relist(5))
+    view.take(shard(EAST, 0, "10.0.0.1"))
+    assert set(view.sets[CART]) == {str(EAST), str(WEST)}  # a broken relist keeps the saved
+    view.take(Synced(5))
+    assert set(view.sets[CART]) == {str(EAST)}
