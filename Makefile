@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation clean
+.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,10 @@ bench-trust: $(STAMP)
 bench-propagation: $(STAMP)
 	cd benchmarks && ../$(BIN)/python propagation.py
 
-bench: bench-kubeapi bench-store bench-registry bench-trust bench-propagation
+bench-scale: $(STAMP)
+	cd benchmarks && ../$(BIN)/python scale.py
+
+bench: bench-kubeapi bench-store bench-registry bench-trust bench-propagation bench-scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

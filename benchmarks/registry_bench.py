@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aetcd
@@ -49,20 +49,28 @@ def endpoint_set(generation: int, service: str = "cart") -> EndpointSet:
 
 
 @contextlib.asynccontextmanager
-async def registry_process(store_url: str, data_dir: Path) -> AsyncIterator[str]:
-    """Run ``fedctl registry serve``; yield its admin config path."""
+async def registry_process(
+    store_url: str,
+    data_dir: Path,
+    on_start: Callable[[int], None] = lambda pid: None,
+    log: Path | None = None,
+) -> AsyncIterator[str]:
+    """Run ``fedctl registry serve``; yield its admin config path (and give
+    ``on_start`` its process id, for RSS and CPU readings)."""
     port = free_port()
     key = data_dir / "key"
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(key.write_text, "bench-encryption-key")
+    stderr = log.open("wb") if log is not None else asyncio.subprocess.DEVNULL
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "federation.cli", "registry", "serve",
         "--store", store_url, "--listen", f"127.0.0.1:{port}",
         "--data-dir", str(data_dir), "--encryption-key-file", str(key),
         "--bookmark-interval", "30",
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )  # fmt: skip
+    on_start(child.pid)
     try:
         assert child.stdout is not None
         lines = [(await child.stdout.readline()).decode() for _ in range(4)]
@@ -70,6 +78,8 @@ async def registry_process(store_url: str, data_dir: Path) -> AsyncIterator[str]
     finally:
         child.terminate()
         await child.wait()
+        if log is not None and not isinstance(stderr, int):
+            stderr.close()
 
 
 async def enrol(config_path: str) -> tuple[RegistryClient, RegistryClient]:

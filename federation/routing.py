@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from federation.model import Endpoint, EndpointSet, Locality, SourceRef, TrafficPolicy
+from federation.model import Endpoint, EndpointSet, Locality, TrafficPolicy
 
 SAME_CLUSTER, SAME_ZONE, SAME_REGION, ELSEWHERE = 0, 1, 2, 3
 LOCALITY_LEVELS = ("same cluster", "same zone", "same region", "elsewhere")
@@ -54,6 +54,9 @@ class Choice:
     # When each level became continuously eligible, for the hold-down.
     eligible_since: Mapping[int, float] = field(default_factory=dict)
     gone: tuple[str, ...] = ()  # sources stale for longer than the policy's grace
+    # ``endpoints`` by source, each the same tuple object while that source
+    # is unchanged (with a Memo): lets a materializer skip unchanged sources.
+    by_source: Mapping[str, tuple[Chosen, ...]] = field(default_factory=dict, compare=False)
 
 
 def priority(consumer: Locality, at: Locality, policy: TrafficPolicy | None = None) -> int:
@@ -90,7 +93,11 @@ def choose(
     policy: TrafficPolicy | None,
     now: float,
     previous: Choice | None = None,
+    memo: Memo | None = None,
 ) -> Choice:
+    """``memo`` (optional, one per service) keeps each source's split into
+    levels while its EndpointSet object is the same; the answer is the
+    same with or without it."""
     grace = policy.stale_grace_seconds if policy is not None else None
     kept: list[EndpointSet] = []
     expired: list[str] = []
@@ -99,12 +106,95 @@ def choose(
             expired.append(str(endpoint_set.source))
         else:
             kept.append(endpoint_set)
-    choice = _choose(kept, consumer, policy, now, previous)
+    choice = _choose(kept, consumer, policy, now, previous, memo)
     if not expired:
         return choice
     gone = tuple(sorted(expired))
     reason = f"{choice.reason}; gone after the {grace:g}s stale grace: {', '.join(gone)}"
     return replace(choice, reason=reason, gone=gone)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One source's endpoints at one priority level, and its healthy ones
+    as Chosen, in address order."""
+
+    source: str
+    members: tuple[Endpoint, ...]
+    chosen: tuple[Chosen, ...]
+    healthy: int
+
+
+class Memo:
+    """Per source, its Parts for one consumer and policy, kept while the
+    caller passes the same EndpointSet object again.  One per service; a
+    keyed reconciler that routes a 255-source service on every change of
+    one source re-splits only that source."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[EndpointSet, object, Locality, dict[int, Part]]] = {}
+
+    def get(
+        self, endpoint_set: EndpointSet, consumer: Locality, policy: TrafficPolicy | None
+    ) -> dict[int, Part] | None:
+        hit = self._parts.get(str(endpoint_set.source))
+        if hit is None or hit[0] is not endpoint_set or hit[1] is not policy:
+            return None
+        return hit[3] if hit[2] == consumer else None
+
+    def put(
+        self,
+        endpoint_set: EndpointSet,
+        consumer: Locality,
+        policy: TrafficPolicy | None,
+        parts: dict[int, Part],
+    ) -> None:
+        self._parts[str(endpoint_set.source)] = (endpoint_set, policy, consumer, parts)
+
+    def keep_only(self, sources: Iterable[str]) -> None:
+        wanted = set(sources)
+        for source in [s for s in self._parts if s not in wanted]:
+            del self._parts[source]
+
+
+def _parts(
+    endpoint_set: EndpointSet, consumer: Locality, policy: TrafficPolicy | None, memo: Memo | None
+) -> dict[int, Part]:
+    if memo is not None:
+        known = memo.get(endpoint_set, consumer, policy)
+        if known is not None:
+            return known
+    source = str(endpoint_set.source)
+    by_level: dict[int, list[Endpoint]] = {}
+    levels_seen: dict[Locality, int] = {}
+    for endpoint in endpoint_set.endpoints:
+        level = levels_seen.get(endpoint.locality)
+        if level is None:
+            level = levels_seen[endpoint.locality] = priority(consumer, endpoint.locality, policy)
+        by_level.setdefault(level, []).append(endpoint)
+    parts = {
+        level: Part(
+            source,
+            tuple(members),
+            _healthy([(source, e) for e in members]),
+            sum(1 for e in members if e.healthy),
+        )
+        for level, members in by_level.items()
+    }
+    if memo is not None:
+        memo.put(endpoint_set, consumer, policy, parts)
+    return parts
+
+
+def _by_source(parts: list[Part]) -> dict[str, tuple[Chosen, ...]]:
+    return {part.source: part.chosen for part in parts if part.chosen}
+
+
+def _chosen(parts: list[Part]) -> tuple[Chosen, ...]:
+    """The healthy endpoints of ``parts`` (sources in order, each in address order)."""
+    if len(parts) == 1:
+        return parts[0].chosen
+    return tuple(c for part in parts for c in part.chosen)
 
 
 def _choose(
@@ -113,17 +203,17 @@ def _choose(
     policy: TrafficPolicy | None,
     now: float,
     previous: Choice | None,
+    memo: Memo | None = None,
 ) -> Choice:
     sets = sorted(sets, key=lambda s: str(s.source))
     threshold = max(policy.min_healthy if policy else 1, 1)
     hold_down = policy.failback_hold_down_seconds if policy else 0.0
-    live: dict[int, list[tuple[SourceRef, Endpoint]]] = {}
-    stale: dict[int, list[tuple[SourceRef, Endpoint]]] = {}
+    live: dict[int, list[Part]] = {}
+    stale: dict[int, list[Part]] = {}
     for endpoint_set in sets:
-        for endpoint in endpoint_set.endpoints:
-            level = priority(consumer, endpoint.locality, policy)
-            into = stale if endpoint_set.stale else live
-            into.setdefault(level, []).append((endpoint_set.source, endpoint))
+        into = stale if endpoint_set.stale else live
+        for level, part in _parts(endpoint_set, consumer, policy, memo).items():
+            into.setdefault(level, []).append(part)
     levels = tuple(_level(p, live.get(p, []), threshold, policy) for p in sorted(live))
     eligible = {lv.priority for lv in levels if lv.eligible}
     before = previous.eligible_since if previous is not None else {}
@@ -148,11 +238,25 @@ def _choose(
                 f"; {level_name(better, policy)} is eligible again, failback after the "
                 f"{hold_down:g}s hold-down ({wait:.1f}s left)"
             )
-        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+        return Choice(
+            chosen,
+            _chosen(live[chosen]),
+            levels,
+            reason,
+            eligible_since=since,
+            by_source=_by_source(live[chosen]),
+        )
     if eligible:  # only better levels, still in hold-down, and the current one is gone
         chosen = min(eligible)
         reason = f"{level_name(chosen, policy)}: the only eligible level (hold-down waived)"
-        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+        return Choice(
+            chosen,
+            _chosen(live[chosen]),
+            levels,
+            reason,
+            eligible_since=since,
+            by_source=_by_source(live[chosen]),
+        )
     partial = [lv.priority for lv in levels if lv.healthy]
     if partial:
         chosen = partial[0]
@@ -160,33 +264,54 @@ def _choose(
             f"no level has {threshold} healthy endpoints; using {level_name(chosen, policy)} "
             f"with {next(lv.healthy for lv in levels if lv.priority == chosen)}"
         )
-        return Choice(chosen, _healthy(live[chosen]), levels, reason, eligible_since=since)
+        return Choice(
+            chosen,
+            _chosen(live[chosen]),
+            levels,
+            reason,
+            eligible_since=since,
+            by_source=_by_source(live[chosen]),
+        )
     for p in sorted(stale):
-        healthy = _healthy(stale[p])
+        healthy = _chosen(stale[p])
         if healthy:
             reason = (
                 f"no live source has a healthy endpoint; last resort: stale sources at "
                 f"{level_name(p, policy)}"
             )
-            return Choice(p, healthy, levels, reason, last_resort=True, eligible_since=since)
+            return Choice(
+                p,
+                healthy,
+                levels,
+                reason,
+                last_resort=True,
+                eligible_since=since,
+                by_source=_by_source(stale[p]),
+            )
     return Choice(None, (), levels, "no healthy endpoint anywhere", eligible_since=since)
 
 
-def _level(
-    p: int, members: list[tuple[SourceRef, Endpoint]], threshold: int, policy: TrafficPolicy | None
-) -> Level:
-    healthy = sum(1 for _, e in members if e.healthy)
-    sources = tuple(sorted({str(s) for s, _ in members}))
-    return Level(p, level_name(p, policy), sources, len(members), healthy, healthy >= threshold)
+def _level(p: int, parts: list[Part], threshold: int, policy: TrafficPolicy | None) -> Level:
+    healthy = sum(part.healthy for part in parts)
+    sources = tuple(sorted({part.source for part in parts}))
+    endpoints = sum(len(part.members) for part in parts)
+    return Level(p, level_name(p, policy), sources, endpoints, healthy, healthy >= threshold)
 
 
-def _healthy(members: list[tuple[SourceRef, Endpoint]], share: int = 0) -> tuple[Chosen, ...]:
-    picked = [(s, e) for s, e in members if e.healthy]
-    return tuple(
-        sorted(
-            Chosen(e.address, str(s), share or e.weight, e) for s, e in picked if share or e.weight
-        )
-    )
+def _healthy(members: list[tuple[str, Endpoint]], share: int = 0) -> tuple[Chosen, ...]:
+    """The healthy members as Chosen, in Chosen's order (sorted as plain
+    tuples first: at 25k endpoints, comparing dataclasses dominates)."""
+    picked = [
+        (e.address, s, share or e.weight, e)
+        for s, e in members
+        if e.healthy and (share or e.weight)
+    ]
+    picked.sort(key=_order_key)
+    return tuple(Chosen(a, s, w, e) for a, s, w, e in picked)
+
+
+def _order_key(item: tuple[str, str, int, Endpoint]) -> tuple[str, str, int]:
+    return item[0], item[1], item[2]
 
 
 def _weighted(
@@ -201,7 +326,7 @@ def _weighted(
     shares: list[str] = []
     for endpoint_set in sets:
         weight = policy.weights.get(str(endpoint_set.source), 0)
-        members = [(endpoint_set.source, e) for e in endpoint_set.endpoints]
+        members = [(str(endpoint_set.source), e) for e in endpoint_set.endpoints]
         if weight == 0 or endpoint_set.stale:
             continue
         healthy = [m for m in members if m[1].healthy]
@@ -262,6 +387,7 @@ __all__ = [
     "Choice",
     "Chosen",
     "Level",
+    "Memo",
     "choose",
     "level_name",
     "priority",

@@ -18,6 +18,7 @@ service is gone."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -64,7 +65,7 @@ from agents.credentials import CredentialKeeper, Keep
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef
-from federation.routing import Choice, choose, revisit_after
+from federation.routing import Choice, Memo, choose, revisit_after
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class ImportKey:
 Key = ExportKey | ImportKey
 WORKERS = 4
 CONFLICT_DELAY = 0.05
+SAVED_VIEW_EVERY = 2.0  # seconds between rewrites of a ServiceImport's saved view
 
 
 class ClusterAgent:
@@ -159,6 +161,9 @@ class ClusterAgent:
             kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )
         self._observed: dict[tuple[ServiceRef, str, int], int] = {}  # last generation seen
+        self.bodies = importer.Bodies()
+        self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
+        self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
         self._left_out: dict[ServiceRef, int] = {}
         self._nodes: dict[str, Obj] | None = None  # by name, rebuilt after a Node change
         self.deleted_imports = 0  # objects of imports this agent deleted, for fault tests
@@ -295,6 +300,9 @@ class ClusterAgent:
             self.credentials.observe(self.view.bundle)
             self.trust.wake()
         if isinstance(change, Synced):
+            # What a snapshot built is long-lived and acyclic: keep the
+            # cyclic collector from walking it on every allocation burst.
+            gc.freeze()
             self._adopt_exports()
             self._enqueue_all()  # the orphans of services the registry lost, too
         elif touched.all:
@@ -439,11 +447,21 @@ class ClusterAgent:
             return None
         now = self.clock.now()
         policy = self.view.policies.get(service)
-        choice = choose(sets, self.consumer, policy, now, self.choices.get(service))
+        memo = self.memos.setdefault(service, Memo())
+        memo.keep_only(str(s.source) for s in sets)
+        choice = choose(sets, self.consumer, policy, now, self.choices.get(service), memo)
         self.choices[service] = choice
+        saved_at, saved = self._saved.get(service, (0.0, None))
+        behind = saved is not None and now - saved_at < SAVED_VIEW_EVERY
         for _ in range(3):  # each round may learn addresses the apiserver refuses
             done = importer.materialize(
-                service, sets, choice, self.suffix, self.writer.refused_addresses
+                service,
+                sets,
+                choice,
+                self.suffix,
+                self.writer.refused_addresses,
+                self.bodies,
+                saved if behind else None,
             )
             desired, keep = done.objects, set[str]()
             if WORKLOAD_ENTRIES in self.informers:
@@ -453,16 +471,26 @@ class ClusterAgent:
                 desired += entries
             if await self.writer.apply(service, desired, self._owned(service), keep):
                 break
+        self.bodies.forget(service, keep={d.name for d in desired})
+        if not behind:
+            self._saved[service] = (now, done.saved)
         self._count_left_out(service, len(done.left_out))
         self._observe(sets)
         self.metrics.imports.set(len(self.choices))
-        return revisit_after(choice, sets, policy, now)
+        revisit = revisit_after(choice, sets, policy, now)
+        if behind:  # the saved view may lag this change: refresh it when due
+            due = saved_at + SAVED_VIEW_EVERY - now
+            revisit = due if revisit is None else min(revisit, due)
+        return revisit
 
     async def _forget_import(self, service: ServiceRef) -> None:
         """No source has the service (any more): once the registry's view is
         authoritative, its objects here go; before that they stay (static
         stability)."""
         self.choices.pop(service, None)
+        self.memos.pop(service, None)
+        self._saved.pop(service, None)
+        self.bodies.forget(service)
         self._count_left_out(service, 0)
         self.metrics.imports.set(len(self.choices))
         if not self.view.authoritative:

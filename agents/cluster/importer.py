@@ -18,9 +18,9 @@ identity."""
 
 from __future__ import annotations
 
-import ipaddress
+import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,10 @@ LEFT_OUT_ANNOTATION = "federation.io/left-out"
 CHOICE_ANNOTATION = "federation.io/route"
 SAVED_BUDGET = 192 * 1024  # of kube's 256 KiB for all of an object's annotations
 LEFT_OUT_SHOWN = 20
+WIRE_CACHE = 16384  # saved-view parts remembered (one per source and service)
 SLICE_MANAGER = "cluster-agent.federation.io"
+MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
+MCS_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
 VM_LABEL = "federation.io/vm"
 MAX_PER_SLICE = 100
 
@@ -85,16 +88,19 @@ class Materialized:
 
     objects: list[Desired]
     left_out: dict[str, str]
+    saved: dict[str, str]  # the saved-view annotations written on the ServiceImport
 
 
-def holdable(choice: Choice, refused: Mapping[str, str]) -> tuple[list[Chosen], dict[str, str]]:
+def holdable(
+    endpoints: Iterable[Chosen], refused: Mapping[str, str]
+) -> tuple[list[Chosen], dict[str, str]]:
     """The chosen endpoints an EndpointSlice can hold, and the others with
     the reason: an address the apiserver refused here before, or one no
     kube-apiserver accepts (loopback is left to the apiserver to refuse:
     simulated clusters hold it)."""
     kept: list[Chosen] = []
     left_out: dict[str, str] = {}
-    for chosen in choice.endpoints:
+    for chosen in endpoints:
         why = refused.get(chosen.address) or refused_by_kubernetes(
             chosen.address, loopback_allowed=True
         )
@@ -105,13 +111,132 @@ def holdable(choice: Choice, refused: Mapping[str, str]) -> tuple[list[Chosen], 
     return kept, left_out
 
 
+class Bodies:
+    """The last body built per slice name and the members it was built from:
+    an unchanged source's slices are the same objects as last time, so the
+    writer skips them without comparing (at 255 sources, one source's
+    change must not rebuild and compare 255 slices).  Bounded by the slices
+    the agent manages; ``forget`` drops a service's."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[tuple[ServiceRef, str], tuple[object, Obj]] = {}
+        self._wire: dict[tuple[object, ...], str] = {}
+        self._sources: dict[
+            tuple[ServiceRef, str],
+            tuple[tuple[Chosen, ...], int, tuple[list[Desired], dict[str, str]]],
+        ] = {}
+
+    def body(
+        self, service: ServiceRef, name: str, signature: object, build: Callable[[], Obj]
+    ) -> Obj:
+        hit = self._by_name.get((service, name))
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+        built = build()
+        self._by_name[(service, name)] = (signature, built)
+        return built
+
+    def wire(self, endpoint_set: EndpointSet) -> str:
+        """A source's set as JSON for the saved view, encoded once per
+        (source, generation, staleness)."""
+        key = (
+            endpoint_set.service,
+            str(endpoint_set.source),
+            endpoint_set.generation,
+            endpoint_set.stale,
+            endpoint_set.stale_since,
+            len(endpoint_set.endpoints),
+        )
+        text = self._wire.get(key)
+        if text is None:
+            text = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
+            if len(self._wire) >= WIRE_CACHE:
+                self._wire.clear()
+            self._wire[key] = text
+        return text
+
+    def source(
+        self,
+        service: ServiceRef,
+        source: str,
+        chosen: tuple[Chosen, ...],
+        refused_version: int,
+        build: Callable[[], tuple[list[Desired], dict[str, str]]],
+    ) -> tuple[list[Desired], dict[str, str]]:
+        """One source's slices, rebuilt only when routing handed a different
+        tuple of its chosen endpoints (or the apiserver refused more)."""
+        hit = self._sources.get((service, source))
+        if hit is not None and hit[0] is chosen and hit[1] == refused_version:
+            return hit[2]
+        built = build()
+        self._sources[(service, source)] = (chosen, refused_version, built)
+        return built
+
+    def forget(self, service: ServiceRef, keep: Iterable[str] = ()) -> None:
+        """Drop the service's slices but those named in ``keep``."""
+        kept = set(keep)
+        for key in [k for k in self._by_name if k[0] == service and k[1] not in kept]:
+            del self._by_name[key]
+        names = {n for s, n in self._by_name if s == service}
+        for key in [k for k in self._sources if k[0] == service]:
+            if not kept or not all(d.name in names for d in self._sources[key][2][0]):
+                del self._sources[key]
+
+
+def _by_source(endpoints: tuple[Chosen, ...]) -> dict[str, tuple[Chosen, ...]]:
+    grouped: dict[str, list[Chosen]] = {}
+    for chosen in endpoints:
+        grouped.setdefault(chosen.source, []).append(chosen)
+    return {source: tuple(members) for source, members in grouped.items()}
+
+
+def _source_slices(
+    service: ServiceRef,
+    name: str,
+    source: str,
+    chosen: tuple[Chosen, ...],
+    refused: Mapping[str, str],
+    bodies: Bodies,
+) -> tuple[list[Desired], dict[str, str]]:
+    kept, left_out = holdable(chosen, refused)
+    groups: dict[tuple[str, tuple[EndpointPort, ...]], list[Chosen]] = {}
+    for member in kept:
+        family = "IPv6" if ":" in member.address else "IPv4"  # addresses are canonical
+        groups.setdefault((family, member.endpoint.ports), []).append(member)
+    out: list[Desired] = []
+    for (family, endpoint_ports), members in sorted(groups.items(), key=_group_order):
+        prefix = _slice_prefix(name, source, family, endpoint_ports)
+        for index, start in enumerate(range(0, len(members), MAX_PER_SLICE)):
+            slice_name = f"{prefix}-{index}"
+            chunk = members[start : start + MAX_PER_SLICE]
+            signature = (name, family, endpoint_ports, _members(chunk))
+            body = bodies.body(
+                service,
+                slice_name,
+                signature,
+                lambda: _slice(service, name, slice_name, source, family, endpoint_ports, chunk),  # noqa: B023 - called at once
+            )
+            out.append(Desired(ENDPOINT_SLICES, service.namespace, slice_name, body))
+    return out, left_out
+
+
+def _members(chunk: list[Chosen]) -> tuple[tuple[str, int, str], ...]:
+    return tuple((c.address, c.weight, c.endpoint.locality.zone) for c in chunk)
+
+
 def materialize(
     service: ServiceRef,
     sets: list[EndpointSet],
     choice: Choice,
     suffix: str,
     refused: Mapping[str, str] | None = None,
+    bodies: Bodies | None = None,
+    saved_view: dict[str, str] | None = None,
 ) -> Materialized:
+    """The objects of ``service`` here.  ``saved_view``: the saved-view
+    annotations to write as they are (the agent refreshes them at most every
+    few seconds: at 255 sources they are the largest thing it writes)."""
+    bodies = bodies if bodies is not None else Bodies()
     name = global_name(service, suffix)
     labels = _labels(service)
     ports = _service_ports(sets)
@@ -133,31 +258,21 @@ def materialize(
             },
         ),
     ]
-    chosen_endpoints, left_out = holdable(choice, refused or {})
-    groups: dict[tuple[str, tuple[EndpointPort, ...]], list[Any]] = {}
-    for chosen in chosen_endpoints:
-        family = "IPv6" if ipaddress.ip_address(chosen.address).version == 6 else "IPv4"
-        groups.setdefault((family, chosen.endpoint.ports), []).append(chosen)
-    index = 0
-    for (family, endpoint_ports), members in sorted(groups.items(), key=_group_order):
-        for start in range(0, len(members), MAX_PER_SLICE):
-            out.append(
-                Desired(
-                    ENDPOINT_SLICES,
-                    service.namespace,
-                    f"{name}-{index}",
-                    _slice(
-                        service,
-                        name,
-                        index,
-                        family,
-                        endpoint_ports,
-                        members[start : start + MAX_PER_SLICE],
-                    ),
-                )
-            )
-            index += 1
-    annotations = {CHOICE_ANNOTATION: choice.reason, **_saved(sets, choice)}
+    # One slice set per source (and address family and ports), named after
+    # them: a change of one source rewrites only that source's slices, and
+    # a source whose chosen endpoints are the very tuple routing gave last
+    # time (its memo) is not looked at again.
+    left_out: dict[str, str] = {}
+    by_source = choice.by_source or _by_source(choice.endpoints)
+    for source, chosen in sorted(by_source.items()):
+        slices, dropped = bodies.source(
+            service, source, chosen, len(refused or {}),
+            lambda: _source_slices(service, name, source, chosen, refused or {}, bodies),  # noqa: B023 - called at once
+        )  # fmt: skip
+        out += slices
+        left_out.update(dropped)
+    saved = saved_view if saved_view is not None else _saved(sets, choice, bodies)
+    annotations = {CHOICE_ANNOTATION: choice.reason, **saved}
     if left_out:
         shown = [{"address": a, "reason": r} for a, r in sorted(left_out.items())[:LEFT_OUT_SHOWN]]
         annotations[LEFT_OUT_ANNOTATION] = json.dumps(
@@ -188,10 +303,10 @@ def materialize(
             },
         )
     )
-    return Materialized(out, left_out)
+    return Materialized(out, left_out, saved)
 
 
-def _saved(sets: list[EndpointSet], choice: Choice) -> dict[str, str]:
+def _saved(sets: list[EndpointSet], choice: Choice, bodies: Bodies) -> dict[str, str]:
     """The sources' sets to save on the ServiceImport, for a restart during
     a registry outage: the sources of the best levels first, as many whole
     sources as fit the annotation budget; how many did not fit."""
@@ -203,7 +318,7 @@ def _saved(sets: list[EndpointSet], choice: Choice) -> dict[str, str]:
     parts: list[str] = []
     size = 2
     for endpoint_set in ordered:
-        part = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
+        part = bodies.wire(endpoint_set)
         if size + len(part) + 1 > SAVED_BUDGET:
             break
         parts.append(part)
@@ -263,29 +378,41 @@ def workload_entries(
     return out, unknown
 
 
-def _group_order(item: tuple[tuple[str, tuple[EndpointPort, ...]], list[Any]]) -> str:
+def _group_order(item: tuple[tuple[str, tuple[EndpointPort, ...]], list[Chosen]]) -> str:
     (family, ports), _ = item
     return family + ",".join(f"{p.name}:{p.port}" for p in ports)
+
+
+def _slice_prefix(name: str, source: str, family: str, ports: tuple[EndpointPort, ...]) -> str:
+    """``<global name>-<source name>-<hash of kind, family, ports>``: stable
+    for as long as the source exports the service with those ports."""
+    ref = SourceRef.parse(source)
+    group = f"{source}|{family}|" + ",".join(f"{p.name}:{p.port}/{p.protocol.value}" for p in ports)
+    digest = hashlib.sha256(group.encode()).hexdigest()[:6]
+    return f"{name}-{ref.name}"[:200] + f"-{digest}"
 
 
 def _slice(
     service: ServiceRef,
     name: str,
-    index: int,
+    slice_name: str,
+    source: str,
     family: str,
     ports: tuple[EndpointPort, ...],
-    members: list[Any],
+    members: list[Chosen],
 ) -> Obj:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": f"{name}-{index}",
+            "name": slice_name,
             "namespace": service.namespace,
             "labels": {
                 **_labels(service),
                 SERVICE_NAME: name,
                 "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+                MCS_SERVICE_NAME: service.name,
+                MCS_SOURCE_CLUSTER: SourceRef.parse(source).name,
             },
         },
         "addressType": family,

@@ -22,6 +22,7 @@ from agents.cluster.kube import (
     Kind,
     Kube,
     KubeError,
+    Obj,
     ensure_namespace,
 )
 from federation.model import ServiceRef
@@ -48,6 +49,9 @@ class Writer:
     informers: dict[Kind, Informer]
     cluster: str
     refused_addresses: dict[str, str] = field(default_factory=dict)
+    # What we last wrote per object: its resourceVersion and the very body
+    # object, so an unchanged desired body is skipped without comparing.
+    written: dict[tuple[str, str, str], tuple[object, Obj]] = field(default_factory=dict)
     on_refused: Callable[[Kind], None] = lambda kind: None  # the agent counts them
 
     async def apply(
@@ -65,19 +69,25 @@ class Writer:
         for item in desired:
             informer = self.informers[item.kind]
             current = informer.get(item.namespace, item.name)
+            key = (item.kind.plural, item.namespace, item.name)
+            last = self.written.get(key)
+            version = None if current is None else current["metadata"].get("resourceVersion")
+            if last is not None and last[1] is item.body and last[0] == version is not None:
+                continue  # the body we wrote, and nobody wrote since
             if current is not None and not importer.differs(current, item.body):
+                self.written[key] = (current["metadata"].get("resourceVersion"), item.body)
                 continue
             try:
                 if current is None:
                     if not namespace_known:
                         await ensure_namespace(self.kube, item.namespace)
                         namespace_known = True
-                    informer.store(await self.kube.create(item.kind, item.namespace, item.body))
+                    stored = await self.kube.create(item.kind, item.namespace, item.body)
                 else:
                     body = importer.merged(current, item.body)
-                    informer.store(
-                        await self.kube.replace(item.kind, item.namespace, item.name, body)
-                    )
+                    stored = await self.kube.replace(item.kind, item.namespace, item.name, body)
+                informer.store(stored)
+                self.written[key] = (stored["metadata"].get("resourceVersion"), item.body)
             except KubeError as err:
                 if not 400 <= err.status < 500:
                     raise
@@ -120,6 +130,7 @@ class Writer:
         raise Refused(f"{item.kind.plural} {item.namespace}/{item.name}: {err}") from err
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        self.written.pop((kind.plural, namespace, name), None)
         if await self.kube.delete(kind, namespace, name):
             self.informers[kind].forget(namespace, name)
 

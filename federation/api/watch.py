@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
+from federation.api.hub import Entry
 from federation.model import ValidationError
 from federation.store import Compacted, StoreError
 
 FIRST_LINE_WAIT = 0.25
+WRITE_BYTES = 256 * 1024
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
@@ -86,7 +89,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
             if entries:
                 for entry in entries:
                     metrics.events_sent.labels(entry.type).inc()
-                await response.write(b"".join(e.line for e in entries))
+                for batch in _batches(entries):
+                    await response.write(batch)
             else:
                 metrics.events_sent.labels("BOOKMARK").inc()
                 await response.write(_line({"type": "BOOKMARK", "revision": subscription.revision}))
@@ -95,6 +99,21 @@ async def watch(request: web.Request) -> web.StreamResponse:
     finally:
         metrics.watch_streams.dec()
     return response
+
+
+def _batches(entries: list[Entry]) -> Iterator[bytes]:
+    """The entries' lines joined into writes of about WRITE_BYTES: a stream
+    that is far behind never copies its whole backlog at once."""
+    batch: list[bytes] = []
+    size = 0
+    for entry in entries:
+        batch.append(entry.line)
+        size += len(entry.line)
+        if size >= WRITE_BYTES:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def _line(obj: dict[str, Any]) -> bytes:

@@ -7,11 +7,13 @@ such endpoints out of the slices it writes and says why."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=65536)
 def refused_by_kubernetes(address: str, *, loopback_allowed: bool = False) -> str | None:
     """Why kube-apiserver refuses ``address`` in an EndpointSlice, or None.
     ``loopback_allowed`` is the emulator's documented relaxation for

@@ -20,7 +20,7 @@ from federation.model import (
     SourceRef,
     TrafficPolicy,
 )
-from federation.routing import Choice, choose, priority
+from federation.routing import Choice, Memo, choose, priority
 
 SERVICE = ServiceRef(namespace="demo", name="echo")
 CLUSTERS = {
@@ -253,3 +253,26 @@ def test_never_fail_back_before_the_hold_down(steps: list[tuple[float, list[bool
                 streak_start = seen_at
             assert now - streak_start >= hold_down
         previous = choice
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["east1", "east2", "west"]), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_memo_changes_no_answer(changes: list[tuple[str, int, bool]]) -> None:
+    """Routing with a per-service memo answers as routing without one, as
+    sources change one at a time (hold-downs included)."""
+    memo = Memo()
+    current = {name: endpoints(name, 2) for name in ("east1", "east2", "west")}
+    rules = policy(failback_hold_down_seconds=2.0)
+    plain: Choice | None = None
+    memoed: Choice | None = None
+    for step, (name, ready, stale) in enumerate(changes):
+        current[name] = endpoints(name, ready, 3 - ready, stale)
+        sets = list(current.values())
+        plain = choose(sets, HOME, rules, float(step), plain)
+        memoed = choose(sets, HOME, rules, float(step), memoed, memo)
+        assert plain == memoed

@@ -1,0 +1,413 @@
+"""Scale benchmark: N clusters faked at the registry protocol, as Cilium's
+mock clustermesh apiserver fakes them.
+
+Every cluster is real to the registry: registered, joined with its own token
+and CSR, publishing over its own mTLS connection, watching over its own
+stream.  No emulator runs; the registry is its own process (``fedctl
+registry serve``), on SQLite and on etcd in one run.  Measured per backend:
+
+- bootstrap: every cluster publishes every service (``--in-flight`` at once);
+- the registry's RSS and CPU after the load;
+- a streamed relist through ``RegistryClient.snapshot``: its time, that it
+  is complete, and the registry's peak RSS while it runs;
+- churn: ``--rate`` updates/s for ``--seconds`` (each flips one endpoint of
+  one cluster's service, a whole shard rewritten), delivered to one watch
+  stream per cluster: publish -> every-watcher p50/p99, what fraction
+  arrived, and the registry's cores;
+- raw etcd put -> watch with the same watchers, rate and values, as the
+  baseline.
+
+The last line is one JSON object (DESIGN section 10's fields, plus
+``rss_mib``, ``relist_s``, ``bootstrap_s`` and ``registry_cores``; the
+etcd-backed registry's figures under ``etcd_backed``).  ``--quick`` is the
+smoke test ``make test`` runs: small, and it asserts only correctness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aetcd
+import aiohttp
+from registry_bench import registry_process
+from stats import percentile
+
+from agents.client import Credentials, Event, RegistryClient, Relist, Synced
+from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
+from federation.sim.etcd_process import EtcdProcess
+
+TARGETS = {"bootstrap_s": 60.0, "rss_mib": 512.0, "relist_s": 3.0, "registry_cores": 1.0,
+           "p99_ms": 100.0}  # fmt: skip
+REVISION = re.compile(rb'^\{"type":"PUT","revision":(\d+)')
+PAGE = 4096
+
+
+@dataclass
+class Fake:
+    """One faked cluster: its client and what it last published."""
+
+    name: str
+    client: RegistryClient
+    sets: dict[str, EndpointSet] = field(default_factory=dict)
+
+    @property
+    def source(self) -> SourceRef:
+        return SourceRef.parse(f"cluster:{self.name}")
+
+
+def endpoint_set(cluster: int, service: int, endpoints: int) -> EndpointSet:
+    locality = Locality(region=f"r{cluster % 5}", zone=f"z{cluster % 15}", cluster=f"c{cluster}")
+    return EndpointSet(
+        service=ServiceRef(namespace="bench", name=f"svc{service}"),
+        source=SourceRef.parse(f"cluster:c{cluster}"),
+        generation=1,
+        ports=(EndpointPort(name="http", port=80),),
+        endpoints=tuple(
+            Endpoint(
+                address=f"10.{cluster}.{service + 16 * (i // 250)}.{i % 250 + 1}",
+                ports=(EndpointPort(name="http", port=8080),),
+                locality=locality,
+            )
+            for i in range(endpoints)
+        ),
+    )
+
+
+class Process:
+    """RSS and CPU of one process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+
+    def rss_mib(self) -> float:
+        text = Path(f"/proc/{self.pid}/status").read_text()
+        kib = int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS")))
+        self.peak = max(self.peak, kib / 1024)
+        return kib / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def join_all(config_path: str, clusters: int) -> tuple[RegistryClient, list[Fake]]:
+    config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
+    url = config["registry"]
+    admin = RegistryClient(
+        url, Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"]))
+    )
+    fakes: list[Fake] = []
+    for i in range(clusters):
+        record = {"name": f"c{i}", "locality": {"region": f"r{i % 5}", "zone": f"z{i % 15}"}}
+        answer = await admin.request("POST", "/v1/clusters", {"record": record})
+        credentials, _ = await RegistryClient.join(url, answer["token"])
+        fake = Fake(f"c{i}", RegistryClient(url, credentials, timeout=60.0))
+        await fake.client.heartbeat(fake.source)
+        fakes.append(fake)
+    return admin, fakes
+
+
+async def bootstrap(fakes: list[Fake], services: int, endpoints: int, in_flight: int) -> float:
+    work = [(f, s) for s in range(services) for f in fakes]
+    gate = asyncio.Semaphore(in_flight)
+
+    async def publish(fake: Fake, service: int) -> None:
+        endpoint_set_ = endpoint_set(int(fake.name[1:]), service, endpoints)
+        async with gate:
+            await fake.client.publish(endpoint_set_)
+        fake.sets[endpoint_set_.service.name] = endpoint_set_
+
+    started = time.perf_counter()
+    await asyncio.gather(*(publish(f, s) for f, s in work))
+    return time.perf_counter() - started
+
+
+async def relist(client: RegistryClient, registry: Process) -> tuple[float, int, int]:
+    """(seconds, endpoint sets, endpoints) of one streamed snapshot."""
+    sets = endpoints = 0
+
+    async def sample() -> None:
+        while True:
+            registry.rss_mib()
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    started = time.perf_counter()
+    complete = False
+    try:
+        async for change in client.snapshot():
+            if isinstance(change, Relist):
+                sets = endpoints = 0
+            elif isinstance(change, Event) and change.kind == "EndpointSet" and change.object:
+                sets += 1
+                endpoints += len(change.object["endpoints"])
+            elif isinstance(change, Synced):
+                complete = True
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    assert complete, "the snapshot ended without its END line"
+    return elapsed, sets, endpoints
+
+
+class Arrivals:
+    """When each watcher saw each revision."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, float] = {}
+        self.seen: dict[int, list[float]] = {}
+        self.skipped = 0  # updates not sent: every cluster was still publishing
+
+    def arrived(self, revision: int) -> None:
+        self.seen.setdefault(revision, []).append(time.perf_counter())
+
+    def latencies(self) -> list[float]:
+        out = []
+        for revision, started in self.sent.items():
+            out += [t - started for t in self.seen.get(revision, ())]
+        return out
+
+    def delivered(self, watchers: int) -> float:
+        wanted = len(self.sent) * watchers
+        got = sum(len(self.seen.get(r, ())) for r in self.sent)
+        return got / wanted if wanted else 1.0
+
+
+async def registry_watch(fake: Fake, since: int, arrivals: Arrivals, ready: list[None]) -> None:
+    """A watch stream that only reads each PUT line's revision."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with fake.client._http().get(
+        f"{fake.client.url}/v1/watch?since={since}", timeout=timeout
+    ) as answer:
+        assert answer.status == 200, answer.status
+        ready.append(None)
+        pending = b""
+        async for chunk in answer.content.iter_chunked(1 << 16):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                found = REVISION.match(line)
+                if found:
+                    arrivals.arrived(int(found.group(1)))
+
+
+async def churn(
+    fakes: list[Fake], rate: float, seconds: float, in_flight: int, rng: random.Random
+) -> tuple[Arrivals, float]:
+    """Flip one endpoint of a random (cluster, service) ``rate`` times a
+    second; returns the arrivals at every watcher and the publishes/s."""
+    since = max(int((await fakes[0].client.request("GET", "/v1/status"))["revision"]), 0)
+    arrivals = Arrivals()
+    ready: list[None] = []
+    watchers = [asyncio.create_task(registry_watch(f, since, arrivals, ready)) for f in fakes]
+    gate = asyncio.Semaphore(in_flight)
+
+    async def update(fake: Fake) -> None:
+        name = rng.choice(sorted(fake.sets))
+        current = fake.sets[name]
+        flipped = tuple(
+            replace(e, ready=not e.ready) if i == 0 else e for i, e in enumerate(current.endpoints)
+        )
+        changed = replace(current, generation=current.generation + 1, endpoints=flipped)
+        fake.sets[name] = changed
+        async with gate:
+            started = time.perf_counter()
+            answer = await fake.client.publish(changed)
+        arrivals.sent[int(answer["revision"])] = started
+
+    try:
+        await until(lambda: len(ready) == len(fakes), 60.0)
+        total = int(rate * seconds)
+        started = time.perf_counter()
+        pending: list[asyncio.Task[None]] = []
+        busy: set[str] = set()
+        for i in range(total):
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            free = [f for f in fakes if f.name not in busy]
+            if not free:  # every cluster still waits on its last publish
+                arrivals.skipped += 1
+                continue
+            fake = rng.choice(free)
+            task = asyncio.create_task(update(fake))
+            busy.add(fake.name)
+            task.add_done_callback(lambda _, n=fake.name: busy.discard(n))
+            pending.append(task)
+        await asyncio.gather(*pending)
+        achieved = len(arrivals.sent) / (time.perf_counter() - started)
+        last = max(arrivals.sent)
+        await until(lambda: len(arrivals.seen.get(last, ())) >= len(fakes), 30.0)
+        await asyncio.sleep(0.2)
+        return arrivals, achieved
+    finally:
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        if condition() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def raw_etcd(
+    server: EtcdProcess, watchers: int, rate: float, seconds: float, value: bytes
+) -> list[float]:
+    """The same watchers, rate and value size, straight on etcd."""
+    client = aetcd.Client(host=server.host, port=server.client_port)
+    prefix = f"/raw-scale/{time.time_ns()}/"
+    sent: dict[str, float] = {}
+    seen: list[tuple[str, float]] = []
+
+    async def watch() -> None:
+        stream = await client.watch_prefix(prefix.encode())
+        try:
+            async for event in stream:
+                seen.append((event.kv.key.decode(), time.perf_counter()))
+        finally:
+            await stream.cancel()
+
+    tasks = [asyncio.create_task(watch()) for _ in range(watchers)]
+    try:
+        await asyncio.sleep(1.0)  # every watch created
+        total = int(rate * seconds)
+        started = time.perf_counter()
+        for i in range(total):
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            key = f"{prefix}{i % 500}/{i}"
+            sent[key] = time.perf_counter()
+            await client.put(key.encode(), value)
+        await asyncio.sleep(1.0)
+        return [t - sent[k] for k, t in seen if k in sent]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+
+def ms(samples: list[float], q: float) -> float:
+    return round(percentile(samples, q) * 1000, 2) if samples else float("nan")
+
+
+async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    pids: list[int] = []
+    async with registry_process(
+        url, tmp / name, pids.append, log=args.log_dir / f"{name}.log" if args.log_dir else None
+    ) as config:
+        registry = Process(pids[0])
+        admin, fakes = await join_all(config, args.clusters)
+        try:
+            boot = await bootstrap(fakes, args.services, args.endpoints, args.in_flight)
+            print(f"{name:6} bootstrap {boot:.1f}s", flush=True)
+            rss = registry.rss_mib()
+            registry.peak = rss
+            relist_s, sets, endpoints = await relist(fakes[0].client, registry)
+            expected = args.clusters * args.services
+            print(
+                f"{name:6} relist {relist_s:.2f}s ({sets} sets, {endpoints} endpoints)", flush=True
+            )
+            cpu = registry.cpu_seconds()
+            wall = time.perf_counter()
+            arrivals, achieved = await churn(
+                fakes, args.rate, args.seconds, args.in_flight, random.Random(7)
+            )
+            cores = (registry.cpu_seconds() - cpu) / (time.perf_counter() - wall)
+            latencies = arrivals.latencies()
+            result = {
+                "bootstrap_s": round(boot, 2),
+                "rss_mib": round(rss, 1),
+                "relist_s": round(relist_s, 2),
+                "relist_peak_rss_mib": round(registry.peak, 1),
+                "relist_complete": sets == expected and endpoints == expected * args.endpoints,
+                "p50_ms": ms(latencies, 0.5),
+                "p99_ms": ms(latencies, 0.99),
+                "delivered": round(arrivals.delivered(len(fakes)), 4),
+                "skipped_updates": arrivals.skipped,
+                "updates_per_s": round(achieved, 1),
+                "registry_cores": round(cores, 2),
+                "rss_after_churn_mib": round(registry.rss_mib(), 1),
+            }
+            print(f"{name:6} {json.dumps(result)}", flush=True)
+            return result
+        finally:
+            for fake in fakes:
+                await fake.client.close()
+            await admin.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "clusters": args.clusters,
+        "services": args.services,
+        "endpoints": args.clusters * args.services * args.endpoints,
+    }
+    value = json.dumps(endpoint_set(1, 1, args.endpoints).to_wire()).encode()
+    with tempfile.TemporaryDirectory() as tmp, EtcdProcess() as etcd:
+        urls = {
+            "sqlite": f"sqlite:///{tmp}/registry.db",
+            "etcd": f"etcd://{etcd.host}:{etcd.client_port}",
+        }
+        results = {name: await backend(name, urls[name], Path(tmp), args) for name in args.backends}
+        raw = await raw_etcd(etcd, args.clusters, args.rate, min(args.seconds, 10.0), value)
+    out["etcd_p50_ms"], out["etcd_p99_ms"] = ms(raw, 0.5), ms(raw, 0.99)
+    first = args.backends[0]
+    out.update(results[first])
+    out["backend"] = first
+    for name in args.backends[1:]:
+        out[f"{name}_backed" if name == "etcd" else name] = results[name]
+    out["targets_met"] = {
+        name: all((r[k] <= limit) for k, limit in TARGETS.items() if isinstance(r.get(k), float))
+        and r["delivered"] == 1.0
+        and r["skipped_updates"] == 0
+        and r["updates_per_s"] >= 0.95 * args.rate
+        for name, r in results.items()
+    }
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clusters", type=int, default=255)
+    p.add_argument("--services", type=int, default=10)
+    p.add_argument("--endpoints", type=int, default=100, help="per cluster and service")
+    p.add_argument("--rate", type=float, default=325.0, help="churn updates per second")
+    p.add_argument("--seconds", type=float, default=20.0, help="churn duration")
+    p.add_argument("--in-flight", type=int, default=32)
+    p.add_argument("--backends", nargs="+", default=["sqlite", "etcd"])
+    p.add_argument("--quick", action="store_true", help="a small run for make test")
+    p.add_argument("--log-dir", type=Path, help="keep each registry's stderr here")
+    return p
+
+
+def main(
+    argv: list[str] | None = None, check: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.clusters, args.services, args.endpoints = 20, 3, 20
+        args.rate, args.seconds = 40.0, 2.0
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+    if check is not None:
+        check(result)
+
+
+if __name__ == "__main__":
+    main()
