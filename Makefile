@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation bench-scale clean
+.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation bench-scale bench-agent-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,10 @@ bench-propagation: $(STAMP)
 bench-scale: $(STAMP)
 	cd benchmarks && ../$(BIN)/python scale.py
 
-bench: bench-kubeapi bench-store bench-registry bench-trust bench-propagation bench-scale
+bench-agent-scale: $(STAMP)
+	cd benchmarks && ../$(BIN)/python agent_scale.py
+
+bench: bench-kubeapi bench-store bench-registry bench-trust bench-propagation bench-scale bench-agent-scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

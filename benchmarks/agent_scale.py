@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from registry_bench import registry_process
-from scale import Process, until
+from scale import Process, raw_etcd, until
 from stats import percentile
 
 from agents.client import Credentials, RegistryClient
 from agents.cluster.kube import ENDPOINT_SLICES, Kube, KubeError
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
-from federation.sim.etcd_process import free_port
+from federation.sim.etcd_process import EtcdProcess, free_port
 
 SERVICE = ServiceRef(namespace="bench", name="svc")
 SELECTOR = "kubernetes.io/service-name=svc-global"
@@ -194,10 +194,14 @@ async def measure(
         await until(lambda: len(slices.count) == len(wanted), 120.0)
         materialized = time.perf_counter() - started
         complete = slices.addresses() == wanted
+        changing = time.perf_counter()
         latencies, rewritten = await changes(args, sources, slices)
+        rate = len(latencies) / (time.perf_counter() - changing)
         return {
+            "clusters": args.sources + 1,
             "sources": args.sources,
             "endpoints": len(wanted),
+            "updates_per_s": round(rate, 1),
             "materialized_s": round(materialized, 2),
             "complete": complete,
             "slices": len(slices.held),
@@ -255,6 +259,14 @@ def agent_peak(agent: Process) -> float:
     )
 
 
+async def baseline(args: argparse.Namespace) -> tuple[float, float]:
+    """Raw etcd put -> watch, one watcher, the same rate and value size."""
+    value = json.dumps(source_set(1, args.endpoints).to_wire()).encode()
+    with EtcdProcess() as etcd:
+        samples = await raw_etcd(etcd, 1, args.rate, 5.0, value)
+    return round(percentile(samples, 0.5) * 1000, 2), round(percentile(samples, 0.99) * 1000, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, default=255)
@@ -263,6 +275,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="changes per second, at most")
     args = parser.parse_args()
     result = asyncio.run(run(args))
+    result["etcd_p50_ms"], result["etcd_p99_ms"] = asyncio.run(baseline(args))
     result["targets_met"] = bool(result["complete"]) and all(
         result[k] is not None and result[k] <= v for k, v in TARGETS.items()
     )

@@ -186,8 +186,25 @@ def _parts(
     return parts
 
 
-def _by_source(parts: list[Part]) -> dict[str, tuple[Chosen, ...]]:
-    return {part.source: part.chosen for part in parts if part.chosen}
+def _at(
+    level: int,
+    parts: list[Part],
+    levels: tuple[Level, ...],
+    reason: str,
+    since: dict[int, float],
+    *,
+    last_resort: bool = False,
+) -> Choice:
+    """The choice of ``level``: its parts' healthy endpoints, also by source."""
+    return Choice(
+        level,
+        _chosen(parts),
+        levels,
+        reason,
+        last_resort=last_resort,
+        eligible_since=since,
+        by_source={part.source: part.chosen for part in parts if part.chosen},
+    )
 
 
 def _chosen(parts: list[Part]) -> tuple[Chosen, ...]:
@@ -238,25 +255,11 @@ def _choose(
                 f"; {level_name(better, policy)} is eligible again, failback after the "
                 f"{hold_down:g}s hold-down ({wait:.1f}s left)"
             )
-        return Choice(
-            chosen,
-            _chosen(live[chosen]),
-            levels,
-            reason,
-            eligible_since=since,
-            by_source=_by_source(live[chosen]),
-        )
+        return _at(chosen, live[chosen], levels, reason, since)
     if eligible:  # only better levels, still in hold-down, and the current one is gone
         chosen = min(eligible)
         reason = f"{level_name(chosen, policy)}: the only eligible level (hold-down waived)"
-        return Choice(
-            chosen,
-            _chosen(live[chosen]),
-            levels,
-            reason,
-            eligible_since=since,
-            by_source=_by_source(live[chosen]),
-        )
+        return _at(chosen, live[chosen], levels, reason, since)
     partial = [lv.priority for lv in levels if lv.healthy]
     if partial:
         chosen = partial[0]
@@ -264,14 +267,7 @@ def _choose(
             f"no level has {threshold} healthy endpoints; using {level_name(chosen, policy)} "
             f"with {next(lv.healthy for lv in levels if lv.priority == chosen)}"
         )
-        return Choice(
-            chosen,
-            _chosen(live[chosen]),
-            levels,
-            reason,
-            eligible_since=since,
-            by_source=_by_source(live[chosen]),
-        )
+        return _at(chosen, live[chosen], levels, reason, since)
     for p in sorted(stale):
         healthy = _chosen(stale[p])
         if healthy:
@@ -279,15 +275,7 @@ def _choose(
                 f"no live source has a healthy endpoint; last resort: stale sources at "
                 f"{level_name(p, policy)}"
             )
-            return Choice(
-                p,
-                healthy,
-                levels,
-                reason,
-                last_resort=True,
-                eligible_since=since,
-                by_source=_by_source(stale[p]),
-            )
+            return _at(p, stale[p], levels, reason, since, last_resort=True)
     return Choice(None, (), levels, "no healthy endpoint anywhere", eligible_since=since)
 
 

@@ -67,23 +67,24 @@ def policy_key(service: ServiceRef) -> str:
 
 def parse_shard(key: str) -> ShardKey:
     """An ``endpoints/`` key back into its parts."""
-    parts = key.removeprefix(ENDPOINTS).split("/")
-    if not key.startswith(ENDPOINTS) or len(parts) != 4 or not parts[3].isdigit():
-        raise ValidationError("key", f"{key!r} is not an endpoint set key")
-    namespace, name, source, shard = parts
-    return ShardKey(
-        service=ServiceRef(namespace=namespace, name=name),
-        source=SourceRef.parse(source),
-        shard=int(shard),
-    )
+    namespace, name, source, shard = _four(key, ENDPOINTS, "an endpoint set key")
+    return _shard_key(namespace, name, source, shard)
 
 
 def parse_index(key: str) -> ShardKey:
     """A ``sources/`` index key back into the shard it indexes."""
-    parts = key.removeprefix(SOURCES).split("/")
-    if not key.startswith(SOURCES) or len(parts) != 4 or not parts[3].isdigit():
-        raise ValidationError("key", f"{key!r} is not a source index key")
-    source, namespace, name, shard = parts
+    source, namespace, name, shard = _four(key, SOURCES, "a source index key")
+    return _shard_key(namespace, name, source, shard)
+
+
+def _four(key: str, prefix: str, what: str) -> list[str]:
+    parts = key.removeprefix(prefix).split("/")
+    if not key.startswith(prefix) or len(parts) != 4 or not parts[3].isdigit():
+        raise ValidationError("key", f"{key!r} is not {what}")
+    return parts
+
+
+def _shard_key(namespace: str, name: str, source: str, shard: str) -> ShardKey:
     return ShardKey(
         service=ServiceRef(namespace=namespace, name=name),
         source=SourceRef.parse(source),
