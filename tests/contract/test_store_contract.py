@@ -321,3 +321,25 @@ async def test_sqlite_history_is_bounded_in_bytes(tmp_path: Path) -> None:
         assert size < 32 * 1024 * 1024
     finally:
         await store.close()
+
+
+async def test_a_paged_read_overtaken_by_compaction_fails_or_stays_whole(
+    backend: Backend, store: Store
+) -> None:
+    """etcd cannot read a compacted revision: the read raises Compacted.
+    SQLite's read transaction keeps its snapshot: the read completes as of
+    its revision.  Neither ever returns a mix of two revisions."""
+    for i in range(30):
+        await store.put(backend.key(f"c/{i:02d}"), b"old")
+    pages = store.pages(backend.key("c/"), limit=10)
+    first = await anext(pages)
+    for i in range(30):
+        latest = await store.put(backend.key(f"c/{i:02d}"), b"new")
+    await store.compact(latest)
+    try:
+        rest = [kv async for page in pages for kv in page.kvs]
+    except Compacted:
+        assert backend.name == "etcd"
+        return
+    assert backend.name == "sqlite"
+    assert [kv.value for kv in (*first.kvs, *rest)] == [b"old"] * 30

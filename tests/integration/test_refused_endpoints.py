@@ -10,6 +10,7 @@ refuses is learnt from its 422 and left out too."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -183,3 +184,51 @@ async def test_an_address_only_the_apiserver_refuses_is_learnt_and_left_out(
             assert "127.0.0.5" in saved["metadata"]["annotations"][importer.LEFT_OUT_ANNOTATION]
         finally:
             await kube.close()
+
+
+async def test_a_refused_write_retries_its_own_key_and_no_other(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two unnamed ports make a Service kube-apiserver refuses (every port
+    of a multi-port Service needs a name): that import retries with its
+    own backoff, and the echo service keeps failing over meanwhile."""
+    caplog.set_level(logging.WARNING, logger="agents.cluster.writer")
+    record = Workload(
+        name="multi",
+        namespace=NS,
+        service_account="multi",
+        address="127.0.9.7",
+        locality=Locality(region="us-east", zone="a"),
+        ports=(EndpointPort(name="http", port=8080),),
+        service="multi",
+    )
+    async with world.admin() as admin:
+        answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
+    credentials, _ = await RegistryClient.join(world.url, str(answer["token"]))
+    source = SourceRef.parse("vm:multi")
+    async with RegistryClient(world.url, credentials) as vm:
+        await vm.heartbeat(source)
+        await vm.publish(
+            EndpointSet(
+                service=ServiceRef(namespace=NS, name="multi"),
+                source=source,
+                generation=1,
+                ports=(EndpointPort(name="", port=80), EndpointPort(name="", port=81)),
+                endpoints=(
+                    Endpoint(address="127.0.9.7", ports=record.ports, locality=record.locality),
+                ),
+            )
+        )
+    for name in world.members:
+        await eventually(
+            lambda name=name: metric(world, name, "federation_agent_refused_writes_total") >= 2,
+            timeout=15.0,
+            what=f"the refused Service retried in {name}",
+        )
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert any("namespace=demo service=multi" in line and "spec.ports" in line for line in refused)
+    await routed_to(world, "east1", "east1")
+    await kill_all(world, "east1")
+    await routed_to(world, "east1", "east2")
+    await revive_all(world, "east1")
+    await routed_to(world, "east1", "east1")
