@@ -74,7 +74,7 @@ from federation.store import (
     LeaseNotFound,
     Put,
     Store,
-    Unavailable,
+    StoreError,
 )
 from federation.trust import ca as certs
 from federation.trust import tokens
@@ -471,8 +471,8 @@ class Registry:
                         source = keys.parse_alive(event.key)
                         log.info("%s missed its heartbeats: its endpoints are stale", source)
                         await self._mark(source, stale=True)
-            except Unavailable as err:
-                log.warning("liveness: store unavailable (%s); retrying", err)
+            except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
+                log.warning("liveness: store failed (%s); retrying", err)
                 await self.clock.sleep(1.0)
 
     async def rotations(self, interval: float = 5.0) -> None:
@@ -483,7 +483,7 @@ class Registry:
             try:
                 if self.trust.state.phase is not Phase.IDLE:
                     await self.trust.advance()
-            except (Unavailable, Conflict) as err:
+            except (StoreError, Conflict) as err:
                 log.warning("rotation: %s; retrying", err)
 
     async def _mark(self, source: SourceRef, *, stale: bool) -> None:
@@ -512,6 +512,10 @@ class Registry:
                 return
 
     # -- snapshot and watch ----------------------------------------------------
+
+    async def revision(self) -> int:
+        """The store's current revision."""
+        return (await self.store.get(self._key(keys.CLUSTERS))).revision
 
     async def snapshot(self) -> AsyncGenerator[tuple[int, list[Item]], None]:
         """Every watched object, page by page, all at one revision: (that

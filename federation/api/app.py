@@ -20,12 +20,14 @@ from federation.api import watch
 from federation.api.auth import Access, authorize, peer_identity
 from federation.api.dashboard import dashboard
 from federation.api.http import (
+    HEALTH_KEY,
     HUB_KEY,
     IDENTITY_KEY,
     METRICS_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
     Handler,
+    Health,
     Metrics,
     Route,
     Settings,
@@ -352,6 +354,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    failed = request.app[HEALTH_KEY].failed
+    if failed:
+        stopped = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
+        return error_response(503, f"background work stopped: {stopped}")
     registry = registry_of(request)
     try:
         revision = (await registry.store.get(registry.prefix + AUTHORITY)).revision
@@ -461,6 +467,9 @@ ROUTES: list[Route] = [
 
 async def _run_hub(app: web.Application) -> AsyncIterator[None]:
     await app[HUB_KEY].start()
+    task = app[HUB_KEY].task
+    assert task is not None
+    app[HEALTH_KEY].supervise(task, "watch hub")
     yield
     await app[HUB_KEY].stop()
 
@@ -471,6 +480,7 @@ def build_app(registry: Registry, settings: Settings | None = None) -> web.Appli
     app[METRICS_KEY] = Metrics()
     app[SETTINGS_KEY] = settings or Settings()
     app[HUB_KEY] = WatchHub(registry)
+    app[HEALTH_KEY] = Health()
     app.cleanup_ctx.append(_run_hub)
     for route in ROUTES:
 

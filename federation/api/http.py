@@ -3,9 +3,11 @@ JSON in and out (errors as ``{"code", "reason", "message"[, "field"]}``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +18,8 @@ from federation.api.hub import WatchHub
 from federation.model import ValidationError
 from federation.registry import Invalid, Registry
 from federation.trust.identity import Identity
+
+log = logging.getLogger("federation.api")
 
 
 class Metrics:
@@ -57,6 +61,27 @@ class Metrics:
 
 
 @dataclass
+class Health:
+    """The background tasks a registry process cannot do without: one that
+    ends (other than by cancellation) is logged with its traceback and
+    makes ``/readyz`` answer 503 naming it, instead of dying unseen."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def supervise(self, task: asyncio.Task[None], name: str) -> None:
+        task.add_done_callback(lambda done: self._ended(done, name))
+
+    def _ended(self, task: asyncio.Task[None], name: str) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        why = f"{type(error).__name__}: {error}" if error is not None else "it returned"
+        self.failed[name] = why
+        log.error("the %s task stopped (%s); this replica is not ready", name, why,
+                  exc_info=error)  # fmt: skip
+
+
+@dataclass
 class Settings:
     bookmark_interval: float = 5.0
     token_ttl: float = 3600.0
@@ -80,6 +105,7 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 HUB_KEY = web.AppKey("hub", WatchHub)
+HEALTH_KEY = web.AppKey("health", Health)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from federation.registry import Registry
 from federation.registry_trust import AUTHORITY
-from federation.store import Compacted, Unavailable
+from federation.store import Compacted, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class WatchHub:
     def head(self) -> int:
         return self._head
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The hub's store-following task, for the server to supervise."""
+        return self._task
+
     def subscribe(self, since: int | None) -> Subscription | None:
         """A cursor after ``since`` (None: from now), or None when the
         buffer no longer holds everything after ``since``."""
@@ -91,10 +96,11 @@ class WatchHub:
                     self._notify()
             except Compacted:
                 log.warning("watch hub: history after %d was compacted; streams relist", self._head)
-                with contextlib.suppress(Unavailable):
+                with contextlib.suppress(StoreError):
                     self._reset(await self._current_revision())
-            except Unavailable as err:
-                log.warning("watch hub: store unavailable (%s); retrying in %.2fs", err, delay)
+            except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
+                log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
+                            err, self._head, delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from cryptography import x509
 
 from federation.api.app import build_app
-from federation.api.http import Settings
+from federation.api.http import HEALTH_KEY, Settings
 from federation.registry import Registry
 from federation.registry_trust import BUNDLE
 from federation.store import StoreError
@@ -87,18 +87,22 @@ class RegistryServer:
             assert isinstance(server, asyncio.base_events.Server)
             self.port = int(server.sockets[0].getsockname()[1])
         await self._write_admin()
-        self._tasks = [
-            asyncio.create_task(self.registry.liveness()),
-            asyncio.create_task(self.registry.rotations()),
-            asyncio.create_task(self._follow_trust()),
-        ]
+        health = app[HEALTH_KEY]
+        for name, work in (
+            ("liveness", self.registry.liveness()),
+            ("rotation", self.registry.rotations()),
+            ("trust bundle", self._follow_trust()),
+        ):
+            task = asyncio.create_task(work, name=name)
+            health.supervise(task, name)
+            self._tasks.append(task)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # a failure was logged and reported when it happened
         self._tasks = []
         if self._runner is not None:
             await self._runner.cleanup()

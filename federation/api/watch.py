@@ -69,6 +69,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
     overtakes a running stream it ends with an ERROR line carrying code
     410, as Kubernetes watches do."""
     since = _since(request)
+    if since is not None and since > request.app[HUB_KEY].head:
+        current = await registry_of(request).revision()
+        if since > current:  # a bookmark there would claim what nobody has seen
+            raise ValidationError(
+                "since", f"revision {since} is ahead of the registry's revision {current}"
+            )
     subscription = request.app[HUB_KEY].subscribe(since)
     if subscription is None:
         assert since is not None

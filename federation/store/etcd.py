@@ -57,6 +57,7 @@ _T = TypeVar("_T")
 # themselves by the largest key-value seen so far.  gRPC's receive limit
 # sits well above any page that can result.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+RETIRED_KEPT = 4  # replaced clients kept open for calls still on them
 
 
 class EtcdStore:
@@ -78,6 +79,8 @@ class EtcdStore:
         self._watch_retry_seconds = watch_retry_seconds
         self._max_value = max_value_bytes
         self._client = self._new_client()
+        self._retired: list[aetcd.Client] = []  # moved away from; closed later
+        self._rotating = asyncio.Lock()
         self._closed = False
 
     def _new_client(self) -> aetcd.Client:
@@ -92,31 +95,43 @@ class EtcdStore:
             },
         )
 
-    async def _rotate(self) -> None:
-        """Move to the next member after a connection failure."""
-        old = self._client
-        self._current = (self._current + 1) % len(self._endpoints)
-        self._client = self._new_client()
-        with contextlib.suppress(etcd_errors.ClientError, OSError):
-            await old.close()
+    async def _rotate(self, failed: aetcd.Client) -> None:
+        """Move to the next member after ``failed`` failed a call.  Safe
+        under concurrency: only the first of several calls that failed on
+        the same client moves on (the others find it already replaced), and
+        a replaced client is not closed under calls still using it; the
+        oldest retired ones are closed once a few newer ones exist."""
+        async with self._rotating:
+            if self._client is not failed:
+                return
+            self._current = (self._current + 1) % len(self._endpoints)
+            self._client = self._new_client()
+            self._retired.append(failed)
+            while len(self._retired) > RETIRED_KEPT:
+                old = self._retired.pop(0)
+                with contextlib.suppress(etcd_errors.ClientError, OSError):
+                    await old.close()
 
     async def start(self) -> None:
         await self._call(lambda c: c.status())
 
     async def close(self) -> None:
         self._closed = True
-        with contextlib.suppress(etcd_errors.ClientError, OSError):
-            await self._client.close()
+        for client in (*self._retired, self._client):
+            with contextlib.suppress(etcd_errors.ClientError, OSError):
+                await client.close()
+        self._retired = []
 
     async def _call(self, action: Callable[[aetcd.Client], Awaitable[_T]]) -> _T:
         """Run one RPC, classifying its errors; a connection failure moves
         to the next member and raises ``Unavailable`` for the caller."""
         if self._closed:
             raise Unavailable("store is closed")
+        client = self._client
         try:
-            return await action(self._client)
+            return await action(client)
         except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as err:
-            await self._rotate()
+            await self._rotate(client)
             raise Unavailable(f"etcd unreachable: {err}") from err
         except etcd_errors.RevisionCompactedError as err:
             raise Compacted(0, err.compacted_revision) from err
@@ -235,7 +250,7 @@ class EtcdStore:
                 await _cancel_quietly(stream)
             if self._closed:
                 raise Unavailable("store is closed")
-            await self._rotate()
+            await self._rotate(self._client)
             await backoff.wait_or_raise()
 
     async def _open_watch(self, start: bytes, end: bytes, revision: int | None) -> Any:

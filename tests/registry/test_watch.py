@@ -151,3 +151,15 @@ async def test_a_silent_source_goes_stale_and_comes_back(harness: Harness) -> No
     assert not await stale()
     detail = await east.request("GET", "/v1/services/shop/cart")
     assert detail["items"][0]["staleSince"] == 0
+
+
+async def test_a_watch_from_a_future_revision_is_400_not_a_bookmark(harness: Harness) -> None:
+    east = await harness.enrol_cluster("east")
+    revision, _ = await east.collect_snapshot()
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        http.get(f"{harness.url}/v1/watch?since={revision + 1000}") as answer,
+    ):
+        assert answer.status == 400
+        body = await answer.json()
+        assert body["field"] == "since" and "ahead" in body["message"]
