@@ -57,22 +57,41 @@ async def publish_until_it_lands(east: RegistryClient, generation: int) -> int:
             await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("seconds", [3, 8])
+async def keep_publishing(east: RegistryClient, acked: list[int], first: int) -> None:
+    """Publish every 50 ms through the outage; record what was acknowledged."""
+    generation = first
+    while True:
+        generation += 1
+        try:
+            answer = await east.publish(endpoint_set("east", generation), retry=False)
+            acked.append(int(answer["revision"]))
+        except RegistryError:
+            pass  # 503 while etcd is down: not acknowledged, so not expected
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(("seconds", "busy"), [(3, False), (8, True), (30, True)])
 async def test_every_stream_gets_the_next_publish_after_an_etcd_outage(
-    outage: tuple[Harness, EtcdProcess], seconds: float
+    outage: tuple[Harness, EtcdProcess], seconds: float, busy: bool
 ) -> None:
     harness, etcd = outage
     east = await harness.enrol_cluster("east")
     await east.heartbeat(EAST)
     first = await publish_until_it_lands(east, 1)
     before: list[dict[str, Any]] = []
+    acked: list[int] = []
     task = asyncio.create_task(stream(east, harness.url, first, before))
+    publisher = asyncio.create_task(keep_publishing(east, acked, 100)) if busy else None
     try:
         await eventually(lambda: any(x["type"] == "BOOKMARK" for x in before), what="a bookmark")
         await asyncio.to_thread(etcd.stop)
         await asyncio.sleep(seconds)  # the outage itself: what is measured is after it
         await asyncio.to_thread(etcd.start)
-        landed = await publish_until_it_lands(east, 2)
+        if publisher is not None:
+            await eventually(lambda: len(acked) >= 3, timeout=30, what="publishes after it")
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+        landed = await publish_until_it_lands(east, 100_000)
         after: list[dict[str, Any]] = []
         late = asyncio.create_task(stream(east, harness.url, first, after))
         try:
@@ -87,6 +106,9 @@ async def test_every_stream_gets_the_next_publish_after_an_etcd_outage(
         finally:
             late.cancel()
             await asyncio.gather(late, return_exceptions=True)
+        seen = [x["revision"] for x in before if x["type"] == "PUT"]
+        assert seen == sorted(set(seen)), "an event arrived twice or out of order"
+        assert set(acked) <= set(seen), f"acknowledged but never streamed: {set(acked) - set(seen)}"
         # Liveness still runs: a silent source goes stale.
         harness.clock.advance(harness.heartbeat_ttl + 60)
 
@@ -96,5 +118,7 @@ async def test_every_stream_gets_the_next_publish_after_an_etcd_outage(
 
         await eventually(stale, timeout=30, what="the silent source marked stale")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for running_task in (task, publisher):
+            if running_task is not None:
+                running_task.cancel()
+                await asyncio.gather(running_task, return_exceptions=True)
