@@ -119,6 +119,19 @@ async def join_all(config_path: str, clusters: int) -> tuple[RegistryClient, lis
     return admin, fakes
 
 
+async def heartbeats(fakes: list[Fake]) -> None:
+    """Every cluster renews its liveness lease as an agent does (every 5 s,
+    a third of the default TTL), so no source goes stale mid-run."""
+
+    async def one(fake: Fake, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while True:
+            await fake.client.heartbeat(fake.source)
+            await asyncio.sleep(5.0)
+
+    await asyncio.gather(*(one(f, 5.0 * i / len(fakes)) for i, f in enumerate(fakes)))
+
+
 async def bootstrap(fakes: list[Fake], services: int, endpoints: int, in_flight: int) -> float:
     work = [(f, s) for s in range(services) for f in fakes]
     gate = asyncio.Semaphore(in_flight)
@@ -313,6 +326,7 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
     ) as config:
         registry = Process(pids[0])
         admin, fakes = await join_all(config, args.clusters)
+        beating = asyncio.create_task(heartbeats(fakes))
         try:
             boot = await bootstrap(fakes, args.services, args.endpoints, args.in_flight)
             print(f"{name:6} bootstrap {boot:.1f}s", flush=True)
@@ -347,6 +361,8 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
             print(f"{name:6} {json.dumps(result)}", flush=True)
             return result
         finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
             for fake in fakes:
                 await fake.client.close()
             await admin.close()

@@ -30,6 +30,7 @@ from federation.model.validation import (
     check_labels,
     check_number,
     check_service_name,
+    memo_wire,
     require_str,
 )
 
@@ -64,6 +65,10 @@ __all__ = [
     "Workload",
     "WorkloadName",
 ]
+
+
+_LOCALITIES: dict[tuple[object, ...], Locality] = {}
+_PORTS: dict[tuple[object, ...], EndpointPort] = {}
 
 
 # -- records ----------------------------------------------------------------------
@@ -109,6 +114,10 @@ class Locality:
 
     @classmethod
     def from_wire(cls, data: object) -> Locality:
+        return memo_wire(_LOCALITIES, data, cls._from_wire)
+
+    @classmethod
+    def _from_wire(cls, data: object) -> Locality:
         f = Fields(data, frozenset({"region", "zone", "cluster", "network"}))
         return cls(
             region=check_label_value("region", f.get("region")),
@@ -195,6 +204,10 @@ class EndpointPort:
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointPort:
+        return memo_wire(_PORTS, data, cls._from_wire)
+
+    @classmethod
+    def _from_wire(cls, data: object) -> EndpointPort:
         f = Fields(data, frozenset({"name", "port", "protocol"}))
         return cls(
             name=require_str("name", f.get("name", "")),

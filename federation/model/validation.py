@@ -6,6 +6,7 @@ the input was wrong (``endpoints[3].ports[0].port``), not just what.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -14,6 +15,7 @@ from typing import TypeVar
 
 _E = TypeVar("_E", bound=Enum)
 _R = TypeVar("_R")
+MEMO_ENTRIES = 4096  # small records (localities, ports) remembered per kind
 
 MAX_LABELS = 64
 
@@ -81,10 +83,40 @@ def check_label_key(path: str, value: object) -> str:
 def check_ip(path: str, value: object) -> str:
     """An IPv4 or IPv6 address, returned in canonical form."""
     text = require_str(path, value)
+    canonical = _canonical_ip(text)
+    if canonical is None:
+        raise ValidationError(path, f"{text!r} is not an IP address")
+    return canonical
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical_ip(text: str) -> str | None:
+    """Parsing is most of a large endpoint set's validation; addresses repeat."""
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise ValidationError(path, f"{text!r} is not an IP address") from None
+        return None
+
+
+def memo_wire(
+    cache: dict[tuple[object, ...], _R], data: object, build: Callable[[object], _R]
+) -> _R:
+    """``build(data)`` for a small record of scalar fields, remembered by
+    its exact fields and their types (so ``80.0`` or ``True`` never hits
+    the entry of ``80`` or ``1``).  Records are frozen, so one object may
+    serve every endpoint that has the same locality or port."""
+    if not isinstance(data, dict) or len(cache) > MEMO_ENTRIES:
+        if isinstance(data, dict):
+            cache.clear()
+        return build(data)
+    key = tuple((k, type(v), v) for k, v in sorted(data.items(), key=lambda kv: str(kv[0])))
+    try:
+        hit = cache.get(key)
+    except TypeError:  # a nested value: not a small record, validate as is
+        return build(data)
+    if hit is None:
+        hit = cache[key] = build(data)
+    return hit
 
 
 def check_int(path: str, value: object, low: int, high: int) -> int:

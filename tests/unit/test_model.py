@@ -254,3 +254,16 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@pytest.mark.parametrize("bad", [80.0, True, "80"])
+def test_a_remembered_port_never_accepts_what_validation_refuses(bad: object) -> None:
+    """Ports and localities are remembered by their exact fields and types."""
+    assert EndpointPort.from_wire({"name": "http", "port": 80}).port == 80
+    with pytest.raises(ValidationError):
+        EndpointPort.from_wire({"name": "http", "port": bad})
+    assert Locality.from_wire({"region": "eu", "zone": "a"}) is Locality.from_wire(
+        {"zone": "a", "region": "eu"}
+    )
+    with pytest.raises(ValidationError):
+        Locality.from_wire({"region": "eu", "zone": "a b"})
