@@ -27,14 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 
 from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.cluster import importer
 from agents.cluster.exporter import (
-    AGENT,
     GATEWAY_SUFFIX,
-    MANAGED_BY,
     SERVICE_NAME,
     Exporter,
     Local,
@@ -42,7 +40,9 @@ from agents.cluster.exporter import (
     companion_service,
     endpoint_set_of,
     has_node_ports,
+    managed,
 )
+from agents.cluster.imports import Imports
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
     NODES,
@@ -58,6 +58,7 @@ from agents.cluster.kube import (
     ensure_crds,
 )
 from agents.cluster.leader import LeaderElector
+from agents.cluster.metrics import AgentMetrics
 from agents.cluster.queue import WorkQueue
 from agents.cluster.trust import ClusterTrust
 from agents.cluster.writer import Conflicted, Refused, Writer
@@ -65,42 +66,9 @@ from agents.credentials import CredentialKeeper, Keep
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef
-from federation.routing import Choice, Memo, choose, revisit_after
+from federation.routing import Choice
 
 log = logging.getLogger(__name__)
-
-
-class AgentMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.propagation = Histogram(
-            "federation_propagation_seconds",
-            "From a source's change (its changedAt) to its materialization here",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=self.registry,
-        )
-        self.exports = Gauge("federation_exports", "Services exported", registry=self.registry)
-        self.imports = Gauge("federation_imports", "Services imported", registry=self.registry)
-        self.errors = Counter(
-            "federation_reconcile_errors_total", "Failed reconcile steps", registry=self.registry
-        )
-        self.refused = Counter(
-            "federation_agent_refused_writes",
-            "Writes the apiserver refused (4xx other than 409), by kind",
-            ["kind"],
-            registry=self.registry,
-        )
-        self.left_out = Gauge(
-            "federation_agent_left_out_endpoints",
-            "Chosen endpoints left out of this cluster's slices: Kubernetes cannot hold them",
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
-        )
-        self.leader = Gauge(
-            "federation_agent_leader", "1 while this replica leads", registry=self.registry
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +88,6 @@ class ImportKey:
 Key = ExportKey | ImportKey
 WORKERS = 4
 CONFLICT_DELAY = 0.05
-SAVED_VIEW_EVERY = 2.0  # seconds between rewrites of a ServiceImport's saved view
 
 
 class ClusterAgent:
@@ -148,7 +115,6 @@ class ClusterAgent:
         self.metrics = AgentMetrics()
         self.view = View()
         self.exporter = Exporter(site, window=window, wall=wall)
-        self.choices: dict[ServiceRef, Choice] = {}
         self.queue: WorkQueue[Key] = WorkQueue(self.clock)
         self.elector = LeaderElector(
             kube,
@@ -160,13 +126,7 @@ class ClusterAgent:
         self.trust = ClusterTrust(
             kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )
-        self._observed: dict[tuple[ServiceRef, str, int], int] = {}  # last generation seen
-        self.bodies = importer.Bodies()
-        self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
-        self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
-        self._left_out: dict[ServiceRef, int] = {}
         self._nodes: dict[str, Obj] | None = None  # by name, rebuilt after a Node change
-        self.deleted_imports = 0  # objects of imports this agent deleted, for fault tests
         indexed = {
             SERVICES: (importer.SERVICE_LABEL,),
             ENDPOINT_SLICES: (SERVICE_NAME, importer.SERVICE_LABEL),
@@ -183,6 +143,15 @@ class ClusterAgent:
             self.informers,
             site.cluster,
             on_refused=lambda kind: self.metrics.refused.labels(kind.plural).inc(),
+        )
+        self.imports = Imports(
+            view=lambda: self.view,
+            informers=self.informers,
+            writer=self.writer,
+            consumer=self.consumer,
+            suffix=suffix,
+            metrics=self.metrics,
+            wall=wall,
         )
 
     @property
@@ -208,7 +177,7 @@ class ClusterAgent:
     def _keys_of(self, kind: Kind, obj: Obj) -> list[Key]:
         meta = obj["metadata"]
         namespace, labels = meta.get("namespace", ""), meta.get("labels") or {}
-        if _managed(obj):
+        if managed(obj):
             owner = labels.get(importer.SERVICE_LABEL)
             if owner is not None:
                 return [ImportKey(ServiceRef(namespace=namespace, name=owner))]
@@ -328,7 +297,7 @@ class ClusterAgent:
     def _seed_from_imports(self) -> None:
         """Registry unreachable at start: take the view saved on our imports."""
         for obj in self.informers[SERVICE_IMPORTS].items():
-            if _managed(obj):
+            if managed(obj):
                 for endpoint_set in importer.sets_from_import(obj):
                     self.view.seed(endpoint_set)
         self.view.loaded = True
@@ -400,12 +369,12 @@ class ClusterAgent:
         if self.informers[SERVICE_EXPORTS].get(service.namespace, service.name) is None:
             return None
         obj = self.informers[SERVICES].get(service.namespace, service.name)
-        if obj is None or _managed(obj):
+        if obj is None or managed(obj):
             return None
         slices = self.informers[ENDPOINT_SLICES].by_label(
             SERVICE_NAME, service.namespace, service.name
         )
-        own = [s for s in slices if not _managed(s)]
+        own = [s for s in slices if not managed(s)]
         ported = None
         if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(obj):
             ported = await self._companion(obj)
@@ -442,98 +411,15 @@ class ClusterAgent:
                     ports=ports,
                 )
             )
-        if not sets:
-            await self._forget_import(service)
-            return None
-        now = self.clock.now()
-        policy = self.view.policies.get(service)
-        memo = self.memos.setdefault(service, Memo())
-        memo.keep_only(str(s.source) for s in sets)
-        choice = choose(sets, self.consumer, policy, now, self.choices.get(service), memo)
-        self.choices[service] = choice
-        saved_at, saved = self._saved.get(service, (0.0, None))
-        behind = saved is not None and now - saved_at < SAVED_VIEW_EVERY
-        for _ in range(3):  # each round may learn addresses the apiserver refuses
-            done = importer.materialize(
-                service,
-                sets,
-                choice,
-                self.suffix,
-                self.writer.refused_addresses,
-                self.bodies,
-                saved if behind else None,
-            )
-            desired, keep = done.objects, set[str]()
-            if WORKLOAD_ENTRIES in self.informers:
-                entries, keep = importer.workload_entries(
-                    service, choice, self.view.workloads, self.suffix
-                )
-                desired += entries
-            if await self.writer.apply(service, desired, self._owned(service), keep):
-                break
-        self.bodies.forget(service, keep={d.name for d in desired})
-        if not behind:
-            self._saved[service] = (now, done.saved)
-        self._count_left_out(service, len(done.left_out))
-        self._observe(sets)
-        self.metrics.imports.set(len(self.choices))
-        revisit = revisit_after(choice, sets, policy, now)
-        if behind:  # the saved view may lag this change: refresh it when due
-            due = saved_at + SAVED_VIEW_EVERY - now
-            revisit = due if revisit is None else min(revisit, due)
-        return revisit
+        return await self.imports.reconcile(service, sets, self.clock.now())
 
-    async def _forget_import(self, service: ServiceRef) -> None:
-        """No source has the service (any more): once the registry's view is
-        authoritative, its objects here go; before that they stay (static
-        stability)."""
-        self.choices.pop(service, None)
-        self.memos.pop(service, None)
-        self._saved.pop(service, None)
-        self.bodies.forget(service)
-        self._count_left_out(service, 0)
-        self.metrics.imports.set(len(self.choices))
-        if not self.view.authoritative:
-            return
-        for kind, name in sorted(self._owned(service, every=True), key=lambda o: o[0].plural):
-            log.info("%s %s/%s: its service left the federation", kind.plural, service, name)
-            self.deleted_imports += 1
-            await self.writer.delete(kind, service.namespace, name)
+    @property
+    def choices(self) -> dict[ServiceRef, Choice]:
+        return self.imports.choices
 
-    def _owned(self, service: ServiceRef, *, every: bool = False) -> set[tuple[Kind, str]]:
-        """The managed objects of ``service`` here (kind, name): slices and
-        WorkloadEntries, or (``every``) its Service and ServiceImport too."""
-        kinds = [ENDPOINT_SLICES, WORKLOAD_ENTRIES]
-        if every:
-            kinds += [SERVICE_IMPORTS, SERVICES]
-        owned: set[tuple[Kind, str]] = set()
-        for kind in kinds:
-            if kind not in self.informers:
-                continue
-            for obj in self.informers[kind].by_label(
-                importer.SERVICE_LABEL, service.namespace, service.name
-            ):
-                if _managed(obj):
-                    owned.add((kind, obj["metadata"]["name"]))
-        return owned
-
-    def _count_left_out(self, service: ServiceRef, count: int) -> None:
-        if count:
-            self._left_out[service] = count
-        else:
-            self._left_out.pop(service, None)
-        self.metrics.left_out.set(sum(self._left_out.values()))
-
-    def _observe(self, sets: list[EndpointSet]) -> None:
-        for endpoint_set in sets:
-            if endpoint_set.generation == 0:
-                continue
-            where = (endpoint_set.service, str(endpoint_set.source), endpoint_set.shard)
-            if self._observed.get(where, -1) >= endpoint_set.generation:
-                continue
-            self._observed[where] = endpoint_set.generation
-            if endpoint_set.changed_at > 0:
-                self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
+    @property
+    def deleted_imports(self) -> int:
+        return self.imports.deleted
 
     # -- health ----------------------------------------------------------------------
 
@@ -555,10 +441,6 @@ class ClusterAgent:
         app.router.add_get("/readyz", readyz)
         app.router.add_get("/metrics", metrics)
         return app
-
-
-def _managed(obj: Obj) -> bool:
-    return bool(obj["metadata"].get("labels", {}).get(MANAGED_BY) == AGENT)
 
 
 __all__ = ["AgentMetrics", "ClusterAgent", "ExportKey", "ImportKey"]

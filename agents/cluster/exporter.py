@@ -86,6 +86,11 @@ def _node_address(node: Obj) -> str | None:
     return None
 
 
+def managed(obj: Obj) -> bool:
+    """True for objects this agent made (and only those it may delete)."""
+    return bool(obj["metadata"].get("labels", {}).get(MANAGED_BY) == AGENT)
+
+
 def has_node_ports(service: Obj) -> bool:
     """True if the Service's own NodePorts can carry gateway traffic; else
     it needs a companion."""
@@ -300,4 +305,5 @@ __all__ = [
     "companion_service",
     "endpoint_set_of",
     "has_node_ports",
+    "managed",
 ]

@@ -1,0 +1,162 @@
+"""Registry -> cluster, one imported service at a time: route it
+(``federation.routing`` with a per-service memo), materialize it
+(``importer``), write it (``writer``), and remember what makes the next
+reconcile of the same service cheap: the routing memo, the slice bodies,
+when the saved view was last written."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agents.cluster import importer
+from agents.cluster.exporter import managed
+from agents.cluster.kube import (
+    ENDPOINT_SLICES,
+    SERVICE_IMPORTS,
+    SERVICES,
+    WORKLOAD_ENTRIES,
+    Informer,
+    Kind,
+)
+from agents.cluster.metrics import AgentMetrics
+from agents.cluster.writer import Writer
+from agents.view import View
+from federation.model import EndpointSet, Locality, ServiceRef
+from federation.routing import Choice, Memo, choose, revisit_after
+
+log = logging.getLogger(__name__)
+
+SAVED_VIEW_EVERY = 2.0  # seconds between rewrites of a ServiceImport's saved view
+
+
+class Imports:
+    def __init__(
+        self,
+        *,
+        view: Callable[[], View],
+        informers: dict[Kind, Informer],
+        writer: Writer,
+        consumer: Locality,
+        suffix: str,
+        metrics: AgentMetrics,
+        wall: Callable[[], float],
+    ) -> None:
+        self._view = view
+        self.informers = informers
+        self.writer = writer
+        self.consumer = consumer
+        self.suffix = suffix
+        self.metrics = metrics
+        self.wall = wall
+        self.choices: dict[ServiceRef, Choice] = {}
+        self.deleted = 0  # objects of imports deleted (the fault tests read it)
+        self.bodies = importer.Bodies()
+        self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
+        self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
+        self._left_out: dict[ServiceRef, int] = {}
+        self._observed: dict[tuple[ServiceRef, str, int], int] = {}  # last generation seen
+
+    @property
+    def view(self) -> View:
+        return self._view()
+
+    async def reconcile(
+        self, service: ServiceRef, sets: list[EndpointSet], now: float
+    ) -> float | None:
+        """Materialize ``service`` from ``sets`` (the local one included);
+        returns when to look again, if ever."""
+        if not sets:
+            await self.forget(service)
+            return None
+        policy = self.view.policies.get(service)
+        memo = self.memos.setdefault(service, Memo())
+        memo.keep_only(str(s.source) for s in sets)
+        choice = choose(sets, self.consumer, policy, now, self.choices.get(service), memo)
+        self.choices[service] = choice
+        saved_at, saved = self._saved.get(service, (0.0, None))
+        behind = saved is not None and now - saved_at < SAVED_VIEW_EVERY
+        for _ in range(3):  # each round may learn addresses the apiserver refuses
+            done = importer.materialize(
+                service,
+                sets,
+                choice,
+                self.suffix,
+                self.writer.refused_addresses,
+                self.bodies,
+                saved if behind else None,
+            )
+            desired, keep = done.objects, set[str]()
+            if WORKLOAD_ENTRIES in self.informers:
+                entries, keep = importer.workload_entries(
+                    service, choice, self.view.workloads, self.suffix
+                )
+                desired += entries
+            if await self.writer.apply(service, desired, self._owned(service), keep):
+                break
+        self.bodies.forget(service, keep={d.name for d in desired})
+        if not behind:
+            self._saved[service] = (now, done.saved)
+        self._count_left_out(service, len(done.left_out))
+        self._observe(sets)
+        self.metrics.imports.set(len(self.choices))
+        revisit = revisit_after(choice, sets, policy, now)
+        if behind:  # the saved view may lag this change: refresh it when due
+            due = saved_at + SAVED_VIEW_EVERY - now
+            revisit = due if revisit is None else min(revisit, due)
+        return revisit
+
+    async def forget(self, service: ServiceRef) -> None:
+        """No source has the service (any more): once the registry's view is
+        authoritative, its objects here go; before that they stay (static
+        stability)."""
+        self.choices.pop(service, None)
+        self.memos.pop(service, None)
+        self._saved.pop(service, None)
+        self.bodies.forget(service)
+        self._count_left_out(service, 0)
+        self.metrics.imports.set(len(self.choices))
+        if not self.view.authoritative:
+            return
+        for kind, name in sorted(self._owned(service, every=True), key=lambda o: o[0].plural):
+            log.info("%s %s/%s: its service left the federation", kind.plural, service, name)
+            self.deleted += 1
+            await self.writer.delete(kind, service.namespace, name)
+
+    def _owned(self, service: ServiceRef, *, every: bool = False) -> set[tuple[Kind, str]]:
+        """The managed objects of ``service`` here (kind, name): slices and
+        WorkloadEntries, or (``every``) its Service and ServiceImport too."""
+        kinds = [ENDPOINT_SLICES, WORKLOAD_ENTRIES]
+        if every:
+            kinds += [SERVICE_IMPORTS, SERVICES]
+        owned: set[tuple[Kind, str]] = set()
+        for kind in kinds:
+            if kind not in self.informers:
+                continue
+            for obj in self.informers[kind].by_label(
+                importer.SERVICE_LABEL, service.namespace, service.name
+            ):
+                if managed(obj):
+                    owned.add((kind, obj["metadata"]["name"]))
+        return owned
+
+    def _count_left_out(self, service: ServiceRef, count: int) -> None:
+        if count:
+            self._left_out[service] = count
+        else:
+            self._left_out.pop(service, None)
+        self.metrics.left_out.set(sum(self._left_out.values()))
+
+    def _observe(self, sets: list[EndpointSet]) -> None:
+        for endpoint_set in sets:
+            if endpoint_set.generation == 0:
+                continue
+            where = (endpoint_set.service, str(endpoint_set.source), endpoint_set.shard)
+            if self._observed.get(where, -1) >= endpoint_set.generation:
+                continue
+            self._observed[where] = endpoint_set.generation
+            if endpoint_set.changed_at > 0:
+                self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
+
+
+__all__ = ["SAVED_VIEW_EVERY", "Imports"]
