@@ -194,7 +194,7 @@ def issue_intermediate(
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
         .sign(ca.key, hashes.SHA256())
     )
-    check_issued(ca, cert, uri, now, is_ca=True)
+    check_issued(ca, cert, uri, now, is_ca=True, public_key=public_key)
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     names = cert.extensions.get_extension_for_class(x509.NameConstraints).value
     if constraints.path_length != 0 or list(names.permitted_subtrees or []) != [
@@ -290,11 +290,11 @@ def issue_uri(
         public_key,
         common_name,
         [x509.UniformResourceIdentifier(uri)],
-        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        list(LEAF_USAGES),
         now,
         lifetime,
     )
-    check_issued(ca, cert, uri, now)
+    check_issued(ca, cert, uri, now, public_key=public_key)
     return cert
 
 
@@ -319,6 +319,15 @@ def issue_server(
         now,
         SERVER_LIFETIME,
     )
+    check_issued(
+        ca,
+        cert,
+        None,
+        now,
+        sans=sans,
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        public_key=key.public_key(),
+    )
     return cert, key
 
 
@@ -330,11 +339,25 @@ def spiffe_ids(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
+LEAF_USAGES = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH)
+
+
 def check_issued(
-    ca: CertificateAuthority, cert: x509.Certificate, uri: str, now: float, *, is_ca: bool = False
+    ca: CertificateAuthority,
+    cert: x509.Certificate,
+    uri: str | None,
+    now: float,
+    *,
+    is_ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    usages: tuple[x509.ObjectIdentifier, ...] = LEAF_USAGES,
+    public_key: object = None,
 ) -> None:
-    """The registry's check of its own output: signed by ``ca``, a CA only
-    when meant to be, valid now, and naming exactly one identity, ``uri``."""
+    """The registry's check of its own output, as SPIRE's validator does:
+    signed by ``ca``; a CA only when meant to be; the key usage of its kind
+    (critical) and, for a leaf, exactly ``usages``; the requested
+    ``public_key``; valid now; naming exactly ``sans`` (default: the one
+    identity ``uri``)."""
     try:
         cert.verify_directly_issued_by(ca.cert)
     except (ValueError, TypeError) as err:
@@ -342,9 +365,19 @@ def check_issued(
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     if constraints.ca != is_ca:
         raise CertificateError(f"issued certificate is {'not ' if is_ca else ''}a CA")
+    key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    if not key_usage.critical or key_usage.value != _key_usage(ca=is_ca):
+        raise CertificateError("issued certificate has the wrong key usage")
+    if not is_ca:
+        extended = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if set(extended) != set(usages):
+            raise CertificateError(f"issued certificate has extended key usage {list(extended)}")
+    if public_key is not None and cert.public_key() != public_key:
+        raise CertificateError("issued certificate does not carry the requested key")
+    wanted = sans if sans is not None else [x509.UniformResourceIdentifier(uri or "")]
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    if list(san) != [x509.UniformResourceIdentifier(uri)]:
-        raise CertificateError(f"issued certificate names {list(san)}, not exactly {uri}")
+    if list(san) != wanted:
+        raise CertificateError(f"issued certificate names {list(san)}, not exactly {wanted}")
     moment = _when(now)
     if not cert.not_valid_before_utc <= moment < cert.not_valid_after_utc:
         raise CertificateError("issued certificate is not valid now")

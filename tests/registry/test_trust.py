@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import json
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,27 @@ async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
     await keeper.step()
     assert keeper.renewals == 2
     assert Credentials.load(tmp_path / "certs") == east.credentials
+
+
+def test_the_ca_refuses_its_own_output_with_the_wrong_usage_or_key() -> None:
+    """check_issued, as SPIRE's credential validator: key usage, extended
+    key usage and the requested key are checked, not only the name."""
+    now = time.time()
+    ca = certs.new_root("cluster.local", now)
+    uri = "spiffe://cluster.local/federation/cluster/east"
+    key = certs.new_key()
+    good = certs._leaf(
+        ca, key.public_key(), "east", [x509.UniformResourceIdentifier(uri)],
+        list(certs.LEAF_USAGES), now, dt.timedelta(hours=1),
+    )  # fmt: skip
+    certs.check_issued(ca, good, uri, now, public_key=key.public_key())
+    email = certs._leaf(
+        ca, key.public_key(), "east", [x509.UniformResourceIdentifier(uri)],
+        [x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION], now, dt.timedelta(hours=1),
+    )  # fmt: skip
+    with pytest.raises(certs.CertificateError, match="extended key usage"):
+        certs.check_issued(ca, email, uri, now)
+    with pytest.raises(certs.CertificateError, match="requested key"):
+        certs.check_issued(ca, good, uri, now, public_key=certs.new_key().public_key())
+    server, server_key = certs.issue_server(ca, ["127.0.0.1", "localhost"], now)
+    assert server.public_key() == server_key.public_key()  # and it passed its own check
