@@ -61,7 +61,6 @@ SPECS = (
     ClusterSpec("west", "us-west", ("c",)),
 )
 POISON = "169.254.10.5"
-AAA = ServiceRef(namespace=NS, name="aaa")
 
 
 @pytest.fixture
@@ -85,30 +84,44 @@ def metric(world: World, cluster: str, name: str) -> float:
     )
 
 
-async def test_an_address_kubernetes_refuses_stalls_nothing_else(world: World) -> None:
+async def vm_exports(
+    world: World,
+    name: str,
+    address: str,
+    service_ports: tuple[EndpointPort, ...] = (),
+) -> None:
+    """Register VM ``name`` at ``address`` and publish, as the VM, one ready
+    endpoint of its service ``name`` (service ports ``service_ports``)."""
     record = Workload(
-        name="poison",
+        name=name,
         namespace=NS,
-        service_account="aaa",
-        address=POISON,
+        service_account=name,
+        address=address,
         locality=Locality(region="us-east", zone="a"),
         ports=(EndpointPort(name="http", port=8080),),
-        service="aaa",
+        service=name,
     )
     async with world.admin() as admin:
         answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
     credentials, _ = await RegistryClient.join(world.url, str(answer["token"]))
-    source = SourceRef.parse("vm:poison")
+    source = SourceRef.parse(f"vm:{name}")
     async with RegistryClient(world.url, credentials) as vm:
         await vm.heartbeat(source)
         await vm.publish(
             EndpointSet(
-                service=AAA,
+                service=ServiceRef(namespace=NS, name=name),
                 source=source,
                 generation=1,
-                endpoints=(Endpoint(address=POISON, ports=record.ports, locality=record.locality),),
+                ports=service_ports,
+                endpoints=(
+                    Endpoint(address=address, ports=record.ports, locality=record.locality),
+                ),
             )
         )
+
+
+async def test_an_address_kubernetes_refuses_stalls_nothing_else(world: World) -> None:
+    await vm_exports(world, "aaa", POISON)
     for name in world.members:
         sim = world.sim(name)
         kind = sim.api.types.find(MCS_GROUP, "v1alpha1", "serviceimports")
@@ -193,32 +206,8 @@ async def test_a_refused_write_retries_its_own_key_and_no_other(
     of a multi-port Service needs a name): that import retries with its
     own backoff, and the echo service keeps failing over meanwhile."""
     caplog.set_level(logging.WARNING, logger="agents.cluster.writer")
-    record = Workload(
-        name="multi",
-        namespace=NS,
-        service_account="multi",
-        address="127.0.9.7",
-        locality=Locality(region="us-east", zone="a"),
-        ports=(EndpointPort(name="http", port=8080),),
-        service="multi",
-    )
-    async with world.admin() as admin:
-        answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
-    credentials, _ = await RegistryClient.join(world.url, str(answer["token"]))
-    source = SourceRef.parse("vm:multi")
-    async with RegistryClient(world.url, credentials) as vm:
-        await vm.heartbeat(source)
-        await vm.publish(
-            EndpointSet(
-                service=ServiceRef(namespace=NS, name="multi"),
-                source=source,
-                generation=1,
-                ports=(EndpointPort(name="", port=80), EndpointPort(name="", port=81)),
-                endpoints=(
-                    Endpoint(address="127.0.9.7", ports=record.ports, locality=record.locality),
-                ),
-            )
-        )
+    unnamed = (EndpointPort(name="", port=80), EndpointPort(name="", port=81))
+    await vm_exports(world, "multi", "127.0.9.7", unnamed)
     for name in world.members:
         await eventually(
             lambda name=name: metric(world, name, "federation_agent_refused_writes_total") >= 2,
