@@ -370,7 +370,7 @@ class Registry:
                 ops,
             )
             if result.succeeded:
-                self._remember(key, state_of(record, state, result.revision))
+                self._remember(key, state_of(record, value, state, result.revision))
                 return result.revision, True
             self._published.pop(key, None)
             state = None

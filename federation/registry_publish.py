@@ -63,14 +63,18 @@ def digest(endpoint_set: EndpointSet) -> bytes:
     return hashlib.sha256(encode(fresh(endpoint_set))).digest()
 
 
-def state_of(record: EndpointSet, before: PublishState, revision: int) -> PublishState:
-    """The guard state after ``record`` was written at ``revision``."""
+def state_of(
+    record: EndpointSet, value: bytes, before: PublishState, revision: int
+) -> PublishState:
+    """The guard state after ``record`` was written as ``value`` at
+    ``revision``; a fresh record's stored bytes are its digest's input, so
+    the set is not encoded twice."""
     return replace(
         before,
         mod=revision,
         revision=revision,
         generation=record.generation,
-        digest=digest(record),
+        digest=digest(record) if record.stale else hashlib.sha256(value).digest(),
         stale=record.stale,
         stale_since=record.stale_since,
     )
