@@ -125,14 +125,22 @@ async def follow_imports(world: World, name: str, report: Report) -> None:
 
 
 async def follow_slices(world: World, report: Report) -> None:
-    """Report whether c1's bench-global slices hold c2's endpoints."""
+    """Report whether c1's bench-global slices hold c2's endpoints (slices
+    are per source: c2's endpoints come and go with a slice of their own)."""
     sim = world.sim("c1")
+    holding: set[str] = set()  # slices that hold c2's endpoints now
 
-    async def handle(_: str, obj: dict[str, Any]) -> None:
+    async def handle(kind: str, obj: dict[str, Any]) -> None:
         labels = obj["metadata"].get("labels", {})
-        if labels.get("kubernetes.io/service-name") == "bench-global":
-            addresses = {a for e in obj.get("endpoints") or [] for a in e["addresses"]}
-            report("c1", any(a.startswith("127.2.200.") for a in addresses))
+        if labels.get("kubernetes.io/service-name") != "bench-global":
+            return
+        addresses = {a for e in obj.get("endpoints") or [] for a in e["addresses"]}
+        name = obj["metadata"]["name"]
+        if kind != "DELETED" and any(a.startswith("127.2.200.") for a in addresses):
+            holding.add(name)
+        else:
+            holding.discard(name)
+        report("c1", bool(holding))
 
     await sim.client.follow(ENDPOINT_SLICE, handle)
 

@@ -120,7 +120,7 @@ class Bodies:
 
     def __init__(self) -> None:
         self._by_name: dict[tuple[ServiceRef, str], tuple[object, Obj]] = {}
-        self._wire: dict[tuple[object, ...], str] = {}
+        self._wire: dict[tuple[ServiceRef, str], tuple[EndpointSet, str]] = {}
         self._sources: dict[
             tuple[ServiceRef, str],
             tuple[tuple[Chosen, ...], int, tuple[list[Desired], dict[str, str]]],
@@ -137,22 +137,17 @@ class Bodies:
         return built
 
     def wire(self, endpoint_set: EndpointSet) -> str:
-        """A source's set as JSON for the saved view, encoded once per
-        (source, generation, staleness)."""
-        key = (
-            endpoint_set.service,
-            str(endpoint_set.source),
-            endpoint_set.generation,
-            endpoint_set.stale,
-            endpoint_set.stale_since,
-            len(endpoint_set.endpoints),
-        )
-        text = self._wire.get(key)
-        if text is None:
-            text = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
-            if len(self._wire) >= WIRE_CACHE:
-                self._wire.clear()
-            self._wire[key] = text
+        """A source's set as JSON for the saved view, encoded once per set
+        object: the view keeps a source's object until that source changes
+        (the cache holds it, so its identity cannot be reused)."""
+        key = (endpoint_set.service, str(endpoint_set.source))
+        hit = self._wire.get(key)
+        if hit is not None and hit[0] is endpoint_set:
+            return hit[1]
+        text = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
+        if len(self._wire) >= WIRE_CACHE:
+            self._wire.clear()
+        self._wire[key] = (endpoint_set, text)
         return text
 
     def source(

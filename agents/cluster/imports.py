@@ -27,7 +27,11 @@ from federation.routing import Choice, Memo, choose, revisit_after
 
 log = logging.getLogger(__name__)
 
-SAVED_VIEW_EVERY = 2.0  # seconds between rewrites of a ServiceImport's saved view
+# A saved view larger than SAVED_VIEW_SMALL is rewritten at most every
+# SAVED_VIEW_EVERY seconds: at 255 sources it is the largest thing the agent
+# writes on a change.  A small one is kept current with every change.
+SAVED_VIEW_EVERY = 2.0
+SAVED_VIEW_SMALL = 16 * 1024
 
 
 class Imports:
@@ -75,7 +79,11 @@ class Imports:
         choice = choose(sets, self.consumer, policy, now, self.choices.get(service), memo)
         self.choices[service] = choice
         saved_at, saved = self._saved.get(service, (0.0, None))
-        behind = saved is not None and now - saved_at < SAVED_VIEW_EVERY
+        behind = (
+            saved is not None
+            and now - saved_at < SAVED_VIEW_EVERY
+            and len(saved.get(importer.SOURCES_ANNOTATION, "")) > SAVED_VIEW_SMALL
+        )
         for _ in range(3):  # each round may learn addresses the apiserver refuses
             done = importer.materialize(
                 service,

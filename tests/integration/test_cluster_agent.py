@@ -63,6 +63,7 @@ async def routed_to(world: World, consumer: str, source: str) -> None:
             and global_addresses(world, consumer) == pod_ips(world, source)
         ),
         timeout=15.0,
+        what=f"{consumer} routed to {source}",
     )
 
 
@@ -134,12 +135,14 @@ async def test_an_agent_restarted_during_an_outage_starts_from_its_imports(world
         sets = sets_from_import(saved) if saved else []
         return len(sets) == 3 and all(sum(e.ready for e in s.endpoints) == 2 for s in sets)
 
-    await eventually(saved_view_complete, timeout=15.0)
+    await eventually(saved_view_complete, timeout=15.0, what="the saved view complete")
     assert world.server is not None
     await world.stop_agent("east1")
     await world.server.stop()
     agent = world.start_agent("east1")
-    await eventually(lambda: agent.ready and agent.elector.leading, timeout=15.0)
+    await eventually(
+        lambda: agent.ready and agent.elector.leading, timeout=15.0, what="the restarted agent"
+    )
     assert global_addresses(world, "east1") == pod_ips(world, "east1")
     await kill_all(world, "east1")
     await routed_to(world, "east1", "east2")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from agents.cluster.importer import VM_LABEL, workload_entries
 from federation.model import (
     Endpoint,
@@ -78,3 +80,22 @@ def test_a_vm_routing_does_not_choose_gets_no_entry() -> None:
     choice = choose(sets, HOME, None, now=0.0)
     entries, unknown = workload_entries(DB, choice, {"vm1": workload("vm1", "10.0.0.1")}, "-g")
     assert entries == [] and unknown == set()
+
+
+def test_the_saved_view_follows_a_set_whose_generation_stays() -> None:
+    """The local set has generation 0 whatever its endpoints: the saved
+    view must still show its readiness as it changes."""
+    from dataclasses import replace
+
+    from agents.cluster.importer import SOURCES_ANNOTATION, Bodies, materialize
+
+    bodies = Bodies()
+    local = cluster_set("home", "10.0.0.7")
+    unready = replace(local, generation=0, endpoints=(replace(local.endpoints[0], ready=False),))
+    ready = replace(unready, endpoints=(replace(unready.endpoints[0], ready=True),))
+    for current, expected in ((unready, False), (ready, True)):
+        done = materialize(
+            DB, [current], choose([current], HOME, None, now=0.0), "-g", None, bodies
+        )
+        saved = json.loads(done.saved[SOURCES_ANNOTATION])
+        assert saved[0]["endpoints"][0]["ready"] is expected
