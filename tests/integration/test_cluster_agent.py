@@ -4,6 +4,7 @@ stability with the registry down, and leader election."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,12 +28,19 @@ SPECS = (
 )
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def echo_world(tmp_path: Path) -> AsyncIterator[World]:
+    """Three clusters (two in us-east), each exporting two echo pods."""
     async with World(tmp_path, SPECS, heartbeat_ttl=2, lease_seconds=1.0) as made:
         for name in made.members:
             made.sim(name).run_echo(NS, "echo", replicas=2)
             await made.export(name, NS, "echo")
+        yield made
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with echo_world(tmp_path) as made:
         yield made
 
 

@@ -44,8 +44,9 @@ from federation.routing import choose
 from federation.sim.cluster import SimCluster
 from federation.sim.kube.app import SimKubeServer
 from federation.sim.kube.objects import ResourceType
-from federation.sim.world import ClusterSpec, World
+from federation.sim.world import World
 from tests.integration.test_cluster_agent import (
+    echo_world,
     global_addresses,
     kill_all,
     pod_ips,
@@ -55,20 +56,12 @@ from tests.integration.test_cluster_agent import (
 from tests.support import eventually
 
 NS = "demo"
-SPECS = (
-    ClusterSpec("east1", "us-east", ("a",)),
-    ClusterSpec("east2", "us-east", ("b",)),
-    ClusterSpec("west", "us-west", ("c",)),
-)
 POISON = "169.254.10.5"
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with World(tmp_path, SPECS, heartbeat_ttl=2, lease_seconds=1.0) as made:
-        for name in made.members:
-            made.sim(name).run_echo(NS, "echo", replicas=2)
-            await made.export(name, NS, "echo")
+    async with echo_world(tmp_path) as made:
         yield made
 
 
