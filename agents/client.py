@@ -349,8 +349,6 @@ class RegistryClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         url = f"{self.url}/v1/watch?since={since}"
         async with self._http().get(url, timeout=timeout) as answer:
-            if answer.status == 410:
-                raise _Gone()
             await _check_status(answer)
             async for line in self._lines(answer):
                 kind = line.get("type")

@@ -66,7 +66,6 @@ class View:
     shards: dict[tuple[ServiceRef, str], dict[int, EndpointSet]] = field(default_factory=dict)
     _keys: dict[str, str] = field(default_factory=dict)  # registry key -> kind
     _unconfirmed: set[str] | None = None
-    _seeded: set[tuple[ServiceRef, str]] = field(default_factory=set)
 
     def apply(self, kind: str, obj: dict[str, Any] | None, key: str) -> Touched:
         """One object (None: deleted) of ``kind`` at registry ``key``."""
@@ -115,24 +114,15 @@ class View:
         return Touched(services=frozenset({service}))
 
     def seed(self, endpoint_set: EndpointSet) -> None:
-        """A source's set as saved in this cluster (restart during an outage)."""
-        source = str(endpoint_set.source)
-        self.shards[(endpoint_set.service, source)] = {0: endpoint_set}
-        self.sets.setdefault(endpoint_set.service, {})[source] = endpoint_set
+        """A source's set as saved in this cluster (restart during an
+        outage), held as its shard 0 until a complete snapshot says what
+        the registry has."""
+        where = keys.ShardKey(service=endpoint_set.service, source=endpoint_set.source)
+        self.apply("EndpointSet", endpoint_set.to_wire(), where.key)
 
     def relist(self) -> None:
         """A snapshot begins: every key is unconfirmed until it shows up."""
         self._unconfirmed = set(self._keys)
-        # Seeded sets have no registry keys: a complete snapshot replaces them.
-        self._seeded = {k for k, v in self.shards.items() if not self._has_keys(k, v)}
-
-    def _has_keys(self, where: tuple[ServiceRef, str], shards: dict[int, EndpointSet]) -> bool:
-        service, source = where
-        return any(
-            keys.ShardKey(service=service, source=SourceRef.parse(source), shard=n).key
-            in self._keys
-            for n in shards
-        )
 
     def synced(self, revision: int) -> Touched:
         """The snapshot is complete: what it did not confirm is gone."""
@@ -141,15 +131,7 @@ class View:
             kind = self._keys.get(key)
             if kind is not None:
                 touched |= self.apply(kind, None, key)
-        for service, source in self._seeded:
-            if not self._has_keys((service, source), self.shards.get((service, source), {})):
-                self.shards.pop((service, source), None)
-                self.sets.get(service, {}).pop(source, None)
-                if not self.sets.get(service):
-                    self.sets.pop(service, None)
-                touched |= Touched(services=frozenset({service}))
         self._unconfirmed = None
-        self._seeded = set()
         self.authoritative = self.loaded = True
         self.revision = revision
         return touched

@@ -14,9 +14,10 @@ Keys, under ``/federation/v1/``:
 Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
 Authorization is the API layer's job; this module trusts its caller.  Key
-strings are built and parsed only in ``federation.model.keys``.  Nothing
-here keeps decoded copies of endpoint sets: the publish guard remembers a
-digest per shard, and snapshots and watches pass the stored bytes through.
+strings are built and parsed only in ``federation.model.keys``; endpoint
+sets (publish, withdraw, stale marking) live in ``registry_sets``.  Nothing
+keeps decoded copies of endpoint sets: the publish guard remembers a digest
+per shard, and snapshots and watches pass the stored bytes through.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +34,6 @@ from cryptography import x509
 
 from federation.clock import Clock, SystemClock
 from federation.model import (
-    MAX_SET_BYTES,
     Cluster,
     EndpointSet,
     ServiceRef,
@@ -54,17 +53,9 @@ from federation.registry_errors import (
     MissingEncryptionKey,
     NotFound,
     RegistryError,
-    TooLarge,
     Unauthorized,
 )
-from federation.registry_publish import (
-    Guard,
-    PublishState,
-    is_newer,
-    stamped,
-    state_of,
-    unchanged,
-)
+from federation.registry_sets import TXN_OPS, EndpointSets
 from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
@@ -84,9 +75,7 @@ from federation.trust.rotation import Phase
 log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
-PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
 DEFAULT_TOKEN_TTL = 3600.0
-TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 WATCHED = {
     "clusters/": "Cluster",
     "vms/": "Workload",
@@ -165,7 +154,7 @@ class Registry:
             intermediate_lifetime=intermediate_lifetime,
             overlap=rotation_overlap,
         )
-        self._published: OrderedDict[str, PublishState] = OrderedDict()
+        self.sets = EndpointSets(store, prefix=prefix, clock=self.clock)
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -239,26 +228,11 @@ class Registry:
             raise NotFound(f"{identity} is not registered")
         source = identity.source
         assert source is not None
-        count = await self._delete_shards(keys.source_prefix(source))
+        count = await self.sets.delete_shards(keys.source_prefix(source))
         doomed = [self._key(keys.alive_key(source)), *self.trust.keys_of(identity), key]
         for start in range(0, len(doomed), TXN_OPS):
             await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
         log.info("removed %s, %d endpoint shards and %d records", identity, count, len(doomed) - 1)
-
-    async def _delete_shards(self, index_prefix: str) -> int:
-        """Delete every shard indexed under ``index_prefix`` with its index
-        key; returns how many."""
-        count = 0
-        async for page in self.store.pages(self._key(index_prefix), limit=TXN_OPS // 2):
-            ops: list[Put | Delete] = []
-            for kv in page.kvs:
-                shard = keys.parse_index(kv.key[len(self.prefix) :])
-                ops += [Delete(key=self._key(shard.key)), Delete(key=kv.key)]
-                self._published.pop(self._key(shard.key), None)
-            if ops:
-                await self.store.txn([], ops)
-                count += len(ops) // 2
-        return count
 
     async def join(self, token: str, csr_pem: str) -> Issued:
         """Exchange a join token and a CSR for a client certificate."""
@@ -327,101 +301,15 @@ class Registry:
     # -- endpoint sets, liveness, policies ------------------------------------
 
     async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
-        """Write one shard of a source's endpoint set; idempotent per
-        generation.  Returns (revision, whether anything was written).
-
-        The write is one transaction guarded by the mod revisions of the
-        shard, of the source's member record and of its liveness key; a new
-        shard also writes its index key.  The guard's revisions come from
-        what this replica last wrote when it has them (one round trip),
-        else from the store; a failed guard re-reads."""
-        source = endpoint_set.source
-        shard = ShardKey(service=endpoint_set.service, source=source, shard=endpoint_set.shard)
-        key = self._key(shard.key)
-        guard = Guard(
-            key,
-            self._key(member_key(Identity.of_source(source))),
-            self._key(keys.alive_key(source)),
-        )
-        state = self._published.get(key)
-        for _ in range(8):
-            if state is None or not is_newer(endpoint_set, state):
-                state = await self._publish_state(guard)
-                if state.member_mod == 0:
-                    raise NotFound(f"source {source} is not registered")
-                if unchanged(endpoint_set, state):
-                    return state.revision, False
-            record = stamped(endpoint_set, state, state.alive_mod != 0, self.clock.now())
-            value = encode(record)
-            if len(value) > MAX_SET_BYTES:
-                raise TooLarge(
-                    f"the endpoint set is {len(value)} bytes stored, over the bound of "
-                    f"{MAX_SET_BYTES}; publish it as more shards"
-                )
-            ops: list[Put | Delete] = [Put(key=key, value=value)]
-            if state.mod == 0:
-                ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
-            result = await self.store.txn(
-                [
-                    Compare(key=key, mod_revision=state.mod),
-                    Compare(key=guard.member, mod_revision=state.member_mod),
-                    Compare(key=guard.alive, mod_revision=state.alive_mod),
-                ],
-                ops,
-            )
-            if result.succeeded:
-                self._remember(key, state_of(record, value, state, result.revision))
-                return result.revision, True
-            self._published.pop(key, None)
-            state = None
-        raise Conflict("the endpoint set is being written concurrently; try again")
-
-    def _remember(self, key: str, state: PublishState) -> None:
-        self._published[key] = state
-        self._published.move_to_end(key)
-        while len(self._published) > PUBLISH_CACHE:
-            self._published.popitem(last=False)
-
-    async def _publish_state(self, guard: Guard) -> PublishState:
-        got = await self.store.get(guard.key)
-        member = await self.store.get(guard.member)
-        alive = await self.store.get(guard.alive)
-        current = None if got.kv is None else decode(EndpointSet, got.kv.value)
-        return PublishState.read(
-            current,
-            mod=0 if got.kv is None else got.kv.mod_revision,
-            member_mod=0 if member.kv is None else member.kv.mod_revision,
-            alive_mod=0 if alive.kv is None else alive.kv.mod_revision,
-            revision=got.revision,
-        )
+        return await self.sets.publish(endpoint_set)
 
     async def withdraw(
         self, service: ServiceRef, source: SourceRef, shard: int | None = None
     ) -> int:
-        """Delete one shard, or (``shard`` None) every shard of the source."""
-        if shard is None:
-            if await self._delete_shards(keys.source_prefix(source, service)) == 0:
-                raise NotFound(f"{source} publishes no endpoints for {service}")
-            return (await self.store.get(self._key(keys.alive_key(source)))).revision
-        where = ShardKey(service=service, source=source, shard=shard)
-        got = await self.store.get(self._key(where.key))
-        if got.kv is None:
-            raise NotFound(f"{source} publishes no shard {shard} for {service}")
-        self._published.pop(self._key(where.key), None)
-        result = await self.store.txn(
-            [Compare(key=self._key(where.key), mod_revision=got.kv.mod_revision)],
-            [Delete(key=self._key(where.key)), Delete(key=self._key(where.index_key))],
-        )
-        if not result.succeeded:
-            raise Conflict("the shard changed while it was withdrawn; try again")
-        return result.revision
+        return await self.sets.withdraw(service, source, shard)
 
-    async def endpoint_sets(self, service: ServiceRef | None = None) -> AsyncIterator[EndpointSet]:
-        """Every stored shard (of one service, or of all), page by page."""
-        prefix = keys.ENDPOINTS if service is None else keys.service_prefix(service)
-        async for page in self.store.pages(self._key(prefix)):
-            for kv in page.kvs:
-                yield decode(EndpointSet, kv.value)
+    def endpoint_sets(self, service: ServiceRef | None = None) -> AsyncIterator[EndpointSet]:
+        return self.sets.all(service)
 
     async def put_policy(self, policy: TrafficPolicy) -> int:
         return await self.store.put(self._key(keys.policy_key(policy.service)), encode(policy))
@@ -449,7 +337,7 @@ class Registry:
         lease = await self.store.grant(self.heartbeat_ttl)
         value = json.dumps({"lease": lease.id, "since": self.clock.now()}).encode()
         await self.store.put(key, value, lease=lease.id)
-        await self._mark(source, stale=False)
+        await self.sets.mark(source, stale=False)
         return lease.ttl
 
     async def liveness(self) -> None:
@@ -465,12 +353,12 @@ class Registry:
                     for member in await self.members(role):
                         source = Identity(role, member.name).source
                         if source is not None and source not in alive:
-                            await self._mark(source, stale=True)
+                            await self.sets.mark(source, stale=True)
                 async for event in self.store.watch(self._key(keys.ALIVE), result.revision + 1):
                     if event.type is EventType.DELETE:
                         source = keys.parse_alive(event.key)
                         log.info("%s missed its heartbeats: its endpoints are stale", source)
-                        await self._mark(source, stale=True)
+                        await self.sets.mark(source, stale=True)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
                 log.warning("liveness: store failed (%s); retrying", err)
                 await self.clock.sleep(1.0)
@@ -485,31 +373,6 @@ class Registry:
                     await self.trust.advance()
             except (StoreError, Conflict) as err:
                 log.warning("rotation: %s; retrying", err)
-
-    async def _mark(self, source: SourceRef, *, stale: bool) -> None:
-        """Set or clear ``stale`` on every shard of ``source`` (its index)."""
-        now = self.clock.now()
-        async for page in self.store.pages(self._key(keys.source_prefix(source))):
-            for index in page.kvs:
-                key = self._key(keys.parse_index(index.key[len(self.prefix) :]).key)
-                await self._mark_one(key, stale, now)
-
-    async def _mark_one(self, key: str, stale: bool, now: float) -> None:
-        for _ in range(8):
-            kv = (await self.store.get(key)).kv
-            if kv is None:
-                return
-            endpoint_set = decode(EndpointSet, kv.value)
-            if endpoint_set.stale == stale:
-                return
-            marked = stamped(endpoint_set, PublishState.read(endpoint_set), not stale, now)
-            done = await self.store.txn(
-                [Compare(key=key, mod_revision=kv.mod_revision)],
-                [Put(key=key, value=encode(marked))],
-            )
-            if done.succeeded:
-                self._published.pop(key, None)
-                return
 
     # -- snapshot and watch ----------------------------------------------------
 

@@ -145,7 +145,7 @@ class ClusterAgent:
             on_refused=lambda kind: self.metrics.refused.labels(kind.plural).inc(),
         )
         self.imports = Imports(
-            view=lambda: self.view,
+            view=self.view,
             informers=self.informers,
             writer=self.writer,
             consumer=self.consumer,

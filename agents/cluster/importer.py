@@ -44,7 +44,6 @@ LEFT_OUT_ANNOTATION = "federation.io/left-out"
 CHOICE_ANNOTATION = "federation.io/route"
 SAVED_BUDGET = 192 * 1024  # of kube's 256 KiB for all of an object's annotations
 LEFT_OUT_SHOWN = 20
-WIRE_CACHE = 16384  # saved-view parts remembered (one per source and service)
 SLICE_MANAGER = "cluster-agent.federation.io"
 MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
 MCS_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
@@ -116,38 +115,39 @@ class Bodies:
     an unchanged source's slices are the same objects as last time, so the
     writer skips them without comparing (at 255 sources, one source's
     change must not rebuild and compare 255 slices).  Bounded by the slices
-    the agent manages; ``forget`` drops a service's."""
+    the agent manages; ``forget`` drops a service's.  Everything is kept per
+    service, so what one reconcile touches is that service's entries only."""
 
     def __init__(self) -> None:
-        self._by_name: dict[tuple[ServiceRef, str], tuple[object, Obj]] = {}
-        self._wire: dict[tuple[ServiceRef, str], tuple[EndpointSet, str]] = {}
+        self._by_name: dict[ServiceRef, dict[str, tuple[object, Obj]]] = {}
+        self._wire: dict[ServiceRef, dict[str, tuple[EndpointSet, str]]] = {}
         self._sources: dict[
-            tuple[ServiceRef, str],
-            tuple[tuple[Chosen, ...], int, tuple[list[Desired], dict[str, str]]],
+            ServiceRef,
+            dict[str, tuple[tuple[Chosen, ...], int, tuple[list[Desired], dict[str, str]]]],
         ] = {}
 
     def body(
         self, service: ServiceRef, name: str, signature: object, build: Callable[[], Obj]
     ) -> Obj:
-        hit = self._by_name.get((service, name))
+        bodies = self._by_name.setdefault(service, {})
+        hit = bodies.get(name)
         if hit is not None and hit[0] == signature:
             return hit[1]
         built = build()
-        self._by_name[(service, name)] = (signature, built)
+        bodies[name] = (signature, built)
         return built
 
     def wire(self, endpoint_set: EndpointSet) -> str:
         """A source's set as JSON for the saved view, encoded once per set
         object: the view keeps a source's object until that source changes
         (the cache holds it, so its identity cannot be reused)."""
-        key = (endpoint_set.service, str(endpoint_set.source))
-        hit = self._wire.get(key)
+        parts = self._wire.setdefault(endpoint_set.service, {})
+        source = str(endpoint_set.source)
+        hit = parts.get(source)
         if hit is not None and hit[0] is endpoint_set:
             return hit[1]
         text = json.dumps(endpoint_set.to_wire(), separators=(",", ":"))
-        if len(self._wire) >= WIRE_CACHE:
-            self._wire.clear()
-        self._wire[key] = (endpoint_set, text)
+        parts[source] = (endpoint_set, text)
         return text
 
     def source(
@@ -160,22 +160,29 @@ class Bodies:
     ) -> tuple[list[Desired], dict[str, str]]:
         """One source's slices, rebuilt only when routing handed a different
         tuple of its chosen endpoints (or the apiserver refused more)."""
-        hit = self._sources.get((service, source))
+        sources = self._sources.setdefault(service, {})
+        hit = sources.get(source)
         if hit is not None and hit[0] is chosen and hit[1] == refused_version:
             return hit[2]
         built = build()
-        self._sources[(service, source)] = (chosen, refused_version, built)
+        sources[source] = (chosen, refused_version, built)
         return built
 
-    def forget(self, service: ServiceRef, keep: Iterable[str] = ()) -> None:
-        """Drop the service's slices but those named in ``keep``."""
-        kept = set(keep)
-        for key in [k for k in self._by_name if k[0] == service and k[1] not in kept]:
-            del self._by_name[key]
-        names = {n for s, n in self._by_name if s == service}
-        for key in [k for k in self._sources if k[0] == service]:
-            if not kept or not all(d.name in names for d in self._sources[key][2][0]):
-                del self._sources[key]
+    def keep_only(self, service: ServiceRef, names: Iterable[str], sources: Iterable[str]) -> None:
+        """After a reconcile: forget the service's slices not in ``names``
+        and the sources not in ``sources``."""
+        kept, present = set(names), set(sources)
+        bodies = self._by_name.get(service, {})
+        for name in [n for n in bodies if n not in kept]:
+            del bodies[name]
+        for cache in (self._sources.get(service, {}), self._wire.get(service, {})):
+            for source in [s for s in cache if s not in present]:
+                del cache[source]
+
+    def forget(self, service: ServiceRef) -> None:
+        """The service left: drop everything kept for it."""
+        for cache in (self._by_name, self._sources, self._wire):
+            cache.pop(service, None)
 
 
 def _by_source(endpoints: tuple[Chosen, ...]) -> dict[str, tuple[Chosen, ...]]:

@@ -38,7 +38,7 @@ class Imports:
     def __init__(
         self,
         *,
-        view: Callable[[], View],
+        view: View,
         informers: dict[Kind, Informer],
         writer: Writer,
         consumer: Locality,
@@ -46,7 +46,7 @@ class Imports:
         metrics: AgentMetrics,
         wall: Callable[[], float],
     ) -> None:
-        self._view = view
+        self.view = view
         self.informers = informers
         self.writer = writer
         self.consumer = consumer
@@ -59,11 +59,8 @@ class Imports:
         self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
         self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
         self._left_out: dict[ServiceRef, int] = {}
-        self._observed: dict[tuple[ServiceRef, str, int], int] = {}  # last generation seen
-
-    @property
-    def view(self) -> View:
-        return self._view()
+        # Per service and source, the last generation the propagation metric saw.
+        self._observed: dict[ServiceRef, dict[str, int]] = {}
 
     async def reconcile(
         self, service: ServiceRef, sets: list[EndpointSet], now: float
@@ -102,11 +99,11 @@ class Imports:
                 desired += entries
             if await self.writer.apply(service, desired, self._owned(service), keep):
                 break
-        self.bodies.forget(service, keep={d.name for d in desired})
+        self.bodies.keep_only(service, (d.name for d in desired), (str(s.source) for s in sets))
         if not behind:
             self._saved[service] = (now, done.saved)
         self._count_left_out(service, len(done.left_out))
-        self._observe(sets)
+        self._observe(service, sets)
         self.metrics.imports.set(len(self.choices))
         revisit = revisit_after(choice, sets, policy, now)
         if behind:  # the saved view may lag this change: refresh it when due
@@ -121,6 +118,7 @@ class Imports:
         self.choices.pop(service, None)
         self.memos.pop(service, None)
         self._saved.pop(service, None)
+        self._observed.pop(service, None)
         self.bodies.forget(service)
         self._count_left_out(service, 0)
         self.metrics.imports.set(len(self.choices))
@@ -155,14 +153,13 @@ class Imports:
             self._left_out.pop(service, None)
         self.metrics.left_out.set(sum(self._left_out.values()))
 
-    def _observe(self, sets: list[EndpointSet]) -> None:
+    def _observe(self, service: ServiceRef, sets: list[EndpointSet]) -> None:
+        seen = self._observed.setdefault(service, {})
         for endpoint_set in sets:
-            if endpoint_set.generation == 0:
+            source = str(endpoint_set.source)
+            if endpoint_set.generation == 0 or seen.get(source, -1) >= endpoint_set.generation:
                 continue
-            where = (endpoint_set.service, str(endpoint_set.source), endpoint_set.shard)
-            if self._observed.get(where, -1) >= endpoint_set.generation:
-                continue
-            self._observed[where] = endpoint_set.generation
+            seen[source] = endpoint_set.generation
             if endpoint_set.changed_at > 0:
                 self.metrics.propagation.observe(max(0.0, self.wall() - endpoint_set.changed_at))
 

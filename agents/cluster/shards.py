@@ -8,6 +8,7 @@ the stored-size bound ``MAX_SET_BYTES``, with room for its header and ports."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -17,8 +18,10 @@ from federation.model import MAX_ENDPOINTS_PER_SET, MAX_SET_BYTES, Endpoint
 HEADER_ROOM = 16 * 1024  # service, source, generation, ports, stale fields
 
 
+@functools.lru_cache(maxsize=65536)
 def weight(endpoint: Endpoint) -> int:
-    """An endpoint's share of a shard's stored bytes."""
+    """An endpoint's share of a shard's stored bytes (remembered: a large
+    service's export re-shards its unchanged endpoints on every change)."""
     return len(json.dumps(endpoint.to_wire(), separators=(",", ":"))) + 1
 
 

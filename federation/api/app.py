@@ -60,7 +60,6 @@ from federation.registry import (
     Unauthorized,
     source_of,
 )
-from federation.registry_trust import AUTHORITY
 from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
 from federation.trust.identity import Identity, Role
 
@@ -360,7 +359,7 @@ async def _readyz(request: web.Request) -> web.Response:
         return error_response(503, f"background work stopped: {stopped}")
     registry = registry_of(request)
     try:
-        revision = (await registry.store.get(registry.prefix + AUTHORITY)).revision
+        revision = await registry.revision()
     except StoreError as err:
         return error_response(503, f"the store is not answering: {err}")
     return json_response({"status": "ready", "revision": revision})

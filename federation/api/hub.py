@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 
 from federation.registry import Registry
-from federation.registry_trust import AUTHORITY
 from federation.store import Compacted, StoreError
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class WatchHub:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._base = self._head = await self._current_revision()
+        self._base = self._head = await self.registry.revision()
         self._task = asyncio.create_task(self._run(), name="watch-hub")
 
     async def stop(self) -> None:
@@ -80,9 +79,6 @@ class WatchHub:
         index = bisect.bisect_right(self._entries, since, key=lambda e: e.revision)
         return Subscription(self, self._offset + index, since)
 
-    async def _current_revision(self) -> int:
-        return (await self.registry.store.get(self.registry.prefix + AUTHORITY)).revision
-
     async def _run(self) -> None:
         delay = 0.05
         while True:
@@ -97,7 +93,7 @@ class WatchHub:
             except Compacted:
                 log.warning("watch hub: history after %d was compacted; streams relist", self._head)
                 with contextlib.suppress(StoreError):
-                    self._reset(await self._current_revision())
+                    self._reset(await self.registry.revision())
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
                 log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
                             err, self._head, delay)  # fmt: skip

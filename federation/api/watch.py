@@ -13,6 +13,7 @@ from aiohttp import web
 from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
 from federation.api.hub import Entry
 from federation.model import ValidationError
+from federation.registry import Item
 from federation.store import Compacted, StoreError
 
 FIRST_LINE_WAIT = 0.25
@@ -33,15 +34,17 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(_line({"type": "BEGIN", "revision": revision}))
     count = 0
+
+    async def send(page: list[Item]) -> None:
+        nonlocal count
+        if page:
+            await response.write(b"".join(i.line("PUT", revision) for i in page))
+            count += len(page)
+
     try:
-        while True:
-            if items:
-                await response.write(b"".join(i.line("PUT", revision) for i in items))
-                count += len(items)
-            try:
-                _, items = await anext(pages)
-            except StopAsyncIteration:
-                break
+        await send(items)
+        async for _, page in pages:
+            await send(page)
     except (Compacted, StoreError) as err:
         code = 410 if isinstance(err, Compacted) else 503
         await response.write(_line({"type": "ERROR", "code": code, "message": str(err)}))

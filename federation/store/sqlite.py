@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from federation.store.base import (
     Event,
     EventType,
     GetResult,
-    KeyValue,
     Lease,
     LeaseId,
     LeaseNotFound,
@@ -50,47 +48,22 @@ from federation.store.base import (
     Unavailable,
     check_key,
     check_ops,
-    prefix_end,
+)
+from federation.store.sqlite_rows import (
+    DELETE,
+    PUT,
+    SCHEMA,
+    Watcher,
+    bounds,
+    event_of,
+    kv_of,
+    synchronous_pragma,
 )
 
 WATCH_BUFFER = 4096
 WATCH_BUFFER_BYTES = 16 * 1024 * 1024  # a live watcher's pending events, whatever their count
 HISTORY_BATCH = 1000
 HISTORY_BYTES = 256 * 1024 * 1024  # history kept, like etcd's compaction by size
-_PUT, _DELETE = 0, 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kv (
-    key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
-    mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease IS NOT NULL;
-CREATE TABLE IF NOT EXISTS history (
-    revision INTEGER NOT NULL, seq INTEGER NOT NULL, type INTEGER NOT NULL,
-    key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (revision, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leases (
-    id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, expires_at REAL NOT NULL
-);
-INSERT OR IGNORE INTO meta VALUES ('revision', 1), ('compacted', 0), ('next_lease', 1);
-"""
-
-
-class _Watcher:
-    """One live watch: a key range, a position and a bounded buffer."""
-
-    def __init__(self, start: bytes, end: bytes | None, position: tuple[int, int]) -> None:
-        self.start = start
-        self.end = end
-        self.position = position  # last (revision, seq) delivered
-        self.pending: deque[tuple[int, int, Event]] = deque()
-        self.pending_bytes = 0
-        self.overflow = False
-        self.wake = asyncio.Event()
-
-    def matches(self, key: bytes) -> bool:
-        return key >= self.start and (self.end is None or key < self.end)
 
 
 class SqliteStore:
@@ -110,16 +83,16 @@ class SqliteStore:
         self._history_limit = history_limit
         self._history_max_bytes = history_bytes
         self._max_value = max_value_bytes
-        self._watchers: set[_Watcher] = set()
+        self._watchers: set[Watcher] = set()
         self._closed = False
         self._path = str(path)
         self._readers: set[sqlite3.Connection] = set()
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={_synchronous(synchronous)}")
+            self._db.execute(f"PRAGMA synchronous={synchronous_pragma(synchronous)}")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
         except sqlite3.Error as err:
             raise Unavailable(f"cannot open SQLite store at {path}: {err}") from err
         self._revision = self._meta("revision")
@@ -155,19 +128,19 @@ class SqliteStore:
 
     async def get(self, key: str) -> GetResult:
         row = self._query("SELECT * FROM kv WHERE key = ?", (check_key(key),)).fetchone()
-        return GetResult(kv=_kv(row) if row else None, revision=self._revision)
+        return GetResult(kv=kv_of(row) if row else None, revision=self._revision)
 
     async def range(self, prefix: str) -> RangeResult:
         """One statement on the writer's connection, so one revision; for
         small prefixes only (``pages`` reads the large ones)."""
-        start, end = _bounds(prefix)
+        start, end = bounds(prefix)
         if end is None:
             rows = self._query("SELECT * FROM kv WHERE key >= ? ORDER BY key", (start,))
         else:
             rows = self._query(
                 "SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key", (start, end)
             )
-        return RangeResult(kvs=tuple(_kv(r) for r in rows), revision=self._revision)
+        return RangeResult(kvs=tuple(kv_of(r) for r in rows), revision=self._revision)
 
     async def pages(
         self, prefix: str, *, limit: int = PAGE_KEYS, max_bytes: int = PAGE_BYTES
@@ -176,7 +149,7 @@ class SqliteStore:
         keeps that transaction's snapshot while the writer goes on, so every
         page is at the revision the first one read."""
         self._check_open()
-        start, end = _bounds(prefix)
+        start, end = bounds(prefix)
         sql = "SELECT * FROM kv WHERE key >= ?" + ("" if end is None else " AND key < ?")
         params = (start,) if end is None else (start, end)
         reader = self._reader()
@@ -188,7 +161,7 @@ class SqliteStore:
             while True:
                 page, size = [], 0
                 for row in rows:
-                    page.append(_kv(row))
+                    page.append(kv_of(row))
                     size += len(row[0]) + len(row[1])
                     if len(page) >= limit or size >= max_bytes:
                         break
@@ -303,7 +276,7 @@ class SqliteStore:
                 (
                     revision,
                     seq,
-                    _PUT if e.type is EventType.PUT else _DELETE,
+                    PUT if e.type is EventType.PUT else DELETE,
                     e.key.encode(),
                     e.value,
                 )
@@ -344,9 +317,9 @@ class SqliteStore:
 
     async def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
         self._check_open()
-        start, end = _bounds(prefix)
+        start, end = bounds(prefix)
         first = self._revision + 1 if start_revision is None else max(start_revision, 1)
-        watcher = _Watcher(start, end, (first - 1, 2**62))
+        watcher = Watcher(start, end, (first - 1, 2**62))
         if first < self._compacted:
             raise Compacted(first, self._compacted)
         # Replay and subscribe with no await between them: nothing slips by.
@@ -372,7 +345,7 @@ class SqliteStore:
         finally:
             self._watchers.discard(watcher)
 
-    def _catch_up(self, watcher: _Watcher) -> list[Event]:
+    def _catch_up(self, watcher: Watcher) -> list[Event]:
         """Read the next batch of history past the watcher's position."""
         after_rev, after_seq = watcher.position
         if after_rev + 1 < self._compacted:
@@ -390,7 +363,7 @@ class SqliteStore:
         for revision, seq, kind, key, value in rows:
             watcher.position = (revision, seq)
             if watcher.matches(key):
-                events.append(_event(revision, kind, key, value))
+                events.append(event_of(revision, kind, key, value))
         return events
 
     # -- leases ---------------------------------------------------------------
@@ -489,35 +462,3 @@ class SqliteStore:
     def _check_open(self) -> None:
         if self._closed:
             raise Unavailable("store is closed")
-
-
-def _synchronous(mode: str) -> str:
-    upper = mode.upper()
-    if upper not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise StoreError(f"synchronous must be normal, full or extra, got {mode!r}")
-    return upper
-
-
-def _bounds(prefix: str) -> tuple[bytes, bytes | None]:
-    if not prefix:
-        return b"", None
-    start = prefix.encode()
-    end = prefix_end(start)
-    return start, (None if end == b"\0" else end)
-
-
-def _kv(row: tuple[bytes, bytes, int, int, int, int | None]) -> KeyValue:
-    key, value, create_rev, mod_rev, version, lease = row
-    return KeyValue(
-        key=key.decode(),
-        value=bytes(value),
-        create_revision=create_rev,
-        mod_revision=mod_rev,
-        version=version,
-        lease=None if lease is None else LeaseId(lease),
-    )
-
-
-def _event(revision: int, kind: int, key: bytes, value: bytes) -> Event:
-    event_type = EventType.PUT if kind == _PUT else EventType.DELETE
-    return Event(type=event_type, key=key.decode(), revision=revision, value=bytes(value))

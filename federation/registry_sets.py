@@ -1,0 +1,189 @@
+"""Endpoint sets in the store: publish, withdraw, stale marking, one
+source's shards through its index.
+
+Every write is one store transaction guarded by what it read.  The
+publish guard remembers, per shard, the mod revisions and a digest of what
+this replica last wrote (``registry_publish``), never a decoded set: a
+bounded LRU of small entries, so a publish is one round trip when the
+replica wrote the shard before."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from federation.clock import Clock
+from federation.model import (
+    MAX_SET_BYTES,
+    EndpointSet,
+    ServiceRef,
+    SourceRef,
+    decode,
+    encode,
+    keys,
+)
+from federation.model.keys import ShardKey
+from federation.registry_errors import Conflict, NotFound, TooLarge
+from federation.registry_publish import (
+    Guard,
+    PublishState,
+    is_newer,
+    stamped,
+    state_of,
+    unchanged,
+)
+from federation.store import Compare, Delete, Put, Store
+
+PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
+TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
+
+
+class EndpointSets:
+    def __init__(self, store: Store, *, prefix: str, clock: Clock) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.clock = clock
+        self._published: OrderedDict[str, PublishState] = OrderedDict()
+
+    def _key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
+        """Write one shard of a source's endpoint set; idempotent per
+        generation.  Returns (revision, whether anything was written).
+
+        The write is one transaction guarded by the mod revisions of the
+        shard, of the source's member record and of its liveness key; a new
+        shard also writes its index key.  The guard's revisions come from
+        what this replica last wrote when it has them (one round trip),
+        else from the store; a failed guard re-reads."""
+        source = endpoint_set.source
+        shard = ShardKey(service=endpoint_set.service, source=source, shard=endpoint_set.shard)
+        key = self._key(shard.key)
+        guard = Guard(
+            key,
+            self._key(keys.member_key(source.kind, source.name)),
+            self._key(keys.alive_key(source)),
+        )
+        state = self._published.get(key)
+        for _ in range(8):
+            if state is None or not is_newer(endpoint_set, state):
+                state = await self._publish_state(guard)
+                if state.member_mod == 0:
+                    raise NotFound(f"source {source} is not registered")
+                if unchanged(endpoint_set, state):
+                    return state.revision, False
+            record = stamped(endpoint_set, state, state.alive_mod != 0, self.clock.now())
+            value = encode(record)
+            if len(value) > MAX_SET_BYTES:
+                raise TooLarge(
+                    f"the endpoint set is {len(value)} bytes stored, over the bound of "
+                    f"{MAX_SET_BYTES}; publish it as more shards"
+                )
+            ops: list[Put | Delete] = [Put(key=key, value=value)]
+            if state.mod == 0:
+                ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
+            result = await self.store.txn(
+                [
+                    Compare(key=key, mod_revision=state.mod),
+                    Compare(key=guard.member, mod_revision=state.member_mod),
+                    Compare(key=guard.alive, mod_revision=state.alive_mod),
+                ],
+                ops,
+            )
+            if result.succeeded:
+                self._remember(key, state_of(record, value, state, result.revision))
+                return result.revision, True
+            self._published.pop(key, None)
+            state = None
+        raise Conflict("the endpoint set is being written concurrently; try again")
+
+    def _remember(self, key: str, state: PublishState) -> None:
+        self._published[key] = state
+        self._published.move_to_end(key)
+        while len(self._published) > PUBLISH_CACHE:
+            self._published.popitem(last=False)
+
+    async def _publish_state(self, guard: Guard) -> PublishState:
+        got = await self.store.get(guard.key)
+        member = await self.store.get(guard.member)
+        alive = await self.store.get(guard.alive)
+        current = None if got.kv is None else decode(EndpointSet, got.kv.value)
+        return PublishState.read(
+            current,
+            mod=0 if got.kv is None else got.kv.mod_revision,
+            member_mod=0 if member.kv is None else member.kv.mod_revision,
+            alive_mod=0 if alive.kv is None else alive.kv.mod_revision,
+            revision=got.revision,
+        )
+
+    async def withdraw(
+        self, service: ServiceRef, source: SourceRef, shard: int | None = None
+    ) -> int:
+        """Delete one shard, or (``shard`` None) every shard of the source."""
+        if shard is None:
+            if await self.delete_shards(keys.source_prefix(source, service)) == 0:
+                raise NotFound(f"{source} publishes no endpoints for {service}")
+            return (await self.store.get(self._key(keys.alive_key(source)))).revision
+        where = ShardKey(service=service, source=source, shard=shard)
+        got = await self.store.get(self._key(where.key))
+        if got.kv is None:
+            raise NotFound(f"{source} publishes no shard {shard} for {service}")
+        self._published.pop(self._key(where.key), None)
+        result = await self.store.txn(
+            [Compare(key=self._key(where.key), mod_revision=got.kv.mod_revision)],
+            [Delete(key=self._key(where.key)), Delete(key=self._key(where.index_key))],
+        )
+        if not result.succeeded:
+            raise Conflict("the shard changed while it was withdrawn; try again")
+        return result.revision
+
+    async def all(self, service: ServiceRef | None = None) -> AsyncIterator[EndpointSet]:
+        """Every stored shard (of one service, or of all), page by page."""
+        prefix = keys.ENDPOINTS if service is None else keys.service_prefix(service)
+        async for page in self.store.pages(self._key(prefix)):
+            for kv in page.kvs:
+                yield decode(EndpointSet, kv.value)
+
+    async def delete_shards(self, index_prefix: str) -> int:
+        """Delete every shard indexed under ``index_prefix`` with its index
+        key; returns how many."""
+        count = 0
+        async for page in self.store.pages(self._key(index_prefix), limit=TXN_OPS // 2):
+            ops: list[Put | Delete] = []
+            for kv in page.kvs:
+                shard = keys.parse_index(kv.key[len(self.prefix) :])
+                ops += [Delete(key=self._key(shard.key)), Delete(key=kv.key)]
+                self._published.pop(self._key(shard.key), None)
+            if ops:
+                await self.store.txn([], ops)
+                count += len(ops) // 2
+        return count
+
+    async def mark(self, source: SourceRef, *, stale: bool) -> None:
+        """Set or clear ``stale`` on every shard of ``source`` (its index)."""
+        now = self.clock.now()
+        async for page in self.store.pages(self._key(keys.source_prefix(source))):
+            for index in page.kvs:
+                key = self._key(keys.parse_index(index.key[len(self.prefix) :]).key)
+                await self._mark_one(key, stale, now)
+
+    async def _mark_one(self, key: str, stale: bool, now: float) -> None:
+        for _ in range(8):
+            kv = (await self.store.get(key)).kv
+            if kv is None:
+                return
+            endpoint_set = decode(EndpointSet, kv.value)
+            if endpoint_set.stale == stale:
+                return
+            marked = stamped(endpoint_set, PublishState.read(endpoint_set), not stale, now)
+            done = await self.store.txn(
+                [Compare(key=key, mod_revision=kv.mod_revision)],
+                [Put(key=key, value=encode(marked))],
+            )
+            if done.succeeded:
+                self._published.pop(key, None)
+                return
+
+
+__all__ = ["PUBLISH_CACHE", "TXN_OPS", "EndpointSets"]
