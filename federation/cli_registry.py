@@ -96,6 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
             heartbeat_ttl=args.heartbeat_ttl,
             intermediate_lifetime=dt.timedelta(days=args.intermediate_lifetime_days),
             rotation_overlap=args.rotation_overlap,
+            replica=args.replica or None,
+            leader_ttl=args.leader_ttl,
         )
         server = RegistryServer(
             registry,
@@ -319,6 +321,7 @@ async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
             ("VMS", lambda r: r["vms"]),
             ("ENDPOINT SETS", lambda r: r["endpointSets"]),
             ("STALE", lambda r: ",".join(r["staleSources"]) or "-"),
+            ("LEADER", lambda r: (r.get("leader") or {}).get("replica", "-")),
         ],
     )
     return 0
@@ -351,6 +354,19 @@ def add_commands(commands: Any) -> None:
     )
     serve.add_argument(
         "--hostname", action="append", default=[], help="extra name for the serving cert"
+    )
+    serve.add_argument(
+        "--replica",
+        default=os.environ.get("FEDERATION_REPLICA", ""),
+        help="this replica's stable name, shown as leader (default $FEDERATION_REPLICA, "
+        "else host, pid and a random suffix)",
+    )
+    serve.add_argument(
+        "--leader-ttl",
+        type=int,
+        default=10,
+        help="seconds the leader's lease lives without renewal: the longest the singleton "
+        "work (stale marking, rotation steps) waits after the leader dies (default 10)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -9,7 +9,8 @@ Keys, under ``/federation/v1/``:
 - ``tokens/<sha256>``: an unused join token (identity and expiry);
 - ``alive/<source>``: held by a store lease that heartbeats renew;
 - ``trust/...``: the trust domain (roots, bundle, acks, issued index): see
-  ``registry_trust``.
+  ``registry_trust``;
+- ``leader``: which replica runs the singleton work (``registry_leader``).
 
 Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
@@ -22,10 +23,14 @@ per shard, and snapshots and watches pass the stored bytes through.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +59,13 @@ from federation.registry_errors import (
     NotFound,
     RegistryError,
     Unauthorized,
+)
+from federation.registry_leader import (
+    DEFAULT_LEADER_TTL,
+    Election,
+    Fence,
+    Leader,
+    current_leader,
 )
 from federation.registry_sets import TXN_OPS, EndpointSets
 from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
@@ -139,6 +151,8 @@ class Registry:
         prefix: str = DEFAULT_PREFIX,
         intermediate_lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
         rotation_overlap: float = 0.0,
+        replica: str | None = None,
+        leader_ttl: int = DEFAULT_LEADER_TTL,
     ) -> None:
         self.store = store
         self.trust_domain = trust_domain
@@ -155,6 +169,13 @@ class Registry:
             overlap=rotation_overlap,
         )
         self.sets = EndpointSets(store, prefix=prefix, clock=self.clock)
+        self.election = Election(
+            store,
+            prefix + keys.LEADER,
+            replica=replica or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}",
+            clock=self.clock,
+            ttl=leader_ttl,
+        )
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -340,11 +361,21 @@ class Registry:
         await self.sets.mark(source, stale=False)
         return lease.ttl
 
-    async def liveness(self) -> None:
+    async def singletons(self, fence: Fence) -> None:
+        """The work that runs on the leading replica only, until it raises
+        ``Deposed`` (every write it makes is fenced by the leader key)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.liveness(fence), name="liveness")
+            group.create_task(self.rotations(fence), name="rotation")
+
+    async def leader(self) -> Leader | None:
+        """Who leads, as the store says."""
+        return await current_leader(self.store, self.election.key)
+
+    async def liveness(self, fence: Fence | None = None) -> None:
         """Mark a source's endpoint shards stale when its liveness key goes
         (lease expired), until cancelled.  At start, every member without a
-        liveness key is marked.  Runs on every replica; marking is a
-        compare-and-swap, so doing it twice is harmless."""
+        liveness key is marked.  Singleton work: run by the leader, fenced."""
         while True:
             try:
                 result = await self.store.range(self._key(keys.ALIVE))
@@ -353,24 +384,24 @@ class Registry:
                     for member in await self.members(role):
                         source = Identity(role, member.name).source
                         if source is not None and source not in alive:
-                            await self.sets.mark(source, stale=True)
+                            await self.sets.mark(source, stale=True, fence=fence)
                 async for event in self.store.watch(self._key(keys.ALIVE), result.revision + 1):
                     if event.type is EventType.DELETE:
                         source = keys.parse_alive(event.key)
                         log.info("%s missed its heartbeats: its endpoints are stale", source)
-                        await self.sets.mark(source, stale=True)
+                        await self.sets.mark(source, stale=True, fence=fence)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
                 log.warning("liveness: store failed (%s); retrying", err)
                 await self.clock.sleep(1.0)
 
-    async def rotations(self, interval: float = 5.0) -> None:
+    async def rotations(self, fence: Fence | None = None, interval: float = 5.0) -> None:
         """Move a root rotation on when what it waits for went away without
         an acknowledgement (a member removed, a certificate expired)."""
         while True:
             await self.clock.sleep(interval)
             try:
-                if self.trust.state.phase is not Phase.IDLE:
-                    await self.trust.advance()
+                if (await self.trust.refresh()).phase is not Phase.IDLE:
+                    await self.trust.advance(fence)
             except (StoreError, Conflict) as err:
                 log.warning("rotation: %s; retrying", err)
 

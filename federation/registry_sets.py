@@ -24,6 +24,7 @@ from federation.model import (
 )
 from federation.model.keys import ShardKey
 from federation.registry_errors import Conflict, NotFound, TooLarge
+from federation.registry_leader import Fence
 from federation.registry_publish import (
     Guard,
     PublishState,
@@ -160,15 +161,17 @@ class EndpointSets:
                 count += len(ops) // 2
         return count
 
-    async def mark(self, source: SourceRef, *, stale: bool) -> None:
-        """Set or clear ``stale`` on every shard of ``source`` (its index)."""
+    async def mark(self, source: SourceRef, *, stale: bool, fence: Fence | None = None) -> None:
+        """Set or clear ``stale`` on every shard of ``source`` (its index).
+        With ``fence`` (singleton work) every write is also guarded by the
+        leader key, and ``Deposed`` is raised when that guard fails."""
         now = self.clock.now()
         async for page in self.store.pages(self._key(keys.source_prefix(source))):
             for index in page.kvs:
                 key = self._key(keys.parse_index(index.key[len(self.prefix) :]).key)
-                await self._mark_one(key, stale, now)
+                await self._mark_one(key, stale, now, fence)
 
-    async def _mark_one(self, key: str, stale: bool, now: float) -> None:
+    async def _mark_one(self, key: str, stale: bool, now: float, fence: Fence | None) -> None:
         for _ in range(8):
             kv = (await self.store.get(key)).kv
             if kv is None:
@@ -177,13 +180,16 @@ class EndpointSets:
             if endpoint_set.stale == stale:
                 return
             marked = stamped(endpoint_set, PublishState.read(endpoint_set), not stale, now)
+            guards = [Compare(key=key, mod_revision=kv.mod_revision)]
             done = await self.store.txn(
-                [Compare(key=key, mod_revision=kv.mod_revision)],
+                guards if fence is None else [*guards, fence.compare()],
                 [Put(key=key, value=encode(marked))],
             )
             if done.succeeded:
                 self._published.pop(key, None)
                 return
+            if fence is not None:
+                await fence.check(self.store)
 
 
 __all__ = ["PUBLISH_CACHE", "TXN_OPS", "EndpointSets"]

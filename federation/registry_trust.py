@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from federation.clock import Clock
 from federation.registry_errors import Conflict, Invalid, MissingEncryptionKey
+from federation.registry_leader import Fence
 from federation.store import Compare, Put, Store
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
@@ -165,16 +166,20 @@ class TrustDomain:
             )
         return self.state
 
-    async def _commit(self, revision: int, state: TrustState) -> bool:
-        """Write ``state`` and its bundle if the authority is still at ``revision``."""
+    async def _commit(self, revision: int, state: TrustState, fence: Fence | None = None) -> bool:
+        """Write ``state`` and its bundle if the authority is still at
+        ``revision`` (and, for singleton work, this replica still leads)."""
         bundle = json.dumps(state.bundle_object(self.trust_domain)).encode()
+        guards = [Compare(key=self._key(AUTHORITY), mod_revision=revision)]
         result = await self.store.txn(
-            [Compare(key=self._key(AUTHORITY), mod_revision=revision)],
+            guards if fence is None else [*guards, fence.compare()],
             [
                 Put(key=self._key(AUTHORITY), value=state.to_json()),
                 Put(key=self._key(BUNDLE), value=bundle),
             ],
         )
+        if not result.succeeded and fence is not None:
+            await fence.check(self.store)
         return result.succeeded
 
     # -- issuing ---------------------------------------------------------------
@@ -293,8 +298,9 @@ class TrustDomain:
         log.info("rotation: prepared root %d %s", generation, root.fingerprint)
         return await self.advance()
 
-    async def advance(self) -> TrustState:
-        """Take every step whose condition holds; return where it stands."""
+    async def advance(self, fence: Fence | None = None) -> TrustState:
+        """Take every step whose condition holds; return where it stands.
+        ``fence``: taken as the leader's singleton work."""
         while True:
             state, revision = await self.refresh(), self._revision
             now = self.clock.now()
@@ -306,7 +312,7 @@ class TrustDomain:
                 following = self._after_acks(state, now)
             else:
                 return state
-            if await self._commit(revision, following):
+            if await self._commit(revision, following, fence):
                 log.info(
                     "rotation: %s (bundle version %d)", following.phase.value, following.version
                 )

@@ -331,6 +331,7 @@ async def _status(request: web.Request) -> web.Response:
             obj = item.object if item.kind == "EndpointSet" else None
             if obj is not None and obj.get("stale"):
                 stale.add(str(obj.get("source")))
+    leader = await registry.leader()
     return json_response(
         {
             "revision": revision,
@@ -341,6 +342,8 @@ async def _status(request: web.Request) -> web.Response:
             "endpointSets": counts.get("EndpointSet", 0),
             "policies": counts.get("TrafficPolicy", 0),
             "staleSources": sorted(stale),
+            "replica": registry.election.replica,
+            "leader": None if leader is None else leader.to_wire(),
         }
     )
 
@@ -377,6 +380,9 @@ async def _metrics(request: web.Request) -> web.Response:
             metrics.cert_expiry.labels(record["identity"], record["kind"]).set(
                 float(record["notAfter"])
             )
+    election = registry_of(request).election
+    metrics.leading.set(int(election.leading))
+    metrics.leader_terms.set(election.terms)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 

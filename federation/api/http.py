@@ -51,6 +51,16 @@ class Metrics:
             ["identity", "kind"],
             registry=self.registry,
         )
+        self.leading = Gauge(
+            "federation_registry_leading",
+            "1 on the replica that holds the leader key and runs the singleton work",
+            registry=self.registry,
+        )
+        self.leader_terms = Gauge(
+            "federation_registry_leader_terms",
+            "How many times this replica became leader since it started",
+            registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "federation_request_store_seconds",
             "Time handlers spent on a request, store calls included",

@@ -1,5 +1,7 @@
 """Run the registry: TLS with optional client certificates, the data
-directory (serving certificate, admin credential), and the liveness task.
+directory (serving certificate, admin credential), and the background
+work: the leader election (whose winner runs liveness marking and rotation
+steps) and the trust-bundle follower.
 
 Data directory layout::
 
@@ -88,9 +90,10 @@ class RegistryServer:
             self.port = int(server.sockets[0].getsockname()[1])
         await self._write_admin()
         health = app[HEALTH_KEY]
+        election = self.registry.election
+        election.url = self.url
         for name, work in (
-            ("liveness", self.registry.liveness()),
-            ("rotation", self.registry.rotations()),
+            ("leader election", election.run(self.registry.singletons)),
             ("trust bundle", self._follow_trust()),
         ):
             task = asyncio.create_task(work, name=name)

@@ -6,7 +6,8 @@ built and parsed here, and nowhere else.
 - ``sources/<source>/<ns>/<name>/<shard>``: the index of a source's shards,
   so liveness, withdraw and removal touch only that source's records;
 - ``policies/<ns>/<name>``: a TrafficPolicy;
-- ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``: registry-internal.
+- ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``, ``leader``:
+  registry-internal.
 
 Namespaces and names are DNS labels and a source is ``kind:name``, so no
 part holds a ``/``."""
@@ -25,6 +26,7 @@ CLUSTERS = "clusters/"
 VMS = "vms/"
 ALIVE = "alive/"
 TOKENS = "tokens/"
+LEADER = "leader"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

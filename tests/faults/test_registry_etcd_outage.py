@@ -20,7 +20,7 @@ import pytest
 from agents.client import RegistryClient, RegistryError
 from federation.model import SourceRef
 from federation.sim.etcd_process import EtcdProcess
-from tests.registry.conftest import Harness, _clock, running
+from tests.registry.conftest import Harness, clock, running
 from tests.registry.test_smoke import endpoint_set
 from tests.support import eventually
 
@@ -31,7 +31,7 @@ EAST = SourceRef.parse("cluster:east")
 async def outage(tmp_path: Path) -> AsyncIterator[tuple[Harness, EtcdProcess]]:
     with EtcdProcess() as etcd:
         host, port = etcd.endpoint
-        harness = Harness("etcd", tmp_path / "data", f"etcd://{host}:{port}", "/fed/", _clock())
+        harness = Harness("etcd", tmp_path / "data", f"etcd://{host}:{port}", "/fed/", clock())
         async with running(harness) as made:
             yield made, etcd
 

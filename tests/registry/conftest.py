@@ -33,6 +33,7 @@ class Harness:
     prefix: str
     clock: ManualClock
     heartbeat_ttl: int = 2
+    leader_ttl: int = 10
     server: RegistryServer | None = None
     store: Store | None = None
     clients: list[RegistryClient] = field(default_factory=list)
@@ -45,6 +46,7 @@ class Harness:
             clock=self.clock,
             heartbeat_ttl=self.heartbeat_ttl,
             prefix=self.prefix,
+            leader_ttl=self.leader_ttl,
         )
         self.server = RegistryServer(
             registry,
@@ -123,7 +125,7 @@ class Harness:
         return self.client(credentials)
 
 
-def _clock() -> ManualClock:
+def clock() -> ManualClock:
     """Manual, but starting now: certificates are checked by real TLS too."""
     return ManualClock(time.time())
 
@@ -148,7 +150,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         etcd: EtcdProcess = request.getfixturevalue("etcd_server")
         host, port = etcd.endpoint
         url = f"etcd://{host}:{port}"
-    async with running(Harness(request.param, tmp_path / "data", url, prefix, _clock())) as made:
+    async with running(Harness(request.param, tmp_path / "data", url, prefix, clock())) as made:
         yield made
 
 
@@ -156,6 +158,6 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 async def sqlite_harness(tmp_path: Path) -> AsyncIterator[Harness]:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     async with running(
-        Harness("sqlite", tmp_path / "data", url, "/federation/v1/", _clock())
+        Harness("sqlite", tmp_path / "data", url, "/federation/v1/", clock())
     ) as made:
         yield made
