@@ -4,6 +4,7 @@ would on a socket."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 import tempfile
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from federation.sim.etcd_process import EtcdTlsFiles
 from federation.trust import ca as certs
 
 
@@ -78,3 +80,30 @@ def handshake(client: Workload, server: Workload) -> list[str]:
     peer = c.getpeercert() or {}
     names = peer.get("subjectAltName", ())
     return [str(entry[1]) for entry in names if isinstance(entry, tuple) and entry[0] == "URI"]
+
+
+def etcd_tls_files(directory: Path) -> EtcdTlsFiles:
+    """A CA, a serving certificate for 127.0.0.1 and a client certificate,
+    as an operator's etcd would have."""
+    now = time.time()
+    ca = certs.new_root("etcd.test", now)
+    server, server_key = certs.issue_server(ca, ["127.0.0.1", "localhost"], now)
+    client_key = certs.new_key()
+    csr = certs.load_csr(certs.make_csr(client_key, "federation registry"))
+    client = certs.issue_uri(
+        ca, csr, "spiffe://etcd.test/registry", "registry", now, dt.timedelta(days=1)
+    )
+    files = EtcdTlsFiles(
+        ca=directory / "ca.crt",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    files.ca.write_bytes(certs.cert_pem(ca.cert))
+    files.server_cert.write_bytes(certs.cert_pem(server))
+    files.server_key.write_bytes(certs.plain_key_pem(server_key))
+    files.client_cert.write_bytes(certs.cert_pem(client))
+    files.client_key.write_bytes(certs.plain_key_pem(client_key))
+    return files

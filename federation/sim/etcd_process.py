@@ -7,14 +7,18 @@ must run against a real etcd.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -49,13 +53,45 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class EtcdProcess:
-    """One single-member etcd cluster in a temporary data directory."""
+@dataclass(frozen=True)
+class EtcdTlsFiles:
+    """PEM files for an etcd served over TLS with client certificates."""
 
-    def __init__(self, host: str = "127.0.0.1", data_dir: str | None = None) -> None:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def query(self) -> str:
+        """The store URL options that reach it (``open_store``)."""
+        return f"?cacert={self.ca}&cert={self.client_cert}&key={self.client_key}"
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
+class EtcdProcess:
+    """One etcd member in a data directory: a single-member cluster by
+    default, or one member of an ``EtcdCluster``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        data_dir: str | None = None,
+        *,
+        name: str = "default",
+        tls: EtcdTlsFiles | None = None,
+    ) -> None:
         self.host = host
+        self.name = name
+        self.tls = tls
         self.client_port = free_port(host)
         self.peer_port = free_port(host)
+        self.initial_cluster = f"{name}={self.peer_url}"
+        self.cluster_token = f"federation-{self.peer_port}"
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="federation-etcd-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,39 +99,65 @@ class EtcdProcess:
 
     @property
     def url(self) -> str:
-        return f"etcd://{self.host}:{self.client_port}"
+        return f"etcd://{self.host}:{self.client_port}" + (self.tls.query() if self.tls else "")
 
     @property
     def endpoint(self) -> tuple[str, int]:
         return (self.host, self.client_port)
 
-    def start(self, timeout: float = 30.0) -> None:
-        client = f"http://{self.host}:{self.client_port}"
-        peer = f"http://{self.host}:{self.peer_port}"
+    @property
+    def client_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def launch(self) -> None:
+        """Start the process without waiting (members of a new cluster must
+        all be up before any is healthy)."""
         args = [
             find_etcd(),
-            "--name", "default",
+            "--name", self.name,
             "--data-dir", str(Path(self.data_dir) / "member"),
-            "--listen-client-urls", client,
-            "--advertise-client-urls", client,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"default={peer}",
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster-token", self.cluster_token,
             "--log-level", "warn",
             "--quota-backend-bytes", str(2 * 1024**3),
         ]  # fmt: skip
+        if self.tls is not None:
+            args += [
+                "--cert-file", str(self.tls.server_cert),
+                "--key-file", str(self.tls.server_key),
+                "--client-cert-auth",
+                "--trusted-ca-file", str(self.tls.ca),
+            ]  # fmt: skip
         log = self._log_path.open("ab")
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        self._wait_healthy(client, timeout)
 
-    def _wait_healthy(self, client: str, timeout: float) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
+        context = self.tls.context() if self.tls else None
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise EtcdNotAvailable(f"etcd exited at start: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1) as response:
+                with urllib.request.urlopen(
+                    f"{self.client_url}/health", timeout=1, context=context
+                ) as response:
                     if b'"health":"true"' in response.read():
                         return
             except (urllib.error.URLError, OSError):
@@ -104,11 +166,26 @@ class EtcdProcess:
         self.stop()
         raise EtcdNotAvailable(f"etcd not healthy after {timeout}s: {self.log_tail()}")
 
+    def status(self) -> dict[str, object]:
+        """The member's maintenance status (its id, and the leader's)."""
+        request = urllib.request.Request(f"{self.client_url}/v3/maintenance/status", b"{}")
+        context = self.tls.context() if self.tls else None
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
+
     def log_tail(self) -> str:
         try:
             return self._log_path.read_text(errors="replace")[-2000:]
         except OSError:
             return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the peers or the clients."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -127,6 +204,61 @@ class EtcdProcess:
 
     def __enter__(self) -> EtcdProcess:
         self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback, each in its own data directory."""
+
+    def __init__(self, size: int = 3, host: str = "127.0.0.1") -> None:
+        self.members = [EtcdProcess(host, name=f"m{i}") for i in range(size)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = initial
+            member.cluster_token = self.members[0].cluster_token
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(f"{m.host}:{m.client_port}" for m in self.members)
+
+    def start(self, timeout: float = 60.0) -> None:
+        for member in self.members:
+            member.launch()
+        for member in self.members:
+            member.wait_healthy(timeout)
+
+    def leader(self) -> EtcdProcess:
+        """The member that leads now (asked of any running member)."""
+        for member in self.members:
+            if not member.running:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                status = member.status()
+                leader = str(status["leader"])
+                for candidate in self.members:
+                    if (
+                        candidate.running
+                        and str(
+                            candidate.status()["header"]["member_id"]  # type: ignore[index]
+                        )
+                        == leader
+                    ):
+                        return candidate
+        raise EtcdNotAvailable("no etcd member knows a leader")
+
+    def cleanup(self) -> None:
+        for member in self.members:
+            member.cleanup()
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -84,15 +84,38 @@ async def open_store(url: str, *, clock: Clock | None = None) -> Store:
                 "etcd:// needs the etcd extra: pip install 'federation[etcd]'"
             ) from err
 
-        etcd = EtcdStore(parse_endpoints(url))
-        await etcd.start()
+        from federation.store.etcd import EtcdTls
+
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(options) - {"timeout", "cacert", "cert", "key"}
+        if unknown:
+            raise StoreURLError(f"{url!r}: unknown option {sorted(unknown)[0]!r}")
+        tls = None
+        if "cacert" in options:
+            tls = EtcdTls(
+                ca=Path(options["cacert"]),
+                cert=Path(options["cert"]) if "cert" in options else None,
+                key=Path(options["key"]) if "key" in options else None,
+            )
+        elif "cert" in options or "key" in options:
+            raise StoreURLError(f"{url!r}: cert and key need cacert (the members' CA)")
+        try:
+            timeout = float(options.get("timeout", "2"))
+        except ValueError:
+            raise StoreURLError(f"{url!r}: timeout must be seconds") from None
+        etcd = EtcdStore(parse_endpoints(url), timeout=timeout, tls=tls)
+        try:
+            await etcd.start()
+        except BaseException:
+            await etcd.close()
+            raise
         return etcd
     raise StoreURLError(f"{url!r}: unknown store; use sqlite:///FILE or etcd://HOST:PORT[,...]")
 
 
 def parse_endpoints(url: str) -> list[tuple[str, int]]:
     """``etcd://a:2379,b:2379`` -> [("a", 2379), ("b", 2379)]."""
-    body = url.removeprefix("etcd://").rstrip("/")
+    body = urlsplit(url).netloc
     endpoints = []
     for item in filter(None, body.split(",")):
         host, sep, port = item.rpartition(":")

@@ -9,7 +9,14 @@ errors, and adds two things aetcd leaves to its callers:
   revision after the last event it delivered, so a consumer sees every event
   exactly once across a member failure.  A resume point that etcd has
   compacted meanwhile surfaces as ``Compacted``, which the consumer handles
-  by listing again.
+  by listing again;
+- deadlines that fit etcd's elections: every RPC gets ``timeout`` (2 s by
+  default; etcd elects a leader in about one election timeout, 1 s by
+  default), a read that fails is tried once more on the next member, and a
+  write that fails is ``Unavailable`` at once, for the caller to retry: it
+  may or may not have committed, and only the caller's compare knows;
+- TLS: with ``tls`` every member is reached over TLS with a client
+  certificate (aetcd itself opens plaintext channels only).
 """
 
 from __future__ import annotations
@@ -18,10 +25,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions as etcd_errors
+import grpc
+from aetcd import watcher as etcd_watcher
 
 from federation.store.base import (
     MAX_VALUE_BYTES,
@@ -58,6 +69,72 @@ _T = TypeVar("_T")
 # sits well above any page that can result.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 RETIRED_KEPT = 4  # replaced clients kept open for calls still on them
+RPC_DEADLINE = 2.0
+# What etcd answers while it has no leader or is overloaded: worth a retry.
+_TRANSIENT = (
+    "leader changed",
+    "no leader",
+    "request timed out",
+    "too many requests",
+    "unhealthy cluster",
+    "not capable",
+    "stopped",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdTls:
+    """Files for TLS to etcd: the CA that signed the members' certificates,
+    and this client's certificate and key (PEM)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        try:
+            return grpc.ssl_channel_credentials(
+                root_certificates=self.ca.read_bytes(),
+                certificate_chain=self.cert.read_bytes() if self.cert else None,
+                private_key=self.key.read_bytes() if self.key else None,
+            )
+        except OSError as err:
+            raise StoreError(f"cannot read the etcd TLS files: {err}") from err
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client, over TLS when given channel credentials."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._credentials is None:
+            await super().connect()
+            return
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            target = f"{self._host}:{self._port}"
+            channel = aetcd.rpc.secure_channel(
+                target, self._credentials, options=self._options.items()
+            )
+            self.channel = channel
+            self.kvstub = aetcd.rpc.KVStub(channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(channel)
+            self.leasestub = aetcd.rpc.LeaseStub(channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(channel)
+            self._watcher = etcd_watcher.Watcher(
+                aetcd.rpc.WatchStub(channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
 
 class EtcdStore:
@@ -68,8 +145,9 @@ class EtcdStore:
         endpoints: Sequence[tuple[str, int]],
         *,
         max_value_bytes: int = MAX_VALUE_BYTES,
-        timeout: float = 5.0,
+        timeout: float = RPC_DEADLINE,
         watch_retry_seconds: float = 30.0,
+        tls: EtcdTls | None = None,
     ) -> None:
         if not endpoints:
             raise StoreError("etcd store needs at least one endpoint")
@@ -78,6 +156,7 @@ class EtcdStore:
         self._timeout = timeout
         self._watch_retry_seconds = watch_retry_seconds
         self._max_value = max_value_bytes
+        self._credentials = None if tls is None else tls.credentials()
         self._client = self._new_client()
         self._retired: list[aetcd.Client] = []  # moved away from; closed later
         self._rotating = asyncio.Lock()
@@ -85,7 +164,8 @@ class EtcdStore:
 
     def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._current]
-        return aetcd.Client(
+        return _Client(
+            self._credentials,
             host=host,
             port=port,
             timeout=self._timeout,
@@ -122,27 +202,36 @@ class EtcdStore:
                 await client.close()
         self._retired = []
 
-    async def _call(self, action: Callable[[aetcd.Client], Awaitable[_T]]) -> _T:
-        """Run one RPC, classifying its errors; a connection failure moves
-        to the next member and raises ``Unavailable`` for the caller."""
-        if self._closed:
-            raise Unavailable("store is closed")
-        client = self._client
-        try:
-            return await action(client)
-        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as err:
-            await self._rotate(client)
-            raise Unavailable(f"etcd unreachable: {err}") from err
-        except etcd_errors.RevisionCompactedError as err:
-            raise Compacted(0, err.compacted_revision) from err
-        except etcd_errors.ClientError as err:
-            raise _classify(err) from err
+    async def _call(
+        self, action: Callable[[aetcd.Client], Awaitable[_T]], *, read: bool = False
+    ) -> _T:
+        """Run one RPC, classifying its errors; a connection failure or a
+        deadline moves to the next member and raises ``Unavailable``.  A
+        read is tried once more there first."""
+        for attempt in range(2 if read and len(self._endpoints) > 1 else 1):
+            if self._closed:
+                raise Unavailable("store is closed")
+            client = self._client
+            try:
+                return await action(client)
+            except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as err:
+                await self._rotate(client)
+                failure: StoreError = Unavailable(f"etcd unreachable: {err}")
+                cause: Exception = err
+            except etcd_errors.RevisionCompactedError as err:
+                raise Compacted(0, err.compacted_revision) from err
+            except etcd_errors.ClientError as err:
+                failure, cause = _classify(err), err
+                if not isinstance(failure, Unavailable):
+                    raise failure from err
+            log.debug("etcd call failed (attempt %d): %s", attempt + 1, failure)
+        raise failure from cause
 
     # -- reads ----------------------------------------------------------------
 
     async def get(self, key: str) -> GetResult:
         raw = check_key(key)
-        result = await self._call(lambda c: c.get_range(raw, raw + b"\0"))
+        result = await self._call(lambda c: c.get_range(raw, raw + b"\0"), read=True)
         kvs = [_kv(kv) for kv in result]
         return GetResult(kv=kvs[0] if kvs else None, revision=result.header.revision)
 
@@ -174,7 +263,7 @@ class EtcdStore:
             return await c.kvstub.Range(request, timeout=self._timeout, metadata=c.metadata)
 
         try:
-            return await self._call(_connected(run))
+            return await self._call(_connected(run), read=True)
         except Compacted as err:
             raise Compacted(revision, err.compacted) from err
 
@@ -347,6 +436,8 @@ def _classify(err: Exception) -> StoreError:
     if isinstance(err, etcd_errors.WatchTimeoutError):
         return Unavailable(f"etcd watch timed out: {err}")
     text = str(err)
+    if any(marker in text for marker in _TRANSIENT):
+        return Unavailable(f"etcd cannot serve now: {text}")
     if "lease not found" in text:
         return _LeaseMissing(f"etcd: requested lease not found: {text}")
     if "required revision has been compacted" in text:
