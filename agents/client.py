@@ -149,7 +149,8 @@ class RegistryClient:
         timeout: float = 10.0,
         max_line: int = MAX_LINE,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = registry_urls(url)
+        self._current = 0
         self.max_line = max_line
         self.credentials = credentials
         ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
@@ -163,6 +164,19 @@ class RegistryClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
+
+    @property
+    def url(self) -> str:
+        """The replica this client talks to now."""
+        return self.urls[self._current]
+
+    def _next_replica(self) -> None:
+        """After a failure, the next request (or stream) goes to the next
+        replica: they share one store, so a watch resumes there from the
+        same revision, with no gap and no repeat."""
+        if len(self.urls) > 1:
+            self._current = (self._current + 1) % len(self.urls)
+            log.info("trying the registry replica at %s", self.url)
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -210,6 +224,7 @@ class RegistryClient:
                     failure = RegistryError(answer.status, message)
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 failure = RegistryError(0, f"cannot reach the registry at {self.url}: {_why(err)}")
+            self._next_replica()
             if attempt + 1 < attempts:
                 log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
                 await self.clock.sleep(delay * (0.5 + random.random()))
@@ -227,7 +242,7 @@ class RegistryClient:
             pin = pin_of(token)
         except TokenError as err:
             raise RegistryError(0, str(err)) from None
-        ca_pem = await _fetch_pinned_ca(url, pin)
+        ca_pem = await _fetch_pinned_ca(registry_urls(url), pin)
         key = certs.new_key()
         async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:
             body = {"token": token, "csr": certs.make_csr(key).decode()}
@@ -342,6 +357,7 @@ class RegistryClient:
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
                 where = "the snapshot" if since is None else f"after revision {since}"
                 log.warning("watch broke (%s); resuming %s", _why(err), where)
+                self._next_replica()
             await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
 
@@ -431,20 +447,35 @@ def _why(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-async def _fetch_pinned_ca(url: str, pin: str) -> bytes:
-    """Read the registry's root without trusting the connection, and accept
-    it only if its sha256 is the one the join token pins."""
+def registry_urls(text: str) -> list[str]:
+    """``https://a:8443,https://b:8443``: the replicas to fail over between
+    (one load-balanced name is one URL)."""
+    urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("no registry URL given")
+    return urls
+
+
+async def _fetch_pinned_ca(urls: list[str], pin: str) -> bytes:
+    """Read the registry's root without trusting the connection (from the
+    first replica that answers), and accept it only if its sha256 is the one
+    the join token pins."""
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
-    try:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as http,
-            http.get(url.rstrip("/") + "/v1/ca", timeout=aiohttp.ClientTimeout(total=10)) as answer,
-        ):
-            data = await answer.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
-        raise RegistryError(0, f"cannot reach the registry at {url}: {_why(err)}") from None
+    data: Any = None
+    for url in urls:
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as http,
+                http.get(url + "/v1/ca", timeout=aiohttp.ClientTimeout(total=10)) as answer,
+            ):
+                data = await answer.json(content_type=None)
+                break
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
+            failure = RegistryError(0, f"cannot reach the registry at {url}: {_why(err)}")
+    else:
+        raise failure
     ca_pem = str(data.get("bundle") or data.get("certificate", "")).encode()
     try:
         roots = x509.load_pem_x509_certificates(ca_pem)

@@ -22,7 +22,7 @@ from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import Kube, KubeError
 from agents.credentials import Keep, keep_in
-from federation.cli_registry import UsageError, _admin, emit
+from federation.cli_registry import REGISTRY_HELP, UsageError, _admin, emit
 from federation.model import (
     Cluster,
     EndpointSet,
@@ -44,7 +44,7 @@ def add_commands(commands: Any) -> Any:
     cluster = kinds.add_parser("cluster", help="the agent of one Kubernetes cluster")
     cluster.add_argument("--kubeconfig", type=Path, help="default: the pod's service account")
     cluster.add_argument("--context", help="kubeconfig context (default: current)")
-    cluster.add_argument("--registry", dest="agent_registry", required=True, help="registry URL")
+    cluster.add_argument("--registry", dest="agent_registry", required=True, help=REGISTRY_HELP)
     cluster.add_argument(
         "--join-token",
         default=os.environ.get("FEDERATION_JOIN_TOKEN") or None,

@@ -34,6 +34,9 @@ class UsageError(ValueError):
 # -- output -------------------------------------------------------------------
 
 
+REGISTRY_HELP = "registry URL, or the replicas' URLs comma-separated (tried in turn)"
+
+
 def emit(data: Any, output: str, columns: Sequence[tuple[str, Callable[[Any], object]]]) -> None:
     """Print records as json, yaml or a table (``data`` is a list or one object)."""
     if output == "json":
@@ -382,4 +385,4 @@ def add_commands(commands: Any) -> None:
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help=f"admin credential file (default ${CONFIG_ENV})")
-    parser.add_argument("--registry", help="registry URL (default: the one in the config)")
+    parser.add_argument("--registry", help=REGISTRY_HELP + " (default: the config's)")

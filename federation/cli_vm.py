@@ -19,7 +19,7 @@ from typing import Any
 from agents.client import Credentials, RegistryClient, RegistryError
 from agents.vm.agent import Probe, VMAgent
 from federation.cli_agent import serve_until_signal, stop_on_signals
-from federation.cli_registry import UsageError
+from federation.cli_registry import REGISTRY_HELP, UsageError
 from federation.model import ServiceRef, ValidationError, Workload
 from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids
@@ -29,7 +29,7 @@ log = logging.getLogger("federation.agent.vm")
 
 def add_command(kinds: Any) -> None:
     vm = kinds.add_parser("vm", help="the agent of one VM")
-    vm.add_argument("--registry", dest="agent_registry", required=True, help="registry URL")
+    vm.add_argument("--registry", dest="agent_registry", required=True, help=REGISTRY_HELP)
     vm.add_argument("--join-token", help="join with this token (not needed with a valid state dir)")
     vm.add_argument("--state-dir", type=Path, required=True, help="credentials, bundle, forwards")
     vm.add_argument("--probe", default="tcp", help="tcp, none, or an http:// URL (default tcp)")
