@@ -79,6 +79,7 @@ _TRANSIENT = (
     "unhealthy cluster",
     "not capable",
     "stopped",
+    "context deadline exceeded",
 )
 
 

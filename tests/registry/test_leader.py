@@ -171,17 +171,19 @@ async def test_a_replica_restarted_under_its_name_takes_its_key_back_at_once(
 # -- two registry replicas on one etcd --------------------------------------
 
 
-async def stale_writes(store: Store, key: str, since: int) -> list[bool]:
-    """The ``stale`` flag of every write of ``key`` after ``since``."""
+async def stale_writes(store: Store, prefix: str, key: str, since: int) -> list[bool]:
+    """The ``stale`` flag of every write of ``key`` after ``since`` (read from
+    the whole prefix, which the head revision is sure to be in)."""
     flags: list[bool] = []
     head = (await store.get(key)).revision
     if head <= since:
         return flags
-    async for event in store.watch(key, since + 1):
-        if event.type is EventType.PUT:
-            flags.append(decode(EndpointSet, event.value).stale)
-        if event.revision >= head:
-            break
+    async with contextlib.aclosing(store.watch(prefix, since + 1)) as events:
+        async for event in events:
+            if event.type is EventType.PUT and event.key == key:
+                flags.append(decode(EndpointSet, event.value).stale)
+            if event.revision >= head:
+                break
     return flags
 
 
@@ -206,7 +208,7 @@ async def _two_replicas(first: Harness, second: Harness, store: Store, prefix: s
     published = await east.publish(endpoint_set("east"))
     key = prefix + "endpoints/shop/cart/cluster:east/0"
     await eventually(lambda: _stale(store, key), timeout=20, what="east marked stale")
-    assert await stale_writes(store, key, int(published["revision"])) == [True]
+    assert await stale_writes(store, prefix, key, int(published["revision"])) == [True]
 
     names = {h.registry.election.replica: h for h in (first, second)}
     leader = await current_leader(store, prefix + "leader")
