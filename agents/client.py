@@ -295,8 +295,9 @@ class RegistryClient:
         """The registry's streamed snapshot: Relist, an Event per object,
         Synced.  Raises ``RegistryError`` if it breaks off before Synced."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        url = self.url
         try:
-            async with self._http().get(f"{self.url}/v1/snapshot", timeout=timeout) as answer:
+            async with self._http().get(f"{url}/v1/snapshot", timeout=timeout) as answer:
                 await _check_status(answer)
                 revision: int | None = None
                 async for line in self._lines(answer):
@@ -314,8 +315,9 @@ class RegistryClient:
                     else:
                         raise UnreadableStream(f"unexpected snapshot line of type {kind!r}")
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise RegistryError(0, f"snapshot from {self.url} broke: {_why(err)}") from err
-        raise RegistryError(0, f"the snapshot from {self.url} ended before its END line")
+            self._next_replica()
+            raise RegistryError(0, f"snapshot from {url} broke: {_why(err)}") from err
+        raise RegistryError(0, f"the snapshot from {url} ended before its END line")
 
     async def collect_snapshot(self) -> tuple[int, list[Event]]:
         """The whole snapshot in memory: for tests and small tools only."""
