@@ -333,7 +333,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 measured = await measure_one_process(n, args.rounds)
             else:
                 measured = await measure_spread(n, args.rounds)
-            measured["etcd"] = await raw_etcd_latency(etcd, max(1, n - 1), args.rounds * 5)
+            measured["etcd"] = await raw_etcd_latency([etcd], max(1, n - 1), args.rounds * 5)
             row = {
                 "propagation": ms(measured["propagation"]),
                 "failover_share": ms(measured["failover"]),

@@ -1,6 +1,8 @@
 """Registry benchmark: publish->watch delivery to 1, 10 and 100 watchers, on a
 SQLite and an etcd-backed registry, next to raw etcd put->watch with the same
-number of watchers, plus publishes per second.
+number of watchers, plus publishes per second; then (``--ha``) two registry
+replicas on a 3-member etcd with the watchers spread over both, next to raw
+etcd with the watchers spread over the members.
 
 The registry runs as its own process (``fedctl registry serve``), as in
 production; the publisher and the watchers run in this process.  Latency is
@@ -27,7 +29,7 @@ from stats import percentile
 
 from agents.client import Credentials, RegistryClient
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
-from federation.sim.etcd_process import EtcdProcess, free_port
+from federation.sim.etcd_process import EtcdCluster, EtcdProcess, free_port
 
 SOURCE = SourceRef.parse("cluster:east")
 
@@ -126,15 +128,21 @@ class Arrivals:
 
 
 async def registry_latency(
-    agent: RegistryClient, watchers: int, count: int, first_generation: int
+    agent: RegistryClient,
+    watchers: int,
+    count: int,
+    first_generation: int,
+    urls: list[str] | None = None,
 ) -> list[float]:
+    """Watchers spread round-robin over ``urls`` (default: the agent's)."""
     arrivals = Arrivals(watchers)
     since, _ = await agent.collect_snapshot()
     connected: list[None] = []
     all_connected = asyncio.Event()
+    spread = urls or [agent.url]
 
-    async def watch(session: aiohttp.ClientSession) -> None:
-        async with session.get(f"{agent.url}/v1/watch?since={since}") as answer:
+    async def watch(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.get(f"{url}/v1/watch?since={since}") as answer:
             connected.append(None)
             if len(connected) == watchers:
                 all_connected.set()
@@ -145,7 +153,9 @@ async def registry_latency(
 
     connector = aiohttp.TCPConnector(ssl=agent._ssl, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = [asyncio.create_task(watch(session)) for _ in range(watchers)]
+        tasks = [
+            asyncio.create_task(watch(session, spread[i % len(spread)])) for i in range(watchers)
+        ]
         try:
             await asyncio.wait_for(all_connected.wait(), 60)
             samples: list[float] = []
@@ -176,14 +186,16 @@ async def publish_rate(agent: RegistryClient, total: int, in_flight: int) -> flo
     return total / (time.perf_counter() - started)
 
 
-async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> list[float]:
-    client = aetcd.Client(host=server.host, port=server.client_port)
+async def raw_etcd_latency(members: list[EtcdProcess], watchers: int, count: int) -> list[float]:
+    """Put through the first member; watchers spread round-robin over all."""
+    clients = [aetcd.Client(host=m.host, port=m.client_port) for m in members]
+    client = clients[0]
     prefix = f"/raw-bench/{time.time_ns()}/"
     arrivals = Arrivals(watchers)
     value = json.dumps(endpoint_set(1).to_wire()).encode()
 
-    async def watch() -> None:
-        stream = await client.watch_prefix(prefix.encode())
+    async def watch(watching: aetcd.Client) -> None:
+        stream = await watching.watch_prefix(prefix.encode())
         try:
             async for event in stream:
                 json.loads(event.kv.value)  # parse, as a registry watcher does
@@ -191,7 +203,7 @@ async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> li
         finally:
             await stream.cancel()
 
-    tasks = [asyncio.create_task(watch()) for _ in range(watchers)]
+    tasks = [asyncio.create_task(watch(clients[i % len(clients)])) for i in range(watchers)]
     try:
         await asyncio.sleep(0.5)  # let every watch be created
         samples: list[float] = []
@@ -205,7 +217,8 @@ async def raw_etcd_latency(server: EtcdProcess, watchers: int, count: int) -> li
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
+        for each in clients:
+            await each.close()
 
 
 def ms(samples: list[float]) -> dict[str, float]:
@@ -239,10 +252,40 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     await agent.close()
                     await admin.close()
         for watchers in args.watchers:
-            samples = await raw_etcd_latency(etcd, watchers, args.count)
+            samples = await raw_etcd_latency([etcd], watchers, args.count)
             results[f"raw_etcd_{watchers}w"] = ms(samples)
             print(f"raw    {watchers:3} watchers  {ms(samples)}", flush=True)
+    if args.ha:
+        await highly_available(args, results)
     return results
+
+
+async def highly_available(args: argparse.Namespace, results: dict[str, object]) -> None:
+    """Two registry replicas on a 3-member etcd: publish through one, watchers
+    spread over both; raw etcd with as many watchers spread over the members."""
+    with tempfile.TemporaryDirectory() as tmp, EtcdCluster(3) as cluster:
+        async with (
+            registry_process(cluster.url, Path(tmp) / "a") as first,
+            registry_process(cluster.url, Path(tmp) / "b") as second,
+        ):
+            admin, agent = await enrol(first)
+            other = json.loads(await asyncio.to_thread(Path(second).read_text))["registry"]
+            try:
+                generation = 1
+                for watchers in args.watchers:
+                    samples = await registry_latency(
+                        agent, watchers, args.count, generation, [agent.url, other]
+                    )
+                    generation += args.count
+                    results[f"ha_{watchers}w"] = ms(samples)
+                    print(f"ha     {watchers:3} watchers  {ms(samples)}", flush=True)
+            finally:
+                await agent.close()
+                await admin.close()
+        for watchers in args.watchers:
+            samples = await raw_etcd_latency(cluster.members, watchers, args.count)
+            results[f"ha_raw_etcd_{watchers}w"] = ms(samples)
+            print(f"ha raw {watchers:3} watchers  {ms(samples)}", flush=True)
 
 
 def main() -> None:
@@ -251,6 +294,12 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--publishes", type=int, default=3000)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument(
+        "--ha",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also 2 replicas on a 3-member etcd (default on)",
+    )
     args = parser.parse_args()
     results = asyncio.run(run(args))
     most = max(args.watchers)
@@ -266,6 +315,16 @@ def main() -> None:
         "etcd_p99_ms": results[f"raw_etcd_{most}w"]["p99_ms"],  # type: ignore[index]
         "updates_per_s": results["sqlite_publishes_per_s"],
         "etcd_backed_updates_per_s": results["etcd_publishes_per_s"],
+        **(
+            {
+                "ha_p50_ms": results[f"ha_{most}w"]["p50_ms"],  # type: ignore[index]
+                "ha_p99_ms": results[f"ha_{most}w"]["p99_ms"],  # type: ignore[index]
+                "ha_etcd_p50_ms": results[f"ha_raw_etcd_{most}w"]["p50_ms"],  # type: ignore[index]
+                "ha_etcd_p99_ms": results[f"ha_raw_etcd_{most}w"]["p99_ms"],  # type: ignore[index]
+            }
+            if args.ha
+            else {}
+        ),
         "detail": results,
     }
     print(json.dumps(summary))

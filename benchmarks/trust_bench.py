@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await server.stop()
                 await store.close()
-        raw = await raw_etcd_latency(etcd, 1, args.raw_count)
+        raw = await raw_etcd_latency([etcd], 1, args.raw_count)
         results["raw_etcd_1w"] = ms(raw)
         print(f"raw etcd put->watch    {ms(raw)}", flush=True)
     return results
