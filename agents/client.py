@@ -46,6 +46,17 @@ class RegistryError(Exception):
         self.status = status
 
 
+class Revoked(RegistryError):
+    """This member was removed from the federation: its credential is refused
+    on every replica until it is registered and joins again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(401, message)
+
+
+REVOKED_RETRY = 30.0  # how often a removed member asks again (it may be re-added)
+
+
 class UnreadableStream(RegistryError):
     """A watch or snapshot line the client cannot read (too long, not JSON)."""
 
@@ -151,6 +162,7 @@ class RegistryClient:
     ) -> None:
         self.urls = registry_urls(url)
         self._current = 0
+        self.revoked: str | None = None  # why the registry refuses us, while it does
         self.max_line = max_line
         self.credentials = credentials
         ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
@@ -169,6 +181,13 @@ class RegistryClient:
     def url(self) -> str:
         """The replica this client talks to now."""
         return self.urls[self._current]
+
+    def _revoked(self, message: str) -> Revoked:
+        """Remember the removal, and say it once (not once per request)."""
+        if self.revoked is None:
+            log.warning("%s; publishing stops, what is imported stays as it is", message)
+        self.revoked = message
+        return Revoked(message)
 
     def _next_replica(self) -> None:
         """After a failure, the next request (or stream) goes to the next
@@ -217,8 +236,11 @@ class RegistryClient:
                 async with self._http().request(method, self.url + path, json=body) as answer:
                     data = await _json_body(answer)
                     if answer.status < 400:
+                        self.revoked = None
                         return data
                     message = str(data.get("message", answer.reason))
+                    if data.get("reason") == "Revoked":
+                        raise self._revoked(message)
                     if answer.status < 500:
                         raise RegistryError(answer.status, message)
                     failure = RegistryError(answer.status, message)
@@ -356,6 +378,14 @@ class RegistryClient:
                 log.info("watch from revision %s is compacted; taking a new snapshot", since)
                 since = None
                 continue
+            except _Ahead as err:  # the store was restored from an older backup
+                log.warning("%s; taking a new snapshot", err)
+                since = None
+                continue
+            except Revoked as err:
+                self._revoked(str(err))  # said once, however often asked
+                await self.clock.sleep(REVOKED_RETRY)
+                continue
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
                 where = "the snapshot" if since is None else f"after revision {since}"
                 log.warning("watch broke (%s); resuming %s", _why(err), where)
@@ -412,6 +442,8 @@ def _parse_line(raw: bytes) -> dict[str, Any]:
 def _raise_error_line(line: dict[str, Any]) -> None:
     if line.get("code") == 410:
         raise _Gone()
+    if line.get("reason") == "Revoked":
+        raise Revoked(str(line.get("message")))
     raise RegistryError(int(line.get("code", 0) or 0), str(line.get("message")))
 
 
@@ -420,11 +452,20 @@ async def _check_status(answer: aiohttp.ClientResponse) -> None:
         raise _Gone()
     if answer.status != 200:
         data = await _json_body(answer)
-        raise RegistryError(answer.status, str(data.get("message", answer.reason)))
+        message = str(data.get("message", answer.reason))
+        if answer.status == 400 and data.get("field") == "since":
+            raise _Ahead(message)
+        if data.get("reason") == "Revoked":
+            raise Revoked(message)
+        raise RegistryError(answer.status, message)
 
 
 class _Gone(Exception):
     pass
+
+
+class _Ahead(Exception):
+    """A watch from a revision the registry has not reached (a restored store)."""
 
 
 async def _json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -13,7 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.client import Bookmark, Event, RegistryClient, RegistryError, Relist, Synced
+from agents.client import (
+    REVOKED_RETRY,
+    Bookmark,
+    Event,
+    RegistryClient,
+    RegistryError,
+    Relist,
+    Revoked,
+    Synced,
+)
 from federation.clock import Clock
 from federation.model import (
     EndpointSet,
@@ -184,6 +193,9 @@ async def keep_alive(
         try:
             answer = await client.heartbeat(source)
             interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
+        except Revoked:  # removed: the client said so once; ask again now and then
+            on_error()
+            interval = REVOKED_RETRY
         except RegistryError as err:
             on_error()
             log.warning("heartbeat: %s", err)

@@ -58,6 +58,7 @@ from federation.registry_errors import (
     MissingEncryptionKey,
     NotFound,
     RegistryError,
+    Revoked,
     Unauthorized,
 )
 from federation.registry_leader import (
@@ -74,6 +75,7 @@ from federation.store import (
     Compare,
     Delete,
     EventType,
+    KeyValue,
     LeaseNotFound,
     Put,
     Store,
@@ -139,6 +141,12 @@ def member_key(identity: Identity) -> str:
     return keys.member_key(source.kind, identity.name)
 
 
+def removing_key(identity: Identity) -> str:
+    source = identity.source
+    assert source is not None
+    return keys.removing_key(source.kind, identity.name)
+
+
 class Registry:
     def __init__(
         self,
@@ -195,15 +203,20 @@ class Registry:
     # -- members and join tokens ----------------------------------------------
 
     async def add_member(self, record: Cluster | Workload, token_ttl: float) -> str:
-        """Register a cluster or VM and mint its first join token."""
+        """Register a cluster or VM and mint its first join token (written in
+        the same transaction, so the token belongs to this incarnation)."""
         identity = Identity(Role.CLUSTER if isinstance(record, Cluster) else Role.VM, record.name)
         key = self._key(member_key(identity))
+        removing = self._key(removing_key(identity))
         await self.trust.refresh()
         token, token_op = self._token(identity, token_ttl)
         result = await self.store.txn(
-            [Compare(key=key, mod_revision=0)], [Put(key=key, value=encode(record)), token_op]
+            [Compare(key=key, mod_revision=0), Compare(key=removing, mod_revision=0)],
+            [Put(key=key, value=encode(record)), token_op],
         )
         if not result.succeeded:
+            if (await self.store.get(removing)).kv is not None:
+                raise Conflict(f"{identity} is being removed; run `remove` again to finish")
             raise Conflict(f"{identity} already exists; mint a new token with `token`")
         log.info("registered %s", identity)
         return token
@@ -241,19 +254,73 @@ class Registry:
         return [_decode_member(role, kv.value) for kv in result.kvs]
 
     async def remove_member(self, identity: Identity) -> None:
-        """Delete a member, its endpoint shards and its liveness (in batches
-        of at most TXN_OPS; the member record goes last, so a retry
-        finishes)."""
+        """Revoke a member at once, then delete what it left.
+
+        The first transaction deletes the member record (every replica's
+        roster drops it, so the identity is refused everywhere, and every
+        guarded publish of it fails from then on) and writes a ``removing``
+        marker.  Then its endpoint shards, liveness, trust records and
+        unused join tokens go, in batches of at most TXN_OPS, and the marker
+        last: a retry (the record gone, the marker there) finishes the job."""
         key = self._key(member_key(identity))
-        if (await self.store.get(key)).kv is None:
+        removing = self._key(removing_key(identity))
+        got = await self.store.get(key)
+        if got.kv is not None:
+            revoked = await self.store.txn(
+                [Compare(key=key, mod_revision=got.kv.mod_revision)],
+                [Delete(key=key), Put(key=removing, value=b"{}")],
+            )
+            if not revoked.succeeded:
+                raise Conflict(f"{identity} changed meanwhile; try again")
+        elif (await self.store.get(removing)).kv is None:
             raise NotFound(f"{identity} is not registered")
         source = identity.source
         assert source is not None
         count = await self.sets.delete_shards(keys.source_prefix(source))
-        doomed = [self._key(keys.alive_key(source)), *self.trust.keys_of(identity), key]
+        doomed = [
+            self._key(keys.alive_key(source)),
+            *self.trust.keys_of(identity),
+            *[kv.key async for kv in self._tokens(identity=str(identity))],
+            removing,
+        ]
         for start in range(0, len(doomed), TXN_OPS):
             await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
         log.info("removed %s, %d endpoint shards and %d records", identity, count, len(doomed) - 1)
+
+    async def _tokens(
+        self, *, identity: str | None = None, expired_by: float | None = None
+    ) -> AsyncIterator[KeyValue]:
+        """The stored join tokens of ``identity``, or expired by then, page by
+        page (an unreadable one is always chosen: nobody can use it)."""
+        async for page in self.store.pages(self._key(keys.TOKENS)):
+            for kv in page.kvs:
+                try:
+                    record = json.loads(kv.value)
+                    mine = identity is not None and record["identity"] == identity
+                    old = expired_by is not None and record["expiresAt"] <= expired_by
+                except (ValueError, KeyError, TypeError):
+                    mine = old = True
+                if mine or old:
+                    yield kv
+
+    async def sweep_tokens(self, fence: Fence | None = None, interval: float = 600.0) -> None:
+        """Delete expired join tokens now and every ``interval`` seconds
+        (singleton work; a used token is deleted when it is used)."""
+        while True:
+            try:
+                now = self.clock.now()
+                expired = [kv.key async for kv in self._tokens(expired_by=now)]
+                guard = [] if fence is None else [fence.compare()]
+                for start in range(0, len(expired), TXN_OPS):
+                    batch = [Delete(key=k) for k in expired[start : start + TXN_OPS]]
+                    done = await self.store.txn(guard, batch)
+                    if not done.succeeded and fence is not None:
+                        await fence.check(self.store)
+                if expired:
+                    log.info("deleted %d expired join tokens", len(expired))
+            except StoreError as err:
+                log.warning("token sweep: %s; retrying", err)
+            await self.clock.sleep(interval)
 
     async def join(self, token: str, csr_pem: str) -> Issued:
         """Exchange a join token and a CSR for a client certificate."""
@@ -270,10 +337,17 @@ class Registry:
             raise Unauthorized("the join token has expired; mint a new one")
         role, name = record["identity"].split("/", 1)
         identity = Identity(Role(role), name)
-        if await self.member(identity) is None:
+        member = await self.store.get(self._key(member_key(identity)))
+        if member.kv is None or got.kv.create_revision < member.kv.create_revision:
+            # Removed, or removed and registered again: a token of an
+            # earlier incarnation never admits the new one.
             raise Unauthorized(f"{identity} was removed; its join token is void")
         used = await self.store.txn(
-            [Compare(key=key, mod_revision=got.kv.mod_revision)], [Delete(key=key)]
+            [
+                Compare(key=key, mod_revision=got.kv.mod_revision),
+                Compare(key=member.kv.key, mod_revision=member.kv.mod_revision),
+            ],
+            [Delete(key=key)],
         )
         if not used.succeeded:
             raise Unauthorized("the join token is unknown or already used")
@@ -367,6 +441,7 @@ class Registry:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.liveness(fence), name="liveness")
             group.create_task(self.rotations(fence), name="rotation")
+            group.create_task(self.sweep_tokens(fence), name="token sweep")
 
     async def leader(self) -> Leader | None:
         """Who leads, as the store says."""
@@ -468,6 +543,7 @@ __all__ = [
     "NotFound",
     "Registry",
     "RegistryError",
+    "Revoked",
     "Unauthorized",
     "endpoints_key",
     "source_of",

@@ -15,6 +15,12 @@ class Unauthorized(RegistryError):
     status = 401
 
 
+class Revoked(Unauthorized):
+    """The caller's credential is good but its member was removed."""
+
+    reason = "Revoked"
+
+
 class Forbidden(RegistryError):
     status = 403
 
@@ -42,6 +48,7 @@ __all__ = [
     "MissingEncryptionKey",
     "NotFound",
     "RegistryError",
+    "Revoked",
     "TooLarge",
     "Unauthorized",
 ]

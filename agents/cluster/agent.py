@@ -29,7 +29,15 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
+from agents.client import (
+    REVOKED_RETRY,
+    Event,
+    RegistryClient,
+    RegistryError,
+    Relist,
+    Revoked,
+    Synced,
+)
 from agents.cluster import importer
 from agents.cluster.exporter import (
     GATEWAY_SUFFIX,
@@ -310,6 +318,9 @@ class ClusterAgent:
             key = await self.queue.get()
             try:
                 wake = await self.reconcile(key)
+            except Revoked:  # the client said it once; imports stay, exports wait
+                self.queue.forget(key)
+                self.queue.add_after(key, REVOKED_RETRY)
             except (KubeError, RegistryError, Refused) as err:
                 self.metrics.errors.inc()
                 delay = self.queue.retry(key)

@@ -57,6 +57,7 @@ from federation.registry import (
     Forbidden,
     Registry,
     RegistryError,
+    Revoked,
     Unauthorized,
     source_of,
 )
@@ -112,6 +113,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             request, registry.trust_domain, registry.clock, registry.trust.root_names
         )
         if identity is not None:
+            if not request.app[HUB_KEY].roster.admits(identity):
+                raise Revoked(request.app[HUB_KEY].roster.refusal(identity))
             request[IDENTITY_KEY] = identity
         if route is not None:
             source = None
@@ -122,7 +125,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except RegistryError as err:
         if err.status == 403:
             metrics.denied.inc()
-        response = error_response(err.status, str(err))
+        response = error_response(err.status, str(err), reason=getattr(err, "reason", None))
     except ValidationError as err:
         response = error_response(400, str(err), err.path or None)
     except web.HTTPException as err:
@@ -180,7 +183,9 @@ def _member_routes(role: Role) -> list[Route]:
         return json_response(member.to_wire())
 
     async def remove(request: web.Request) -> web.Response:
-        await registry_of(request).remove_member(Identity(role, _member_name(request)))
+        identity = Identity(role, _member_name(request))
+        await registry_of(request).remove_member(identity)
+        request.app[HUB_KEY].roster.revoke(identity)
         return json_response({"removed": f"{role.value}/{request.match_info['name']}"})
 
     async def token(request: web.Request) -> web.Response:

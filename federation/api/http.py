@@ -123,10 +123,12 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, dumps=lambda o: json.dumps(o))
 
 
-def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, field: str | None = None, reason: str | None = None
+) -> web.Response:
     body: dict[str, Any] = {
         "code": status,
-        "reason": REASONS.get(status, "Error"),
+        "reason": reason or REASONS.get(status, "Error"),
         "message": message,
     }
     if field:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from federation.api.roster import Roster
 from federation.registry import Registry
 from federation.store import Compacted, StoreError
 
@@ -47,9 +48,11 @@ class WatchHub:
         self._epoch = 0  # bumped when the buffer is reset: cursors are void
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.roster = Roster()  # kept by the same events
 
     async def start(self) -> None:
         self._base = self._head = await self.registry.revision()
+        await self.roster.load(self.registry)  # at or after the head: events replay onto it
         self._task = asyncio.create_task(self._run(), name="watch-hub")
 
     async def stop(self) -> None:
@@ -88,12 +91,14 @@ class WatchHub:
                     if isinstance(change, int):
                         self._head = max(self._head, change)
                     else:
+                        self.roster.observe(change)
                         self._append(Entry(change.revision, change.type, change.line()))
                     self._notify()
             except Compacted:
                 log.warning("watch hub: history after %d was compacted; streams relist", self._head)
                 with contextlib.suppress(StoreError):
                     self._reset(await self.registry.revision())
+                    await self.roster.load(self.registry)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
                 log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
                             err, self._head, delay)  # fmt: skip

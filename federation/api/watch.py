@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.api.http import HUB_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
+from federation.api.http import HUB_KEY, IDENTITY_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
 from federation.api.hub import Entry
 from federation.model import ValidationError
 from federation.registry import Item
@@ -95,6 +95,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
             except Compacted as err:
                 await response.write(_line({"type": "ERROR", "code": 410, "message": str(err)}))
                 break
+            if (revoked := _revoked(request)) is not None:
+                await response.write(revoked)
+                break
             if entries:
                 for entry in entries:
                     metrics.events_sent.labels(entry.type).inc()
@@ -123,6 +126,16 @@ def _batches(entries: list[Entry]) -> Iterator[bytes]:
             batch, size = [], 0
     if batch:
         yield b"".join(batch)
+
+
+def _revoked(request: web.Request) -> bytes | None:
+    """The ERROR line that ends a stream whose caller was removed meanwhile."""
+    identity = request.get(IDENTITY_KEY)
+    roster = request.app[HUB_KEY].roster
+    if identity is None or roster.admits(identity):
+        return None
+    message = roster.refusal(identity)
+    return _line({"type": "ERROR", "code": 401, "reason": "Revoked", "message": message})
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -169,6 +182,9 @@ async def _store_watch(request: web.Request, since: int) -> web.StreamResponse:
                 response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                 response.enable_chunked_encoding()
                 await response.prepare(request)
+            if (revoked := _revoked(request)) is not None:
+                await response.write(revoked)
+                break
             if isinstance(change, int):
                 last = change
                 continue

@@ -6,8 +6,8 @@ built and parsed here, and nowhere else.
 - ``sources/<source>/<ns>/<name>/<shard>``: the index of a source's shards,
   so liveness, withdraw and removal touch only that source's records;
 - ``policies/<ns>/<name>``: a TrafficPolicy;
-- ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``, ``leader``:
-  registry-internal.
+- ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``, ``leader``,
+  ``removing/<member key>``: registry-internal.
 
 Namespaces and names are DNS labels and a source is ``kind:name``, so no
 part holds a ``/``."""
@@ -27,6 +27,7 @@ VMS = "vms/"
 ALIVE = "alive/"
 TOKENS = "tokens/"
 LEADER = "leader"
+REMOVING = "removing/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,19 @@ def source_prefix(source: SourceRef, service: ServiceRef | None = None) -> str:
 
 def member_key(kind: SourceKind, name: str) -> str:
     return f"{CLUSTERS if kind is SourceKind.CLUSTER else VMS}{name}"
+
+
+def removing_key(kind: SourceKind, name: str) -> str:
+    """Held while a member is being removed (its record is already gone)."""
+    return f"{REMOVING}{member_key(kind, name)}"
+
+
+def parse_member(key: str) -> tuple[SourceKind, str] | None:
+    """A ``clusters/`` or ``vms/`` key back into its kind and name."""
+    for prefix, kind in ((CLUSTERS, SourceKind.CLUSTER), (VMS, SourceKind.VM)):
+        if key.startswith(prefix) and "/" not in key[len(prefix) :]:
+            return kind, key[len(prefix) :]
+    return None
 
 
 def alive_key(source: SourceRef) -> str:
@@ -111,7 +125,9 @@ __all__ = [
     "ALIVE",
     "CLUSTERS",
     "ENDPOINTS",
+    "LEADER",
     "POLICIES",
+    "REMOVING",
     "SOURCES",
     "TOKENS",
     "VMS",
@@ -120,10 +136,12 @@ __all__ = [
     "member_key",
     "parse_alive",
     "parse_index",
+    "parse_member",
     "parse_policy",
     "parse_shard",
     "parse_vm",
     "policy_key",
+    "removing_key",
     "service_prefix",
     "source_prefix",
 ]

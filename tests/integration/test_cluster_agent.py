@@ -214,3 +214,43 @@ async def test_gateway_mode_publishes_node_ports_and_traffic_crosses_them(
 
         await eventually(west_nodes_imported, timeout=15.0, what="west's node ports in east1")
         assert await served_from(world, "east1") == "west"
+
+
+async def test_a_removed_cluster_stops_publishing_and_keeps_its_imports(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in world.members:
+        await routed_to(world, name, name)
+    await kill_all(world, "west")
+    east = pod_ips(world, "east1") | pod_ips(world, "east2")
+    await eventually(
+        lambda: global_addresses(world, "west") == east,
+        timeout=15.0,
+        what="west routed to the east clusters through its import",
+    )
+    before = global_addresses(world, "west")
+    async with world.admin() as admin:
+        await admin.request("DELETE", "/v1/clusters/west")
+
+    def east_forgot_west() -> bool:
+        return all(
+            not (global_addresses(world, n) & pod_ips(world, "west")) for n in ("east1", "east2")
+        )
+
+    await eventually(east_forgot_west, timeout=15.0, what="west's endpoints gone elsewhere")
+    await eventually(
+        lambda: "cluster/west was removed from the federation" in caplog.text,
+        timeout=15.0,
+        what="west's agent to say it was removed",
+    )
+    assert global_addresses(world, "west") == before  # imports stay as they were
+    await revive_all(world, "west")  # a change west would publish, were it a member
+    await routed_to(world, "west", "west")  # its local failover still works
+    async with world.admin() as admin:
+        _, events = await admin.collect_snapshot()
+    sources = {e.object["source"] for e in events if e.kind == "EndpointSet" and e.object}
+    assert "cluster:west" not in sources  # the registry took nothing more from west
+    assert east_forgot_west()
+    said = [r for r in caplog.records if "was removed from the federation" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]  # one line, not one per request
+    assert not [r for r in caplog.records if "cluster=west" in r.getMessage()]

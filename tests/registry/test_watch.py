@@ -163,3 +163,18 @@ async def test_a_watch_from_a_future_revision_is_400_not_a_bookmark(harness: Har
         assert answer.status == 400
         body = await answer.json()
         assert body["field"] == "since" and "ahead" in body["message"]
+
+
+async def test_a_client_ahead_of_a_restored_store_relists(harness: Harness) -> None:
+    east = await harness.enrol_cluster("east")
+    await east.heartbeat(EAST)
+    published = await east.publish(endpoint_set("east"))
+    stream = east.changes(since=int(published["revision"]) + 1000)
+    try:
+        first = await asyncio.wait_for(anext(stream), 10)
+        assert isinstance(first, Relist)
+        rest = [await asyncio.wait_for(anext(stream), 10) for _ in range(3)]
+        keys = [c.key for c in rest if isinstance(c, Event)]
+        assert "endpoints/shop/cart/cluster:east/0" in keys
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
