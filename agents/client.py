@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import ssl
 import tempfile
@@ -138,12 +139,31 @@ CHUNK = 64 * 1024
 def _ssl_context(credentials: Credentials | None, ca_pem: bytes) -> ssl.SSLContext:
     context = ssl.create_default_context(cadata=ca_pem.decode())
     if credentials is not None:
-        with tempfile.TemporaryDirectory() as tmp:  # ssl loads keys only from files
-            cert, key = Path(tmp) / "c", Path(tmp) / "k"
-            cert.write_bytes(credentials.cert_pem)
-            key.write_bytes(credentials.key_pem)
-            context.load_cert_chain(cert, key)
+        load_cert_chain(context, credentials.cert_pem, credentials.key_pem)
     return context
+
+
+def load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``ssl`` loads a certificate and key only from paths.  On Linux they
+    are anonymous memory files (``memfd``) read through ``/proc/self/fd``:
+    the key never touches a filesystem, and a pod with a read-only root and
+    no writable ``/tmp`` loads it.  Elsewhere: a private temporary directory."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("cert", "key")]
+        try:
+            for fd, data in zip(fds, (cert_pem, key_pem), strict=True):
+                with os.fdopen(fd, "wb", closefd=False) as out:
+                    out.write(data)
+            context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "c", Path(tmp) / "k"
+        cert.write_bytes(cert_pem)
+        key.write_bytes(key_pem)
+        context.load_cert_chain(cert, key)
 
 
 class RegistryClient:

@@ -117,6 +117,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 raise Revoked(request.app[HUB_KEY].roster.refusal(identity))
             request[IDENTITY_KEY] = identity
         if route is not None:
+            if route.access is not Access.OPEN and identity is None:
+                raise Unauthorized("a client certificate is required")  # before any parsing
             source = None
             if route.access is Access.OWNER:
                 source = _owner(request)

@@ -152,11 +152,19 @@ REASONS = {
 
 
 async def read_json(request: web.Request) -> Any:
+    """The body as JSON: strict (no NaN or Infinity), and nesting that would
+    exhaust the parser's recursion is a 400, never a 500."""
     raw = await request.read()
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise Invalid("the body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise Invalid(f"the body is not valid JSON: {err}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def require_object(body: Any, what: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from federation.trust.identity import Identity, Role
 from federation.trust.rotation import TrustState, jwks
 
 BUNDLE_REFRESH_HINT = 300  # seconds; a rotation waits for agents, not for this
+MIN_LIFETIME, MAX_LIFETIME = 3600, 365 * 86400  # an intermediate's, in seconds
 
 
 def issued_response(request: web.Request, issued: Issued) -> web.Response:
@@ -89,9 +90,14 @@ async def _intermediate(request: web.Request) -> web.Response:
     body = require_object(await read_json(request), "{csr, lifetimeSeconds}")
     lifetime = body.get("lifetimeSeconds")
     if lifetime is not None and (
-        isinstance(lifetime, bool) or not isinstance(lifetime, int | float)
+        isinstance(lifetime, bool)
+        or not isinstance(lifetime, int | float)
+        or not MIN_LIFETIME <= lifetime <= MAX_LIFETIME
     ):
-        raise ValidationError("lifetimeSeconds", "expected a number")
+        raise ValidationError(
+            "lifetimeSeconds",
+            "an intermediate's lifetime must be between 1 hour and 365 days (seconds)",
+        )
     issued = await registry_of(request).issue_intermediate(cluster, _csr_field(body), lifetime)
     return issued_response(request, issued)
 
