@@ -77,6 +77,7 @@ def _passphrase(args: argparse.Namespace) -> bytes | None:
 
 def _serve(args: argparse.Namespace) -> int:
     from federation.api.http import Settings
+    from federation.api.listener import Limits
     from federation.api.server import RegistryServer
     from federation.registry import Registry
     from federation.registry import RegistryError as DomainError
@@ -110,6 +111,12 @@ def _serve(args: argparse.Namespace) -> int:
             hostnames=tuple(args.hostname),
             passphrase=passphrase or b"",
             settings=Settings(bookmark_interval=args.bookmark_interval),
+            limits=Limits(
+                max_connections=args.max_connections,
+                header_timeout=args.header_timeout,
+                handshake_timeout=args.header_timeout,
+                idle_timeout=args.idle_timeout,
+            ),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -363,6 +370,18 @@ def add_commands(commands: Any) -> None:
         default=os.environ.get("FEDERATION_REPLICA", ""),
         help="this replica's stable name, shown as leader (default $FEDERATION_REPLICA, "
         "else host, pid and a random suffix)",
+    )
+    serve.add_argument(
+        "--max-connections", type=int, default=4096, help="open connections at most (4096)"
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new connection has for its TLS handshake and its first request head (10)",
+    )
+    serve.add_argument(
+        "--idle-timeout", type=float, default=60.0, help="idle keep-alive seconds (60)"
     )
     serve.add_argument(
         "--leader-ttl",

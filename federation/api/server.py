@@ -26,6 +26,7 @@ from cryptography import x509
 
 from federation.api.app import build_app
 from federation.api.http import HEALTH_KEY, Settings
+from federation.api.listener import Guard, Limits, listen
 from federation.registry import Registry
 from federation.registry_trust import BUNDLE
 from federation.store import StoreError
@@ -52,6 +53,7 @@ class RegistryServer:
         port: int = 0,
         hostnames: tuple[str, ...] = (),
         settings: Settings | None = None,
+        limits: Limits | None = None,
         passphrase: bytes,
     ) -> None:
         self.registry = registry
@@ -59,6 +61,9 @@ class RegistryServer:
         self.host, self.port = host, port
         self.hostnames = hostnames
         self.settings = settings or Settings()
+        self.limits = limits or Limits()
+        self._listener: asyncio.Server | None = None
+        self.guard: Guard | None = None
         self._passphrase = passphrase
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,14 +85,18 @@ class RegistryServer:
         context = self._tls()
         self._context = context
         app = build_app(self.registry, self.settings)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.limits.idle_timeout,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
-        await site.start()
+        self._listener, self.guard = await listen(
+            self._runner, self.host, self.port, context, self.limits
+        )
         if self.port == 0:
-            server = site._server
-            assert isinstance(server, asyncio.base_events.Server)
-            self.port = int(server.sockets[0].getsockname()[1])
+            self.port = int(self._listener.sockets[0].getsockname()[1])
         await self._write_admin()
         health = app[HEALTH_KEY]
         election = self.registry.election
@@ -107,9 +116,14 @@ class RegistryServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task  # a failure was logged and reported when it happened
         self._tasks = []
+        if self._listener is not None:
+            self._listener.close()  # no new connections; open ones end below
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
 
     async def __aenter__(self) -> RegistryServer:
         await self.start()

@@ -14,6 +14,7 @@ import pytest
 
 from agents.client import Credentials, RegistryClient
 from federation.api.http import Settings
+from federation.api.listener import Limits
 from federation.api.server import RegistryServer
 from federation.clock import ManualClock
 from federation.model import Cluster, Locality, Workload
@@ -34,6 +35,7 @@ class Harness:
     clock: ManualClock
     heartbeat_ttl: int = 2
     leader_ttl: int = 10
+    limits: Limits | None = None
     server: RegistryServer | None = None
     store: Store | None = None
     clients: list[RegistryClient] = field(default_factory=list)
@@ -54,6 +56,7 @@ class Harness:
             port=port,
             passphrase=PASSPHRASE,
             settings=Settings(bookmark_interval=0.1),
+            limits=self.limits,
         )
         await self.server.start()
         return self.server
