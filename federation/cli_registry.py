@@ -186,7 +186,7 @@ def _admin(
 
 
 def _locality(args: argparse.Namespace, cluster: str = "") -> Locality:
-    return Locality(region=args.region, zone=args.zone, cluster=cluster, network=args.network)
+    return Locality(region=args.region, zone=args.zone[0], cluster=cluster, network=args.network)
 
 
 async def _cluster_add(client: RegistryClient, args: argparse.Namespace) -> int:
@@ -194,6 +194,7 @@ async def _cluster_add(client: RegistryClient, args: argparse.Namespace) -> int:
         name=args.name,
         locality=_locality(args, args.name),
         network_mode=NetworkMode(args.network_mode),
+        zones=tuple(args.zone),
     )
     body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
     answer = await client.request("POST", "/v1/clusters", body, retry=False)
@@ -244,7 +245,15 @@ def _member_commands(commands: Any, role: str) -> None:
     add = sub.add_parser("add", help=f"register a {role} and mint its join token")
     add.add_argument("name")
     add.add_argument("--region", required=True)
-    add.add_argument("--zone", required=True)
+    add.add_argument(
+        "--zone",
+        required=True,
+        action="append",
+        help="its zone; a cluster may give one --zone per zone its nodes are in "
+        "(it may publish endpoints in those only)"
+        if role == "cluster"
+        else "its zone",
+    )
     add.add_argument("--network", default="")
     add.add_argument("--token-ttl", type=float, default=3600.0, help="seconds (default 3600)")
     if role == "cluster":

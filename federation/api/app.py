@@ -52,9 +52,11 @@ from federation.model import (
     Workload,
     merge_shards,
 )
+from federation.model.claims import Contradiction, check_claims
 from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import (
     Forbidden,
+    NotFound,
     Registry,
     RegistryError,
     Revoked,
@@ -113,8 +115,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             request, registry.trust_domain, registry.clock, registry.trust.root_names
         )
         if identity is not None:
-            if not request.app[HUB_KEY].roster.admits(identity):
-                raise Revoked(request.app[HUB_KEY].roster.refusal(identity))
+            if identity.role in (Role.CLUSTER, Role.VM):
+                roster = request.app[HUB_KEY].roster
+                if await roster.lookup(registry, identity) is None:
+                    raise Revoked(roster.refusal(identity))
             request[IDENTITY_KEY] = identity
         if route is not None:
             if route.access is not Access.OPEN and identity is None:
@@ -128,8 +132,9 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if err.status == 403:
             metrics.denied.inc()
         response = error_response(err.status, str(err), reason=getattr(err, "reason", None))
-    except ValidationError as err:
-        response = error_response(400, str(err), err.path or None)
+    except ValidationError as err:  # 422: valid, but not what its publisher may claim
+        status = 422 if isinstance(err, Contradiction) else 400
+        response = error_response(status, str(err), err.path or None)
     except web.HTTPException as err:
         response = error_response(err.status, err.reason if err.status != 413 else str(err.text))
     except Compacted as err:
@@ -260,6 +265,12 @@ async def _publish(request: web.Request) -> web.Response:
     endpoint_set = EndpointSet.from_wire(require_object(await read_json(request), "EndpointSet"))
     if endpoint_set.service != service or endpoint_set.source != source:
         raise ValidationError("service", "the body's service and source must match the path")
+    member = await request.app[HUB_KEY].roster.lookup(
+        registry_of(request), Identity.of_source(source)
+    )
+    if member is None:
+        raise NotFound(f"source {source} is not registered")
+    check_claims(endpoint_set, member)
     revision, written = await registry_of(request).publish(endpoint_set)
     return json_response({"revision": revision, "written": written})
 

@@ -146,6 +146,7 @@ REASONS = {
     410: "Gone",
     413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
+    422: "Unprocessable",
     500: "InternalError",
     503: "ServiceUnavailable",
 }

@@ -43,6 +43,7 @@ MAX_SHARDS = 1000
 MAX_SET_BYTES = 768 * 1024  # a shard's stored JSON: every client reads any legal one
 MAX_PORTS_PER_ENDPOINT = 100
 MAX_WEIGHT = 1_000_000
+MAX_ZONES = 64
 
 __all__ = [
     "MAX_ENDPOINTS_PER_SET",
@@ -339,15 +340,26 @@ class EndpointSet:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
+    """A member cluster.  ``zones`` are every zone its nodes may be in (the
+    locality's zone first, always included): an endpoint it publishes must
+    be in one of them, in its region, under its name."""
+
     name: str
     locality: Locality
     network_mode: NetworkMode = NetworkMode.FLAT
     labels: Mapping[str, str] = field(default_factory=dict)
+    zones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_dns_label("name", self.name)
         check_enum("networkMode", NetworkMode, self.network_mode)
         check_labels("labels", self.labels)
+        zones = tuple(dict.fromkeys((self.locality.zone, *self.zones)))
+        if len(zones) > MAX_ZONES:
+            raise ValidationError("zones", f"at most {MAX_ZONES} zones")
+        for i, zone in enumerate(zones):
+            check_label_value(f"zones[{i}]", zone)
+        object.__setattr__(self, "zones", zones)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -355,16 +367,21 @@ class Cluster:
             "locality": self.locality.to_wire(),
             "networkMode": self.network_mode.value,
             "labels": dict(self.labels),
+            "zones": list(self.zones),
         }
 
     @classmethod
     def from_wire(cls, data: object) -> Cluster:
-        f = Fields(data, frozenset({"name", "locality", "networkMode", "labels"}))
+        f = Fields(data, frozenset({"name", "locality", "networkMode", "labels", "zones"}))
+        zones = f.get("zones", [])
+        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
+            raise ValidationError("zones", "expected a list of zone names")
         return cls(
             name=check_dns_label("name", f.get("name")),
             locality=f.nested("locality", Locality.from_wire),
             network_mode=check_enum("networkMode", NetworkMode, f.get("networkMode", "flat")),
             labels=check_labels("labels", f.get("labels", {})),
+            zones=tuple(zones),
         )
 
 

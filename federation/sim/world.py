@@ -110,7 +110,9 @@ class World:
     async def _enrol(self, member: Member) -> None:
         spec = member.spec
         locality = Locality(region=spec.region, zone=spec.zones[0], cluster=spec.name)
-        record = Cluster(name=spec.name, locality=locality, network_mode=self.mode)
+        record = Cluster(
+            name=spec.name, locality=locality, network_mode=self.mode, zones=tuple(spec.zones)
+        )
         async with self.admin() as admin:
             answer = await admin.request("POST", "/v1/clusters", {"record": record.to_wire()})
         credentials, _ = await RegistryClient.join(self.url, str(answer["token"]))

@@ -112,4 +112,4 @@ async def test_a_removed_cluster_can_no_longer_write(sqlite_harness: Harness) ->
     await harness.admin().request("DELETE", "/v1/clusters/east")
     with pytest.raises(RegistryError) as caught:
         await east.request("POST", "/v1/sources/cluster:east/heartbeat", retry=False)
-    assert caught.value.status == 404
+    assert caught.value.status == 401 and "removed from the federation" in str(caught.value)

@@ -1,0 +1,56 @@
+"""What a publisher may claim about its endpoints.
+
+Routing trusts an endpoint's locality: it is what decides that a consumer
+in zone ``eu-1a`` prefers it.  So a cluster may publish endpoints only in
+its own name, region and registered zones, and a VM only its registered
+address and locality; anything else would let one member draw another's
+traffic.  A contradiction names the field, as the API's 422 does."""
+
+from __future__ import annotations
+
+from federation.model.records import Cluster, EndpointSet, Workload
+from federation.model.validation import ValidationError
+
+
+class Contradiction(ValidationError):
+    """A record contradicts what its publisher was registered with."""
+
+
+def check_claims(endpoint_set: EndpointSet, member: Cluster | Workload) -> None:
+    for i, endpoint in enumerate(endpoint_set.endpoints):
+        where, locality = f"endpoints[{i}]", endpoint.locality
+        if isinstance(member, Workload):
+            if endpoint.address != member.address:
+                raise Contradiction(
+                    f"{where}.address",
+                    f"VM {member.name} is registered with address {member.address}",
+                )
+            wanted = member.locality
+            if (locality.region, locality.zone) != (wanted.region, wanted.zone):
+                raise Contradiction(
+                    f"{where}.locality",
+                    f"VM {member.name} is registered in {wanted.region}/{wanted.zone}",
+                )
+            continue
+        if locality.cluster and locality.cluster != member.name:
+            raise Contradiction(
+                f"{where}.locality.cluster", f"cluster {member.name} may not publish as another"
+            )
+        if locality.region != member.locality.region:
+            raise Contradiction(
+                f"{where}.locality.region",
+                f"cluster {member.name} is registered in region {member.locality.region}",
+            )
+        if locality.zone not in member.zones:
+            raise Contradiction(
+                f"{where}.locality.zone",
+                f"cluster {member.name} is registered with zones {', '.join(member.zones)}",
+            )
+        if locality.network and locality.network != member.locality.network:
+            raise Contradiction(
+                f"{where}.locality.network",
+                f"cluster {member.name} is registered on network {member.locality.network!r}",
+            )
+
+
+__all__ = ["Contradiction", "check_claims"]
