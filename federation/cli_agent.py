@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agents.client import Credentials, RegistryClient, RegistryError
 from agents.cluster import secret
+from agents.cluster import site as kept_site
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import Kube, KubeError
@@ -35,6 +36,8 @@ from federation.model import (
 from federation.routing import choose
 from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(commands: Any) -> Any:
@@ -66,6 +69,12 @@ def add_commands(commands: Any) -> Any:
     cluster.add_argument("--network-mode", choices=["flat", "gateway"], default="flat")
     cluster.add_argument("--suffix", default="-global", help="imported Service name suffix")
     cluster.add_argument("--listen", default="127.0.0.1:9470", help="health and metrics")
+    cluster.add_argument(
+        "--exit-when-removed",
+        action="store_true",
+        help="exit (status 1, one line) once the registry says this cluster was removed; "
+        "by default it keeps its imports and asks again every 30 s",
+    )
     cluster.set_defaults(handler=_run_agent)  # fmt: skip
 
     policy = commands.add_parser("policy", help="traffic policies")
@@ -109,18 +118,49 @@ async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
     name = _cluster_name(credentials)
     client = RegistryClient(args.agent_registry, credentials)
     try:
-        try:
-            record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{name}"))
-            locality = record.locality
-        except RegistryError as err:
-            raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
-        site = Site(name, locality, NetworkMode(args.network_mode))
+        record = await _cluster_record(client, kube, name)
+        site = Site(name, record.locality, NetworkMode(args.network_mode))
         agent = ClusterAgent(kube, client, site, suffix=args.suffix, keep_credentials=keep)
-        await serve_until_signal(agent.run(), agent.health_app(), host, port)
+        work = agent.run() if not args.exit_when_removed else _until_removed(agent.run(), client)
+        await serve_until_signal(work, agent.health_app(), host, port)
+        if args.exit_when_removed and client.revoked is not None:
+            raise UsageError(client.revoked)
         return 0
     finally:
         await client.close()
         await kube.close()
+
+
+async def _cluster_record(client: RegistryClient, kube: Kube, name: str) -> Cluster:
+    """The cluster's registration: from the registry (and kept in the
+    cluster), or, while the registry cannot be reached, the kept copy."""
+    try:
+        record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{name}"))
+    except RegistryError as err:
+        if err.status not in (0, 502, 503, 504):
+            raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
+        kept = await kept_site.saved(kube, name)
+        if kept is None:
+            raise UsageError(
+                f"cannot read cluster {name} from the registry ({err}) and no copy is kept in "
+                f"ConfigMap {kept_site.NAMESPACE}/{kept_site.NAME} yet"
+            ) from None
+        log.warning("the registry is unreachable (%s): starting from the kept record", err)
+        return kept
+    await kept_site.keep(kube, record)
+    return record
+
+
+async def _until_removed(work: Coroutine[Any, Any, None], client: RegistryClient) -> None:
+    """Run ``work`` until the registry says this member was removed."""
+    task = asyncio.create_task(work)
+    try:
+        while not task.done() and client.revoked is None:
+            await asyncio.wait({task}, timeout=1.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _kube(args: argparse.Namespace) -> Kube:

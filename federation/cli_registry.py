@@ -185,6 +185,19 @@ def _admin(
     return run
 
 
+def confirm_removal(role: str, name: str) -> None:
+    """Ask on a terminal; refuse without one (a script says --yes)."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"refusing to remove {role} {name} without confirmation: pass --yes")
+    sys.stderr.write(
+        f"Remove {role} {name}? Its credential is revoked at once and everything it "
+        "published is withdrawn from every cluster. [y/N] "
+    )
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise UsageError(f"{role} {name} was not removed")
+
+
 def _locality(args: argparse.Namespace, cluster: str = "") -> Locality:
     return Locality(region=args.region, zone=args.zone[0], cluster=cluster, network=args.network)
 
@@ -290,12 +303,17 @@ def _member_commands(commands: Any, role: str) -> None:
     ls.set_defaults(handler=_admin(listing))
 
     async def remove(client: RegistryClient, args: argparse.Namespace) -> int:
+        if not args.yes:
+            confirm_removal(role, args.name)
         await client.request("DELETE", f"/v1/{plural}/{args.name}", retry=False)
-        sys.stdout.write(f"{role} {args.name} removed, with its endpoints\n")
+        sys.stdout.write(
+            f"{role} {args.name} removed: its credential is revoked, its endpoints withdrawn\n"
+        )
         return 0
 
     rm = sub.add_parser("remove", help=f"remove a {role} and everything it published")
     rm.add_argument("name")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     rm.set_defaults(handler=_admin(remove))
 
     async def token(client: RegistryClient, args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ for c in "${CLUSTERS[@]}"; do
     | kubectl --context "$ctx" apply -f - >/dev/null
   if ! kubectl --context "$ctx" -n federation-system get secret federation-agent-credential \
       >/dev/null 2>&1; then
-    "$FEDCTL" cluster remove "$c" >/dev/null 2>&1 || true
+    "$FEDCTL" cluster remove "$c" --yes >/dev/null 2>&1 || true
     token="$("$FEDCTL" cluster add "$c" --region "$region" --zone "$zone" | tail -n1)"
     kubectl --context "$ctx" -n federation-system create secret generic federation-join-token \
       --from-literal=token="$token" --dry-run=client -o yaml \

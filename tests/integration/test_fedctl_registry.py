@@ -97,8 +97,11 @@ def test_admin_commands_round_trip(served: dict[str, str]) -> None:
         fedctl("cluster", "add", "Bad_Name", "--region", "eu", "--zone", "z", env=served),
         "DNS-1123",
     )
-    assert fedctl("cluster", "remove", "east", env=served).returncode == 0
-    one_line_error(fedctl("cluster", "remove", "east", env=served), "not registered")
+    one_line_error(fedctl("cluster", "remove", "east", env=served), "--yes")  # no terminal
+    listed = json.loads(fedctl("cluster", "list", "-o", "json", env=served).stdout)
+    assert [c["name"] for c in listed] == ["east"]  # still there
+    assert fedctl("cluster", "remove", "east", "--yes", env=served).returncode == 0
+    one_line_error(fedctl("cluster", "remove", "east", "-y", env=served), "not registered")
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:
