@@ -202,6 +202,37 @@ class RegistryClient:
         """The replica this client talks to now."""
         return self.urls[self._current]
 
+    def _unreachable(self, err: BaseException) -> str:
+        """Why a request got no answer, in words that name the cause."""
+        where = f"the registry at {self.url}"
+        if isinstance(err, aiohttp.ClientConnectorCertificateError):
+            cause = err.certificate_error
+            reason = getattr(cause, "verify_message", "") or str(cause)
+            if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+                return f"{where} presents a certificate for another name ({reason})"
+            return (
+                f"{where} presents a certificate this client does not trust ({reason}): "
+                "the CA file is not this registry's, or its root was rotated"
+            )
+        if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError) and (
+            self.credentials is not None
+        ):
+            leaf = self.credentials.certificate
+            expired = leaf.not_valid_after_utc.timestamp()
+            if expired <= self.clock.now():
+                return (
+                    f"{where} refused the client certificate: it expired at "
+                    f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; join again"
+                )
+            return (
+                f"{where} closed the connection at the TLS handshake: it does not accept "
+                f"the client certificate (issued by {leaf.issuer.rfc4514_string()}), "
+                "e.g. a root that was retired, or it is not a federation registry"
+            )
+        if isinstance(err, aiohttp.ClientConnectorError):
+            return f"cannot reach {where}: {_why(err.os_error)}"
+        return f"cannot reach {where}: {_why(err)}"
+
     def _revoked(self, message: str) -> Revoked:
         """Remember the removal, and say it once (not once per request)."""
         if self.revoked is None:
@@ -265,7 +296,7 @@ class RegistryClient:
                         raise RegistryError(answer.status, message)
                     failure = RegistryError(answer.status, message)
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                failure = RegistryError(0, f"cannot reach the registry at {self.url}: {_why(err)}")
+                failure = RegistryError(0, self._unreachable(err))
             self._next_replica()
             if attempt + 1 < attempts:
                 log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
@@ -510,12 +541,27 @@ def _why(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+class BadURL(RegistryError):
+    """A registry URL that cannot be right: no scheme, plain http, no host."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
 def registry_urls(text: str) -> list[str]:
     """``https://a:8443,https://b:8443``: the replicas to fail over between
     (one load-balanced name is one URL)."""
     urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
     if not urls:
-        raise ValueError("no registry URL given")
+        raise BadURL("no registry URL given")
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise BadURL(f"registry URL {url!r} has no scheme: use https://{url}")
+        if scheme == "http":
+            raise BadURL(f"the registry serves HTTPS only: use https://{rest}")
+        if scheme != "https" or not rest.split("/")[0]:
+            raise BadURL(f"registry URL {url!r} is not https://HOST:PORT")
     return urls
 
 

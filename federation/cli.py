@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from agents.client import RegistryError
 from federation import cli_agent, cli_ca, cli_failover, cli_registry, cli_vm
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli_registry.UsageError,
         sim_cli.SimUsageError,
         ValidationError,
+        RegistryError,
         OSError,
     ) as err:
         sys.stderr.write(f"fedctl: {err}\n")

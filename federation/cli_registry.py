@@ -156,15 +156,23 @@ def _client(args: argparse.Namespace) -> RegistryClient:
         )
     try:
         config = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise UsageError(f"cannot read the admin credential {path}: {err.strerror}") from None
+    except ValueError:
+        raise UsageError(f"{path} is not an admin credential file") from None
+    try:
         credentials = Credentials.from_files(
             Path(config["cert"]), Path(config["key"]), Path(config["ca"])
         )
         url = args.registry or config["registry"]
     except OSError as err:
-        raise UsageError(f"cannot read the admin credential {path}: {err.strerror}") from None
-    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"cannot read {err.filename} (named in {path}): {err.strerror}") from None
+    except (KeyError, TypeError):
         raise UsageError(f"{path} is not an admin credential file") from None
-    return RegistryClient(url, credentials, retries=2, backoff=0.2, timeout=10)
+    try:
+        return RegistryClient(url, credentials, retries=2, backoff=0.2, timeout=10)
+    except RegistryError as err:
+        raise UsageError(str(err)) from None
 
 
 def _admin(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config import incluster_config
 
@@ -80,6 +81,18 @@ class Kube:
     @classmethod
     async def from_kubeconfig(cls, path: Path | str, context: str | None = None) -> Kube:
         configuration = client.Configuration()
+        try:  # read it ourselves first: a missing file is named as missing
+            text = await asyncio.to_thread(Path(path).read_text)
+        except OSError as err:
+            raise KubeError(0, f"cannot read kubeconfig {path}: {err.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise KubeError(0, f"kubeconfig {path} is not YAML: {err}") from None
+        if not isinstance(loaded, dict) or not loaded.get("contexts"):
+            raise KubeError(0, f"kubeconfig {path} defines no contexts")
+        if context is None and not loaded.get("current-context"):
+            raise KubeError(0, f"kubeconfig {path} has no current-context: pass --context")
         try:
             await config.load_kube_config(
                 config_file=str(path), context=context, client_configuration=configuration
