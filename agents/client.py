@@ -188,6 +188,7 @@ class RegistryClient:
         ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
         if ca is None:
             raise ValueError("a CA certificate is needed to trust the registry")
+        self._ca_pem = ca
         self._ssl = _ssl_context(credentials, ca)
         self.clock = clock or SystemClock()
         self.retries = retries
@@ -202,7 +203,7 @@ class RegistryClient:
         """The replica this client talks to now."""
         return self.urls[self._current]
 
-    def _unreachable(self, err: BaseException) -> str:
+    async def _unreachable(self, err: BaseException) -> str:
         """Why a request got no answer, in words that name the cause."""
         where = f"the registry at {self.url}"
         if isinstance(err, aiohttp.ClientConnectorCertificateError):
@@ -214,24 +215,36 @@ class RegistryClient:
                 f"{where} presents a certificate this client does not trust ({reason}): "
                 "the CA file is not this registry's, or its root was rotated"
             )
+        if isinstance(err, aiohttp.ClientConnectorError):  # no connection at all
+            return f"cannot reach {where}: {_why(err.os_error)}"
         if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError) and (
-            self.credentials is not None
-        ):
+            self.credentials is not None and await self._answers_without_certificate()
+        ):  # it is up, and it dropped us: our certificate is what it refuses
             leaf = self.credentials.certificate
-            expired = leaf.not_valid_after_utc.timestamp()
-            if expired <= self.clock.now():
+            if leaf.not_valid_after_utc.timestamp() <= self.clock.now():
                 return (
                     f"{where} refused the client certificate: it expired at "
                     f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; join again"
                 )
             return (
-                f"{where} closed the connection at the TLS handshake: it does not accept "
-                f"the client certificate (issued by {leaf.issuer.rfc4514_string()}), "
-                "e.g. a root that was retired, or it is not a federation registry"
+                f"{where} does not accept the client certificate (issued by "
+                f"{leaf.issuer.rfc4514_string()}): from a root it does not trust, or retired"
             )
-        if isinstance(err, aiohttp.ClientConnectorError):
-            return f"cannot reach {where}: {_why(err.os_error)}"
         return f"cannot reach {where}: {_why(err)}"
+
+    async def _answers_without_certificate(self) -> bool:
+        """Whether the registry serves ``/v1/ca`` to this client without a
+        client certificate (only asked after a connection was dropped)."""
+        context = ssl.create_default_context(cadata=self._ca_pem.decode())
+        timeout = aiohttp.ClientTimeout(total=3)
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+                http.get(self.url + "/v1/ca", timeout=timeout) as answer,
+            ):
+                return answer.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
 
     def _revoked(self, message: str) -> Revoked:
         """Remember the removal, and say it once (not once per request)."""
@@ -296,7 +309,7 @@ class RegistryClient:
                         raise RegistryError(answer.status, message)
                     failure = RegistryError(answer.status, message)
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                failure = RegistryError(0, self._unreachable(err))
+                failure = RegistryError(0, await self._unreachable(err))
             self._next_replica()
             if attempt + 1 < attempts:
                 log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
@@ -333,6 +346,7 @@ class RegistryClient:
         """Present ``credentials`` and trust their bundle from the next
         connection on (open streams keep theirs)."""
         self.credentials = credentials
+        self._ca_pem = credentials.ca_pem
         self._ssl = _ssl_context(credentials, credentials.ca_pem)
         self._retire_session()
 

@@ -89,7 +89,12 @@ class Kube:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise KubeError(0, f"kubeconfig {path} is not YAML: {err}") from None
-        if not isinstance(loaded, dict) or not loaded.get("contexts"):
+        contexts = loaded.get("contexts") if isinstance(loaded, dict) else None
+        names = [c.get("name") for c in contexts or [] if isinstance(c, dict)]
+        if context is not None and context not in names:
+            having = ", ".join(map(str, names)) or "none"
+            raise KubeError(0, f"kubeconfig {path} has no context {context!r} (it has: {having})")
+        if not names:
             raise KubeError(0, f"kubeconfig {path} defines no contexts")
         if context is None and not loaded.get("current-context"):
             raise KubeError(0, f"kubeconfig {path} has no current-context: pass --context")

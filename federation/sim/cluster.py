@@ -1,7 +1,9 @@
 """A simulated cluster: the API emulator plus what kubelet, the EndpointSlice
 controller and kube-proxy would do, on loopback addresses.
 
-Cluster number ``index`` (1-250) owns 127.<index>.0.0/16:
+Cluster number ``index`` (1-250) owns 127.<index>.0.0/16, claimed for the
+process's lifetime (``blocks``; a block another federation holds moves it
+to the next free one):
 
 - nodes at 127.<index>.0.<k>, labelled with topology.kubernetes.io/region
   and zone (and ``federation.io/simulated=true``);
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.clock import Clock, SystemClock
+from federation.sim.blocks import claim
 from federation.sim.endpointslices import EndpointSliceController
 from federation.sim.kube.app import SimKubeServer
 from federation.sim.kube.objects import Obj
@@ -55,6 +58,9 @@ class SimCluster:
     ) -> None:
         if not 1 <= index <= 250:
             raise ValueError(f"cluster index {index} is outside 1-250")
+        # Another federation on this host may hold the block: take the next.
+        self._block = claim(index)
+        index = self._block.index
         self.name, self.index, self.region = name, index, region
         self.server = SimKubeServer(
             name,
@@ -114,6 +120,7 @@ class SimCluster:
                 await task
         self._tasks.clear()
         await self.server.stop()
+        self._block.release()
 
     async def __aenter__(self) -> SimCluster:
         await self.start()
