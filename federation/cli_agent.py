@@ -1,4 +1,4 @@
-"""``fedctl agent cluster``, ``policy apply``, ``route explain`` and ``demo``."""
+"""``fedctl agent cluster``, ``route explain`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from agents.client import Credentials, RegistryClient, RegistryError
@@ -76,12 +75,6 @@ def add_commands(commands: Any) -> Any:
         "by default it keeps its imports and asks again every 30 s",
     )
     cluster.set_defaults(handler=_run_agent)  # fmt: skip
-
-    policy = commands.add_parser("policy", help="traffic policies")
-    verbs = policy.add_subparsers(dest="policy_command", metavar="VERB", required=True)
-    apply = verbs.add_parser("apply", help="apply a TrafficPolicy from a YAML file")
-    apply.add_argument("-f", "--file", required=True, type=Path)
-    apply.set_defaults(handler=_admin(_policy_apply))
 
     route = commands.add_parser("route", help="how a cluster routes a service")
     verbs = route.add_subparsers(dest="route_command", metavar="VERB", required=True)
@@ -251,20 +244,6 @@ def _cluster_name(credentials: Credentials) -> str:
 
 
 # -- policy and route -------------------------------------------------------------
-
-
-async def _policy_apply(client: RegistryClient, args: argparse.Namespace) -> int:
-    try:
-        raw = yaml.safe_load(args.file.read_text())
-    except yaml.YAMLError as err:
-        raise UsageError(f"{args.file}: not YAML ({str(err).splitlines()[0]})") from None
-    if isinstance(raw, dict) and raw.get("kind") == "TrafficPolicy" and "spec" in raw:
-        raw = raw["spec"]  # a Kubernetes-style document
-    policy = TrafficPolicy.from_wire(raw)
-    path = f"/v1/policies/{policy.service.namespace}/{policy.service.name}"
-    answer = await client.request("PUT", path, policy.to_wire())
-    print(f"policy for {policy.service} applied (revision {answer['revision']})")
-    return 0
 
 
 async def _route_explain(client: RegistryClient, args: argparse.Namespace) -> int:

@@ -27,9 +27,10 @@ from tests.integration.test_fedctl_registry import fedctl, one_line_error, serve
 from tests.support import eventually
 
 POLICY = """\
+apiVersion: federation.io/v1alpha1
 kind: TrafficPolicy
+metadata: {namespace: demo, name: echo}
 spec:
-  service: {namespace: demo, name: echo}
   minHealthy: 2
   failbackHoldDownSeconds: 5
 """
