@@ -55,7 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_policy.add_commands(commands)
     cli_failover.add_command(commands)
     sim_cli.add_commands(commands)
+    completion = commands.add_parser("completion", help="shell completion: bash or zsh")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(handler=lambda args: _completion(parser, args.shell))
     return parser
+
+
+def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    """Print the completion script (``source <(fedctl completion bash)``)."""
+    import shtab
+
+    sys.stdout.write(shtab.complete(parser, shell=shell))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -270,28 +270,33 @@ async def _route_explain(client: RegistryClient, args: argparse.Namespace) -> in
         {
             "priority": lv.priority,
             "level": lv.name,
-            "sources": ",".join(lv.sources),
-            "healthy": f"{lv.healthy}/{lv.endpoints}",
-            "eligible": "yes" if lv.eligible else "no",
-            "chosen": "<-" if lv.priority == choice.priority else "",
+            "sources": list(lv.sources),
+            "healthy": lv.healthy,
+            "endpoints": lv.endpoints,
+            "eligible": lv.eligible,
+            "chosen": lv.priority == choice.priority,
         }
         for lv in choice.levels
     ]
-    if args.output != "table":
+    if args.output != "table":  # plain data: numbers and booleans, no glyphs
         emit({"levels": levels, "reason": choice.reason,
               "endpoints": [c.address for c in choice.endpoints]}, args.output, [])  # fmt: skip
         return 0
-    emit(levels, "table", [(key.upper(), _column(key)) for key in LEVEL_COLUMNS])
+    emit(
+        levels,
+        "table",
+        [
+            ("PRIORITY", lambda lv: lv["priority"]),
+            ("LEVEL", lambda lv: lv["level"]),
+            ("SOURCES", lambda lv: ",".join(lv["sources"])),
+            ("HEALTHY", lambda lv: f"{lv['healthy']}/{lv['endpoints']}"),
+            ("ELIGIBLE", lambda lv: "yes" if lv["eligible"] else "no"),
+            ("CHOSEN", lambda lv: "<-" if lv["chosen"] else ""),
+        ],
+    )
     sys.stdout.write(f"\n{service} from {args.consumer}: {choice.reason}\n")
     sys.stdout.write("(computed now, as a fresh consumer: an agent in a hold-down may differ)\n")
     return 0
-
-
-LEVEL_COLUMNS = ("priority", "level", "sources", "healthy", "eligible", "chosen")
-
-
-def _column(key: str) -> Any:
-    return lambda row: row[key]
 
 
 # -- demo -------------------------------------------------------------------------

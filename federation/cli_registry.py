@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ def emit(data: Any, output: str, columns: Sequence[tuple[str, Callable[[Any], ob
         sys.stdout.write(
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
         )
+
+
+def age(then: float, now: float) -> str:
+    """``then`` as kubectl prints an age: 45s, 3m12s, 5h3m, 2d4h (- if never)."""
+    if then <= 0:
+        return "-"
+    seconds = max(int(now - then), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
 def _output_flag(parser: argparse.ArgumentParser) -> None:
@@ -303,11 +318,26 @@ def _member_commands(commands: Any, role: str) -> None:
                 ("NAMESPACE", lambda r: r["namespace"]),
                 ("ADDRESS", lambda r: r["address"]),
             ]
-        emit(items, args.output, columns)
+        if args.output == "wide":  # and what `status` says of each
+            status = (await client.request("GET", "/v1/status")).get("members", [])
+            state = {m["name"]: m for m in status if m["kind"] == role}
+            now = time.time()
+            for item in items:
+                item["status"] = state.get(item["name"], {})
+            if role == "cluster":
+                columns.append(("ZONES", lambda r: ",".join(r.get("zones", []))))
+            columns += [
+                ("JOINED", lambda r: "yes" if r["status"].get("joined") else "no"),
+                ("ALIVE", lambda r: age(r["status"]["aliveSince"], now)
+                 if r["status"].get("alive") else "no"),
+                ("STALE SHARDS", lambda r: r["status"].get("staleShards", 0)),
+                ("CERT EXPIRES", lambda r: until(r["status"].get("certNotAfter"), now)),
+            ]  # fmt: skip
+        emit(items, "table" if args.output == "wide" else args.output, columns)
         return 0
 
     ls = sub.add_parser("list", help=f"list {plural}")
-    _output_flag(ls)
+    ls.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table")
     ls.set_defaults(handler=_admin(listing))
 
     async def remove(client: RegistryClient, args: argparse.Namespace) -> int:
@@ -339,14 +369,16 @@ def _member_commands(commands: Any, role: str) -> None:
 async def _services(client: RegistryClient, args: argparse.Namespace) -> int:
     items = (await client.request("GET", "/v1/services"))["items"]
     rows = [{"service": i["service"], **s} for i in items for s in i["sources"]]
+    now = time.time()
     emit(
         rows if args.output == "table" else items,
         args.output,
         [
             ("SERVICE", lambda r: r["service"]),
             ("SOURCE", lambda r: r["source"]),
-            ("GENERATION", lambda r: r["generation"]),
+            ("CHANGED", lambda r: age(r.get("changedAt", 0.0), now)),
             ("HEALTHY", lambda r: f"{r['healthy']}/{r['endpoints']}"),
+            ("SHARDS", lambda r: r["shards"]),
             ("STALE", lambda r: "stale" if r["stale"] else ""),
         ],
     )
@@ -356,9 +388,12 @@ async def _services(client: RegistryClient, args: argparse.Namespace) -> int:
 async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
     status = await client.request("GET", "/v1/status")
     status["registry"] = client.url
+    if args.output != "table":
+        emit(status, args.output, [])
+        return 0
     emit(
         status,
-        args.output,
+        "table",
         [
             ("REGISTRY", lambda r: r["registry"]),
             ("REVISION", lambda r: r["revision"]),
@@ -366,10 +401,35 @@ async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
             ("VMS", lambda r: r["vms"]),
             ("ENDPOINT SETS", lambda r: r["endpointSets"]),
             ("STALE", lambda r: ",".join(r["staleSources"]) or "-"),
+            ("ROTATION", lambda r: r.get("rotation", {}).get("phase", "-")),
             ("LEADER", lambda r: (r.get("leader") or {}).get("replica", "-")),
         ],
     )
+    members = status.get("members") or []
+    if members:
+        now = time.time()
+        sys.stdout.write("\n")
+        emit(
+            members,
+            "table",
+            [
+                ("MEMBER", lambda m: f"{m['kind']}/{m['name']}"),
+                ("JOINED", lambda m: "yes" if m["joined"] else "no"),
+                ("ALIVE", lambda m: f"yes, {age(m['aliveSince'], now)}" if m["alive"] else "no"),
+                ("STALE SHARDS", lambda m: m["staleShards"]),
+                ("CERT EXPIRES", lambda m: until(m["certNotAfter"], now)),
+            ],
+        )
     return 0
+
+
+def until(when: float | None, now: float) -> str:
+    """How long until ``when``, as an age (``expired`` if past, - if none)."""
+    if not when:
+        return "-"
+    if when <= now:
+        return "expired"
+    return "in " + age(now - (when - now), now)
 
 
 def add_commands(commands: Any) -> None:

@@ -435,6 +435,16 @@ class Registry:
         await self.sets.mark(source, stale=False)
         return lease.ttl
 
+    async def liveness_since(self) -> dict[str, float]:
+        """Each live source and when its current liveness lease was granted."""
+        since: dict[str, float] = {}
+        for kv in (await self.store.range(self._key(keys.ALIVE))).kvs:
+            try:
+                since[str(keys.parse_alive(kv.key))] = float(json.loads(kv.value)["since"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return since
+
     async def singletons(self, fence: Fence) -> None:
         """The work that runs on the leading replica only, until it raises
         ``Deposed`` (every write it makes is fenced by the leader key)."""

@@ -304,9 +304,10 @@ async def _services(request: web.Request) -> web.Response:
         entry = sources.setdefault(
             str(endpoint_set.source),
             {"source": str(endpoint_set.source), "generation": 0, "endpoints": 0,
-             "healthy": 0, "stale": False, "shards": 0},
+             "healthy": 0, "stale": False, "shards": 0, "changedAt": 0.0},
         )  # fmt: skip
         entry["generation"] = max(entry["generation"], endpoint_set.generation)
+        entry["changedAt"] = max(entry["changedAt"], endpoint_set.changed_at)
         entry["endpoints"] += len(endpoint_set.endpoints)
         entry["healthy"] += sum(1 for e in endpoint_set.endpoints if e.healthy)
         entry["stale"] = entry["stale"] or endpoint_set.stale
@@ -340,7 +341,7 @@ async def _policies(request: web.Request) -> web.Response:
 async def _status(request: web.Request) -> web.Response:
     registry = registry_of(request)
     counts: dict[str, int] = {}
-    stale: set[str] = set()
+    stale: dict[str, int] = {}
     revision = 0
     async for page_revision, items in registry.snapshot():
         revision = page_revision
@@ -348,22 +349,55 @@ async def _status(request: web.Request) -> web.Response:
             counts[item.kind] = counts.get(item.kind, 0) + 1
             obj = item.object if item.kind == "EndpointSet" else None
             if obj is not None and obj.get("stale"):
-                stale.add(str(obj.get("source")))
+                source = str(obj.get("source"))
+                stale[source] = stale.get(source, 0) + 1
     leader = await registry.leader()
+    trust = await registry.trust.refresh()
     return json_response(
         {
             "revision": revision,
             "trustDomain": registry.trust_domain,
             "caSha256": registry.ca.fingerprint,
+            "rotation": {"phase": trust.phase.value, "bundleVersion": trust.version},
             "clusters": counts.get("Cluster", 0),
             "vms": counts.get("Workload", 0),
             "endpointSets": counts.get("EndpointSet", 0),
             "policies": counts.get("TrafficPolicy", 0),
             "staleSources": sorted(stale),
+            "members": await _members_status(registry, stale),
             "replica": registry.election.replica,
             "leader": None if leader is None else leader.to_wire(),
         }
     )
+
+
+async def _members_status(registry: Registry, stale: dict[str, int]) -> list[dict[str, Any]]:
+    """Per member: joined (holds a client certificate), alive (its liveness
+    lease holds) and since when, stale shards, certificate expiry."""
+    certificates = {
+        r["identity"]: float(r["notAfter"])
+        for r in await registry.trust.issued()
+        if r.get("kind") == "client"
+    }
+    alive = await registry.liveness_since()
+    rows = []
+    for role in (Role.CLUSTER, Role.VM):
+        for member in await registry.members(role):
+            identity = Identity(role, member.name)
+            source = identity.source
+            assert source is not None
+            rows.append(
+                {
+                    "name": member.name,
+                    "kind": source.kind.value,
+                    "joined": str(identity) in certificates,
+                    "certNotAfter": certificates.get(str(identity)),
+                    "alive": str(source) in alive,
+                    "aliveSince": alive.get(str(source)),
+                    "staleShards": stale.get(str(source), 0),
+                }
+            )
+    return rows
 
 
 # -- operations ---------------------------------------------------------------

@@ -93,7 +93,8 @@ async def test_an_agent_process_exports_and_the_admin_explains_the_route(
             assert explained.returncode == 0, explained.stderr
             route = json.loads(explained.stdout)
             assert route["levels"][0]["level"] == "same cluster"
-            assert route["levels"][0]["healthy"] == "2/2"
+            assert (route["levels"][0]["healthy"], route["levels"][0]["endpoints"]) == (2, 2)
+            assert route["levels"][0]["chosen"] is True and route["levels"][0]["eligible"] is True
             assert len(route["endpoints"]) == 2
             table = await asyncio.to_thread(
                 fedctl, "route", "explain", "demo/echo", "--from", "east", env=served

@@ -85,8 +85,19 @@ def test_admin_commands_round_trip(served: dict[str, str]) -> None:
     assert table[1].split() == ["east", "eu", "eu-1a", "flat"]
     status = json.loads(fedctl("status", "-o", "json", env=served).stdout)
     assert status["clusters"] == 1 and status["vms"] == 1
+    assert {(m["kind"], m["name"], m["joined"]) for m in status["members"]} == {
+        ("cluster", "east", False), ("vm", "db-1", False)
+    }  # fmt: skip
+    table = fedctl("status", env=served).stdout
+    assert "MEMBER" in table and "cluster/east" in table and "Idle" in table
+    wide = fedctl("cluster", "list", "-o", "wide", env=served).stdout.splitlines()
+    assert wide[0].split() == [
+        "NAME", "REGION", "ZONE", "MODE", "ZONES", "JOINED", "ALIVE", "STALE", "SHARDS", "CERT",
+        "EXPIRES",
+    ]  # fmt: skip
+    assert wide[1].split()[:5] == ["east", "eu", "eu-1a", "flat", "eu-1a"]
     assert fedctl("services", env=served).stdout.split() == [
-        "SERVICE", "SOURCE", "GENERATION", "HEALTHY", "STALE",
+        "SERVICE", "SOURCE", "CHANGED", "HEALTHY", "SHARDS", "STALE",
     ]  # fmt: skip
 
     one_line_error(

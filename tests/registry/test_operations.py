@@ -58,3 +58,19 @@ async def test_the_dashboard_shows_members_and_services_to_identities_only(
     ):
         assert answer.status == 401
         assert (await answer.json())["code"] == 401
+
+
+async def test_status_says_per_member_whether_it_joined_lives_and_when_its_certificate_ends(
+    harness: Harness,
+) -> None:
+    east = await harness.enrol_cluster("east")
+    await harness.add_cluster("west")  # registered, never joined
+    await east.heartbeat(endpoint_set("east").source)
+    status = await harness.admin().request("GET", "/v1/status")
+    members = {m["name"]: m for m in status["members"]}
+    assert members["east"]["joined"] and members["east"]["alive"]
+    assert members["east"]["certNotAfter"] > harness.clock.now()
+    assert members["east"]["aliveSince"] == harness.clock.now()
+    assert not members["west"]["joined"] and not members["west"]["alive"]
+    assert members["west"]["certNotAfter"] is None
+    assert status["rotation"] == {"phase": "Idle", "bundleVersion": 1}
