@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from federation.clock import Clock, SystemClock
@@ -604,9 +605,55 @@ async def _fetch_pinned_ca(urls: list[str], pin: str) -> bytes:
         roots = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
         raise RegistryError(0, "the registry sent no usable CA certificate") from None
-    seen = {hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest() for c in roots}
-    if pin not in seen:
+    seen = {_sha256(c) for c in roots}
+    if pin not in seen and not descends_from_pin(pin, data.get("succession") or [], roots):
         raise RegistryError(
             0, "the registry's roots do not match the join token's pin: refusing to join"
         )
     return ca_pem
+
+
+def _sha256(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def descends_from_pin(
+    pin: str, succession: list[dict[str, str]], roots: list[x509.Certificate]
+) -> bool:
+    """Whether a root in force descends from the pinned (since retired) one:
+    from the pinned root, each link's cross-signature is signed by the root
+    before it and certifies the next root's name and key, ending at a root
+    in the bundle.  Without the retired keys nobody can forge a link."""
+    try:
+        links = [
+            (
+                x509.load_pem_x509_certificate(link["root"].encode()),
+                x509.load_pem_x509_certificate(link["cross"].encode()),
+            )
+            for link in succession
+        ]
+    except (KeyError, TypeError, ValueError):
+        return False
+    start = next((i for i, (root, _) in enumerate(links) if _sha256(root) == pin), None)
+    if start is None:
+        return False
+    signer = links[start][0]
+    for index in range(start, len(links)):
+        cross = links[index][1]
+        try:
+            cross.verify_directly_issued_by(signer)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        following = [links[index + 1][0]] if index + 1 < len(links) else roots
+        successor = next(
+            (
+                r
+                for r in following
+                if r.subject == cross.subject and r.public_key() == cross.public_key()
+            ),
+            None,
+        )
+        if successor is None:
+            return False
+        signer = successor
+    return signer in roots

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.client import RegistryClient
+from agents.client import Credentials, RegistryClient
 from agents.cluster.kube import SECRETS, Kube, KubeError
 from agents.cluster.trust import (
     CACERTS,
@@ -28,7 +28,15 @@ from agents.cluster.trust import (
     request_intermediate,
     write_cacerts,
 )
-from federation.cli_registry import UsageError, _admin, _output_flag, emit
+from federation.cli_registry import (
+    AdminClient,
+    UsageError,
+    _admin,
+    _output_flag,
+    emit,
+    keep_current,
+)
+from federation.trust import ca as certs
 
 
 def _when(timestamp: float) -> str:
@@ -64,7 +72,19 @@ async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
 
 
 async def _start(client: RegistryClient, args: argparse.Namespace, body: dict[str, str]) -> int:
-    status = await client.request("POST", "/v1/ca/rotate", body, retry=False)
+    key = certs.new_key()  # the caller's credential under the new root comes back with it
+    status = await client.request(
+        "POST", "/v1/ca/rotate", {**body, "csr": certs.make_csr(key).decode()}, retry=False
+    )
+    issued = status.pop("credential", None)
+    if issued is not None and isinstance(client, AdminClient):
+        renewed = Credentials(
+            (issued["certificate"] + issued.get("chain", "")).encode(),
+            certs.plain_key_pem(key),
+            issued["caBundle"].encode(),
+        )
+        client.use(renewed)
+        client.files.save(renewed)
     deadline = time.monotonic() + args.timeout
     while args.wait and status["phase"] != "Idle":
         if time.monotonic() > deadline:
@@ -73,7 +93,10 @@ async def _start(client: RegistryClient, args: argparse.Namespace, body: dict[st
                 f"waiting for: {', '.join(status['pending']) or 'nothing'}"
             )
         await asyncio.sleep(0.5)
+        await keep_current(client)  # so this credential outlives the old root
         status = await client.request("GET", "/v1/ca/status")
+    if args.wait:
+        await keep_current(client)  # the settled bundle, too
     _show(status, args.output)
     return 0
 

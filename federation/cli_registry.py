@@ -16,10 +16,12 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from agents.client import Credentials, RegistryClient, RegistryError
 from federation.model import Cluster, EndpointPort, Locality, NetworkMode, ValidationError, Workload
@@ -184,10 +186,64 @@ def _client(args: argparse.Namespace) -> RegistryClient:
         raise UsageError(f"cannot read {err.filename} (named in {path}): {err.strerror}") from None
     except (KeyError, TypeError):
         raise UsageError(f"{path} is not an admin credential file") from None
+    files = AdminFiles(Path(config["cert"]), Path(config["key"]), Path(config["ca"]))
     try:
-        return RegistryClient(url, credentials, retries=2, backoff=0.2, timeout=10)
+        return AdminClient(url, credentials, files)
     except RegistryError as err:
         raise UsageError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class AdminFiles:
+    """Where an admin credential lives, so a renewal is written back."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def save(self, credentials: Credentials) -> None:
+        for path, data in (
+            (self.cert, credentials.cert_pem),
+            (self.key, credentials.key_pem),
+            (self.ca, credentials.ca_pem),
+        ):
+            tmp = path.with_name(path.name + ".new")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            tmp.replace(path)
+
+
+class AdminClient(RegistryClient):
+    """An admin's client, which knows where its credential is kept."""
+
+    def __init__(self, url: str, credentials: Credentials, files: AdminFiles) -> None:
+        super().__init__(url, credentials, retries=2, backoff=0.2, timeout=10)
+        self.files = files
+
+
+async def keep_current(client: RegistryClient) -> bool:
+    """Follow a root rotation with this admin credential: trust the bundle
+    in force, renew under the issuing root once it has changed, and write
+    both back where the credential came from.  True if anything changed.
+    (A copy not used between the switch and the old root's retirement is
+    locked out: set ``--rotation-overlap`` on the registry to widen that.)"""
+    credentials = client.credentials
+    if credentials is None or not isinstance(client, AdminClient):
+        return False
+    ca = await client.request("GET", "/v1/ca")
+    bundle = str(ca["bundle"]).encode()
+    issuing = x509.load_pem_x509_certificate(str(ca["certificate"]).encode())
+    changed = False
+    if bundle != credentials.ca_pem:
+        client.trust(bundle)
+        changed = True
+    if credentials.certificate.issuer != issuing.subject:
+        await client.renew()
+        changed = True
+    if changed and client.credentials is not None:
+        client.files.save(client.credentials)
+    return changed
 
 
 def _admin(
@@ -196,6 +252,7 @@ def _admin(
     def run(args: argparse.Namespace) -> int:
         async def go() -> int:
             async with _client(args) as client:
+                await keep_current(client)
                 return await action(client, args)
 
         try:

@@ -380,6 +380,11 @@ class Registry:
             raise Forbidden(f"{identity} was not registered for ns/{namespace}/sa/{account}")
         return await self.trust.issue_workload(identity, csr, namespace, account)
 
+    async def renew_admin(self, identity: Identity, csr_pem: str) -> Issued:
+        """A new admin certificate for the same admin, from the issuing root."""
+        assert identity.role is Role.ADMIN
+        return await self.trust.issue_client(identity, _csr(csr_pem), certs.ADMIN_LIFETIME)
+
     async def issue_admin(self, name: str) -> tuple[x509.Certificate, certs.PrivateKey]:
         key = certs.new_key()
         csr = x509.load_pem_x509_csr(certs.make_csr(key))

@@ -55,7 +55,6 @@ from federation.model import (
 from federation.model.claims import Contradiction, check_claims
 from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import (
-    Forbidden,
     NotFound,
     Registry,
     RegistryError,
@@ -246,15 +245,15 @@ async def _join(request: web.Request) -> web.Response:
 
 async def _renew(request: web.Request) -> web.Response:
     identity = _identity(request)
-    if identity is None or identity.role is Role.ADMIN:
-        raise Forbidden(
-            "only cluster and VM agents renew here; admins get a new credential from serve"
-        )
+    assert identity is not None  # the route's access rule saw to it
     body = require_object(await read_json(request), "{csr}")
     csr = body.get("csr")
     if not isinstance(csr, str):
         raise ValidationError("csr", "expected a PEM certificate request")
-    return issued_response(request, await registry_of(request).renew(identity, csr))
+    registry = registry_of(request)
+    if identity.role is Role.ADMIN:  # fedctl following a rotation
+        return issued_response(request, await registry.renew_admin(identity, csr))
+    return issued_response(request, await registry.renew(identity, csr))
 
 
 # -- endpoint sets, heartbeats, policies --------------------------------------
@@ -457,7 +456,7 @@ ROUTES: list[Route] = [
         "Exchange a join token and a CSR for a client certificate",
         "Join",
     ),
-    Route("POST", "/v1/renew", _renew, Access.MEMBER, "Renew the caller's certificate", "Renew"),
+    Route("POST", "/v1/renew", _renew, Access.ANY, "Renew the caller's certificate", "Renew"),
     *TRUST_ROUTES,
     *_member_routes(Role.CLUSTER),
     *_member_routes(Role.VM),

@@ -29,17 +29,19 @@ BUNDLE_REFRESH_HINT = 300  # seconds; a rotation waits for agents, not for this
 MIN_LIFETIME, MAX_LIFETIME = 3600, 365 * 86400  # an intermediate's, in seconds
 
 
-def issued_response(request: web.Request, issued: Issued) -> web.Response:
+def issued_fields(issued: Issued) -> dict[str, Any]:
     cert = issued.certificate
-    return json_response(
-        {
-            "identity": certs.spiffe_ids(cert)[0],
-            "certificate": certs.cert_pem(cert).decode(),
-            "chain": issued.chain_pem.decode(),
-            "caBundle": issued.bundle_pem.decode(),
-            "notAfter": cert.not_valid_after_utc.timestamp(),
-        }
-    )
+    return {
+        "identity": certs.spiffe_ids(cert)[0],
+        "certificate": certs.cert_pem(cert).decode(),
+        "chain": issued.chain_pem.decode(),
+        "caBundle": issued.bundle_pem.decode(),
+        "notAfter": cert.not_valid_after_utc.timestamp(),
+    }
+
+
+def issued_response(request: web.Request, issued: Issued) -> web.Response:
+    return json_response(issued_fields(issued))
 
 
 def _csr_field(body: dict[str, Any]) -> str:
@@ -68,6 +70,10 @@ async def _ca(request: web.Request) -> web.Response:
             "sha256": issuing.fingerprint,
             "bundle": state.bundle_pem.decode(),
             "version": state.version,
+            "succession": [
+                {"root": certs.cert_pem(old).decode(), "cross": certs.cert_pem(cross).decode()}
+                for old, cross in state.succession
+            ],
         }
     )
 
@@ -153,8 +159,20 @@ async def _rotate(request: web.Request) -> web.Response:
             imported = certs.load_root(cert.encode(), key.encode(), registry.clock.now())
         except certs.CertificateError as err:
             raise Invalid(str(err)) from None
+    csr = body.get("csr")  # for the admin's own credential, under the new issuing root
+    if csr is not None:
+        if not isinstance(csr, str):
+            raise ValidationError("csr", "expected a PEM certificate request")
+        try:
+            certs.load_csr(csr)  # before anything changes
+        except certs.CertificateError as err:
+            raise Invalid(str(err)) from None
     await registry_of(request).trust.rotate(imported)
-    return json_response(await status_of(request), 202)
+    answer = await status_of(request)
+    if csr is not None:
+        issued = await registry_of(request).renew_admin(_caller(request), csr)
+        answer["credential"] = issued_fields(issued)
+    return json_response(answer, 202)
 
 
 async def _ack(request: web.Request) -> web.Response:

@@ -86,6 +86,10 @@ class TrustState:
     version: int  # of the trust bundle
     phase: Phase = Phase.IDLE
     since: float = 0.0  # when the phase began
+    # Retired roots and the cross-signature each gave its successor, newest
+    # last: a join token pinned to a retired root can still prove, link by
+    # link, that the root in force descends from the one it pins.
+    succession: tuple[tuple[x509.Certificate, x509.Certificate], ...] = ()
 
     @classmethod
     def first(cls, root: Root, now: float) -> TrustState:
@@ -136,6 +140,10 @@ class TrustState:
                 "version": self.version,
                 "phase": self.phase.value,
                 "since": self.since,
+                "succession": [
+                    {"root": cert_pem(old).decode(), "cross": cert_pem(cross).decode()}
+                    for old, cross in self.succession
+                ],
             }
         ).encode()
 
@@ -149,7 +157,17 @@ class TrustState:
             version=int(data["version"]),
             phase=Phase(data["phase"]),
             since=float(data.get("since", 0.0)),
+            succession=tuple(
+                (
+                    x509.load_pem_x509_certificate(link["root"].encode()),
+                    x509.load_pem_x509_certificate(link["cross"].encode()),
+                )
+                for link in data.get("succession", [])
+            ),
         )
+
+
+SUCCESSION_KEPT = 8  # join tokens live at most 7 days; rotations are rarer
 
 
 def _expect(state: TrustState, phase: Phase) -> None:
@@ -193,8 +211,13 @@ def retire(state: TrustState, now: float) -> TrustState:
     """Step 6: only the new root stays; the old key is dropped."""
     _expect(state, Phase.SWITCHED)
     new = replace(state.issuing, cross=None)
+    retired = next(r for r in state.roots if r.fingerprint != new.fingerprint)
+    links = state.succession
+    if state.issuing.cross is not None:
+        links = (*links, (retired.cert, state.issuing.cross))[-SUCCESSION_KEPT:]
     return replace(
         state,
+        succession=links,
         roots=(new,),
         published=(new.fingerprint,),
         version=state.version + 1,

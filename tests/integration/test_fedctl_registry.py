@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from federation.sim.etcd_process import free_port
 
@@ -168,3 +171,28 @@ def test_ca_commands(served: dict[str, str], tmp_path: Path) -> None:
     ]
     assert (out / "cert-chain.pem").read_bytes().startswith((out / "ca-cert.pem").read_bytes())
     one_line_error(fedctl("ca", "intermediate", "nowhere", "--out", str(out), env=served))
+
+
+def test_admin_copies_follow_a_rotation(served: dict[str, str], tmp_path: Path) -> None:
+    """A copy of the admin credential used during a rotation is renewed under
+    the new root and keeps working after the old one is retired."""
+    original = json.loads(Path(served["FEDERATION_CONFIG"]).read_text())
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("cert", "key", "ca"):
+        (copy / name).write_bytes(Path(original[name]).read_bytes())
+    config = {**original, **{name: str(copy / name) for name in ("cert", "key", "ca")}}
+    (copy / "admin.json").write_text(json.dumps(config))
+    env = {"FEDERATION_CONFIG": str(copy / "admin.json")}
+    rotated = fedctl("ca", "rotate", "--wait", "-o", "json", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    status = json.loads(rotated.stdout)
+    assert status["phase"] == "Idle" and len(status["roots"]) == 1
+    # Renewed under the new root, and still an admin after the old one is gone.
+    issuing = status["roots"][0]["sha256"]
+    assert fedctl("status", env=env).returncode == 0
+    cert = x509.load_pem_x509_certificate((copy / "cert").read_bytes())
+    roots = x509.load_pem_x509_certificates((copy / "ca").read_bytes())
+    (root,) = roots
+    assert cert.issuer == root.subject
+    assert hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest() == issuing

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import ssl
 import time
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.client import Credentials, RegistryClient, RegistryError
+from agents.client import Credentials, RegistryClient, RegistryError, descends_from_pin
 from agents.credentials import CredentialKeeper, keep_in
 from federation.trust import ca as certs
 from tests.registry.conftest import Harness
@@ -363,3 +364,37 @@ def test_the_ca_refuses_its_own_output_with_the_wrong_usage_or_key() -> None:
         certs.check_issued(ca, good, uri, now, public_key=certs.new_key().public_key())
     server, server_key = certs.issue_server(ca, ["127.0.0.1", "localhost"], now)
     assert server.public_key() == server_key.public_key()  # and it passed its own check
+
+
+async def test_a_token_minted_before_a_rotation_still_joins(sqlite_harness: Harness) -> None:
+    """The token pins the root of its day; after a rotation the client
+    follows the cross-signatures from that root to the one in force."""
+    harness = sqlite_harness
+    token = await harness.add_cluster("east")
+    before = harness.registry.ca.fingerprint
+    for _ in range(2):  # two rotations: a chain of two links
+        rotated = await harness.admin().request("POST", "/v1/ca/rotate", {})
+        assert rotated["phase"] == "Idle"
+        version = int(rotated["version"])
+        await eventually(
+            lambda v=version: harness.registry.trust.state.version == v,  # type: ignore[misc]
+            what="this replica on the new bundle",
+        )
+    assert harness.registry.ca.fingerprint != before
+    credentials, identity = await RegistryClient.join(harness.url, token)
+    assert identity.endswith("/cluster/east")
+    assert credentials.certificate.issuer == harness.registry.ca.cert.subject
+
+
+async def test_a_forged_succession_does_not_pass_the_pin(sqlite_harness: Harness) -> None:
+    harness = sqlite_harness
+    now = harness.clock.now()
+    pinned, stranger = certs.new_root("cluster.local", now), certs.new_root("cluster.local", now)
+    current = harness.registry.ca.cert
+    forged = certs.cross_sign(stranger, current, now)  # signed by the wrong key
+    link = {"root": certs.cert_pem(pinned.cert).decode(), "cross": certs.cert_pem(forged).decode()}
+    pin = hashlib.sha256(pinned.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert not descends_from_pin(pin, [link], [current])
+    honest = certs.cross_sign(pinned, current, now)
+    link["cross"] = certs.cert_pem(honest).decode()
+    assert descends_from_pin(pin, [link], [current])
