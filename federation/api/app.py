@@ -136,6 +136,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(status, str(err), err.path or None)
     except web.HTTPException as err:
         response = error_response(err.status, err.reason if err.status != 413 else str(err.text))
+        if "Allow" in err.headers:  # a 405 says what the path does allow
+            response.headers["Allow"] = err.headers["Allow"]
     except Compacted as err:
         response = error_response(410, str(err))
     except (ValueTooLarge, InvalidKey) as err:
@@ -209,6 +211,7 @@ def _member_routes(role: Role) -> list[Route]:
             Access.ADMIN,
             f"Register a {kind}; returns its join token",
             f"Add{kind}",
+            status=201,
         ),
         Route("GET", f"/v1/{plural}", listing, Access.ANY, f"List {kind}s"),
         Route("GET", f"/v1/{plural}/{{name}}", get, Access.ANY, f"Read a {kind}"),
@@ -226,6 +229,7 @@ def _member_routes(role: Role) -> list[Route]:
             Access.ADMIN,
             f"Mint another join token for a {kind}",
             "TokenRequest",
+            status=201,
         ),
     ]
 

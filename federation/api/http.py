@@ -109,6 +109,7 @@ class Route:
     summary: str
     body: str | None = None  # schema name of the JSON body, for OpenAPI
     stream: bool = False
+    status: int = 200  # what it answers when it succeeds
 
 
 REGISTRY_KEY = web.AppKey("registry", Registry)

@@ -149,7 +149,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "RotateRequest": {
         "type": "object",
-        "properties": {"certificate": {"type": "string"}, "key": {"type": "string"}},
+        "properties": {
+            "certificate": {"type": "string"},
+            "key": {"type": "string"},
+            "csr": {"type": "string", "description": "the caller's credential, new root"},
+        },
     },
     "Ack": {
         "type": "object",
@@ -175,6 +179,9 @@ _PARAMETER_SCHEMAS = {
 }
 
 
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: under way"}
+
+
 def document(routes: list[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -182,9 +189,16 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "summary": route.summary,
             "operationId": f"{route.method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', route.path)}",
             "responses": {
-                "200": {"description": "OK"},
+                str(route.status): {"description": _STATUS_TEXT[route.status]},
                 "4XX": {
                     "description": "Refused; nothing was written",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+                "503": {
+                    "description": "The store is unavailable; retry after Retry-After",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },

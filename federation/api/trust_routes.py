@@ -222,6 +222,7 @@ TRUST_ROUTES = [
         Access.ADMIN,
         "Start a root rotation (to a generated root, or the one given)",
         "RotateRequest",
+        status=202,
     ),
     Route(
         "POST",

@@ -74,3 +74,26 @@ async def test_status_says_per_member_whether_it_joined_lives_and_when_its_certi
     assert not members["west"]["joined"] and not members["west"]["alive"]
     assert members["west"]["certNotAfter"] is None
     assert status["rotation"] == {"phase": "Idle", "bundleVersion": 1}
+
+
+async def test_the_document_names_every_success_status_and_405_says_allow(
+    sqlite_harness: Harness,
+) -> None:
+    admin = sqlite_harness.admin()
+    document = await admin.request("GET", "/openapi.json")
+    assert "201" in document["paths"]["/v1/clusters"]["post"]["responses"]
+    assert "202" in document["paths"]["/v1/ca/rotate"]["post"]["responses"]
+    assert "503" in document["paths"]["/v1/snapshot"]["get"]["responses"]
+    created = await admin.request(
+        "POST",
+        "/v1/clusters",
+        {"record": {"name": "east", "locality": {"region": "eu", "zone": "a"}}},
+    )
+    assert created["token"]
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin._ssl)) as http,
+        http.patch(sqlite_harness.url + "/v1/clusters", json={}) as answer,
+    ):
+        assert answer.status == 405
+        assert {m.strip() for m in answer.headers["Allow"].split(",")} >= {"GET", "POST"}
+        assert (await answer.json())["reason"] == "MethodNotAllowed"
