@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from agents.client import RegistryError
-from federation import cli_agent, cli_ca, cli_failover, cli_policy, cli_registry, cli_vm
+from federation import (
+    cli_admin,
+    cli_agent,
+    cli_ca,
+    cli_failover,
+    cli_policy,
+    cli_registry,
+    cli_vm,
+)
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
@@ -53,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vm.add_command(cli_agent.add_commands(commands))
     cli_ca.add_commands(commands)
     cli_policy.add_commands(commands)
+    cli_admin.add_commands(commands)
     cli_failover.add_command(commands)
     sim_cli.add_commands(commands)
     completion = commands.add_parser("completion", help="shell completion: bash or zsh")

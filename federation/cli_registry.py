@@ -265,14 +265,16 @@ def _admin(
     return run
 
 
-def confirm_removal(role: str, name: str) -> None:
+def confirm_removal(
+    role: str,
+    name: str,
+    consequence: str = "Its credential is revoked at once and everything it published is "
+    "withdrawn from every cluster.",
+) -> None:
     """Ask on a terminal; refuse without one (a script says --yes)."""
     if not sys.stdin.isatty():
         raise UsageError(f"refusing to remove {role} {name} without confirmation: pass --yes")
-    sys.stderr.write(
-        f"Remove {role} {name}? Its credential is revoked at once and everything it "
-        "published is withdrawn from every cluster. [y/N] "
-    )
+    sys.stderr.write(f"Remove {role} {name}? {consequence} [y/N] ")
     sys.stderr.flush()
     if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         raise UsageError(f"{role} {name} was not removed")

@@ -89,6 +89,7 @@ from federation.trust.rotation import Phase
 log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
+BOOTSTRAP_ADMIN = "admin"  # what each replica writes into its data dir
 DEFAULT_TOKEN_TTL = 3600.0
 WATCHED = {
     "clusters/": "Cluster",
@@ -379,6 +380,46 @@ class Registry:
         ):
             raise Forbidden(f"{identity} was not registered for ns/{namespace}/sa/{account}")
         return await self.trust.issue_workload(identity, csr, namespace, account)
+
+    # -- named admin credentials ------------------------------------------------
+
+    async def add_admin(self, name: str, csr_pem: str) -> Issued:
+        """A named admin credential (``admin/<name>``), recorded so that it
+        can be listed and revoked; the bootstrap ``admin`` is each
+        replica's own and is not recorded."""
+        if name == BOOTSTRAP_ADMIN:
+            raise Conflict(f"{BOOTSTRAP_ADMIN!r} is the registry's own admin; pick another name")
+        csr = _csr(csr_pem)
+        key = self._key(keys.ADMINS + name)
+        value = json.dumps({"name": name, "createdAt": self.clock.now()}).encode()
+        created = await self.store.txn(
+            [Compare(key=key, mod_revision=0)], [Put(key=key, value=value)]
+        )
+        if not created.succeeded:
+            raise Conflict(f"admin {name} already exists; revoke it first to issue it again")
+        log.info("issued the admin credential admin/%s", name)
+        return await self.trust.issue_client(Identity(Role.ADMIN, name), csr, certs.ADMIN_LIFETIME)
+
+    async def admins(self) -> list[dict[str, Any]]:
+        result = await self.store.range(self._key(keys.ADMINS))
+        return [json.loads(kv.value) for kv in result.kvs]
+
+    async def admin_valid(self, identity: Identity) -> bool:
+        """The bootstrap admin always; a named one while it is recorded
+        (read each time: admins call rarely, and a revocation is at once)."""
+        if identity.name == BOOTSTRAP_ADMIN:
+            return True
+        return (await self.store.get(self._key(keys.ADMINS + identity.name))).kv is not None
+
+    async def remove_admin(self, name: str) -> None:
+        if name == BOOTSTRAP_ADMIN:
+            raise Conflict(f"{BOOTSTRAP_ADMIN!r} is each replica's own admin and is not revoked")
+        key = self._key(keys.ADMINS + name)
+        if (await self.store.get(key)).kv is None:
+            raise NotFound(f"admin {name} does not exist")
+        doomed = [key, *self.trust.keys_of(Identity(Role.ADMIN, name))]
+        await self.store.txn([], [Delete(key=k) for k in doomed])
+        log.info("revoked the admin credential admin/%s", name)
 
     async def renew_admin(self, identity: Identity, csr_pem: str) -> Issued:
         """A new admin certificate for the same admin, from the issuing root."""

@@ -39,7 +39,7 @@ from federation.api.http import (
 )
 from federation.api.hub import WatchHub
 from federation.api.openapi import document
-from federation.api.trust_routes import TRUST_ROUTES, issued_response
+from federation.api.trust_routes import TRUST_ROUTES, issued_fields, issued_response
 from federation.model import (
     MAX_SHARDS,
     Cluster,
@@ -118,6 +118,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 roster = request.app[HUB_KEY].roster
                 if await roster.lookup(registry, identity) is None:
                     raise Revoked(roster.refusal(identity))
+            elif not await registry.admin_valid(identity):
+                raise Revoked(f"{identity} was revoked; its credential is refused")
             request[IDENTITY_KEY] = identity
         if route is not None:
             if route.access is not Access.OPEN and identity is None:
@@ -232,6 +234,47 @@ def _member_routes(role: Role) -> list[Route]:
             status=201,
         ),
     ]
+
+
+# -- named admin credentials ----------------------------------------------------
+
+
+async def _add_admin(request: web.Request) -> web.Response:
+    body = require_object(await read_json(request), "{name, csr}")
+    name = check_dns_label("name", body.get("name"))
+    csr = body.get("csr")
+    if not isinstance(csr, str):
+        raise ValidationError("csr", "expected a PEM certificate request")
+    issued = await registry_of(request).add_admin(name, csr)
+    return json_response(issued_fields(issued), 201)
+
+
+async def _admins(request: web.Request) -> web.Response:
+    registry = registry_of(request)
+    expiry = {
+        r["identity"]: r["notAfter"]
+        for r in await registry.trust.issued()
+        if r.get("kind") == "client" and str(r.get("identity", "")).startswith("admin/")
+    }
+    items = [
+        {**a, "certNotAfter": expiry.get(f"admin/{a['name']}")} for a in await registry.admins()
+    ]
+    return json_response({"items": items})
+
+
+async def _remove_admin(request: web.Request) -> web.Response:
+    name = check_dns_label("name", request.match_info["name"])
+    await registry_of(request).remove_admin(name)
+    return json_response({"revoked": f"admin/{name}"})
+
+
+ADMIN_ROUTES = [
+    Route("POST", "/v1/admins", _add_admin, Access.ADMIN, "Issue a named admin credential",
+          "AdminRequest", status=201),
+    Route("GET", "/v1/admins", _admins, Access.ADMIN, "The named admin credentials"),
+    Route("DELETE", "/v1/admins/{name}", _remove_admin, Access.ADMIN,
+          "Revoke a named admin credential, at once"),
+]  # fmt: skip
 
 
 # -- join and renew -----------------------------------------------------------
@@ -462,6 +505,7 @@ ROUTES: list[Route] = [
     ),
     Route("POST", "/v1/renew", _renew, Access.ANY, "Renew the caller's certificate", "Renew"),
     *TRUST_ROUTES,
+    *ADMIN_ROUTES,
     *_member_routes(Role.CLUSTER),
     *_member_routes(Role.VM),
     Route("GET", "/v1/services", _services, Access.ANY, "Exported services and their sources"),

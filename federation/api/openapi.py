@@ -155,6 +155,11 @@ SCHEMAS: dict[str, Any] = {
             "csr": {"type": "string", "description": "the caller's credential, new root"},
         },
     },
+    "AdminRequest": {
+        "type": "object",
+        "required": ["name", "csr"],
+        "properties": {"name": _DNS, "csr": {"type": "string"}},
+    },
     "Ack": {
         "type": "object",
         "required": ["version"],

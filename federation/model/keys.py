@@ -7,7 +7,7 @@ built and parsed here, and nowhere else.
   so liveness, withdraw and removal touch only that source's records;
 - ``policies/<ns>/<name>``: a TrafficPolicy;
 - ``tokens/<sha256>``, ``alive/<source>``, ``trust/...``, ``leader``,
-  ``removing/<member key>``: registry-internal.
+  ``removing/<member key>``, ``admins/<name>``: registry-internal.
 
 Namespaces and names are DNS labels and a source is ``kind:name``, so no
 part holds a ``/``."""
@@ -28,6 +28,7 @@ ALIVE = "alive/"
 TOKENS = "tokens/"
 LEADER = "leader"
 REMOVING = "removing/"
+ADMINS = "admins/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +123,7 @@ def parse_vm(key: str) -> str:
 
 
 __all__ = [
+    "ADMINS",
     "ALIVE",
     "CLUSTERS",
     "ENDPOINTS",

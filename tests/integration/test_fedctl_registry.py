@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +197,26 @@ def test_admin_copies_follow_a_rotation(served: dict[str, str], tmp_path: Path) 
     (root,) = roots
     assert cert.issuer == root.subject
     assert hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest() == issuing
+
+
+def test_named_admin_credentials_are_issued_listed_and_revoked(
+    served: dict[str, str], tmp_path: Path
+) -> None:
+    issued = fedctl("admin", "credential", "issue", "--name", "bob", "--out",
+                    str(tmp_path / "bob"), env=served)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    bob = {"FEDERATION_CONFIG": str(tmp_path / "bob" / "admin.json")}
+    assert (tmp_path / "bob" / "tls.key").stat().st_mode & 0o077 == 0
+    assert fedctl("status", env=bob).returncode == 0  # bob is an admin
+    listed = json.loads(fedctl("admin", "credential", "list", "-o", "json", env=served).stdout)
+    assert [a["name"] for a in listed] == ["bob"] and listed[0]["certNotAfter"] > time.time()
+    one_line_error(
+        fedctl("admin", "credential", "issue", "--name", "bob", "--out", str(tmp_path / "b2"),
+               env=served),
+        "already exists",
+    )  # fmt: skip
+    one_line_error(fedctl("admin", "credential", "revoke", "bob", env=served), "--yes")
+    assert fedctl("admin", "credential", "revoke", "bob", "--yes", env=served).returncode == 0
+    one_line_error(fedctl("status", env=bob), "admin/bob was revoked")
+    one_line_error(fedctl("admin", "credential", "revoke", "admin", "-y", env=served), "own admin")
+    assert fedctl("status", env=served).returncode == 0  # the bootstrap admin is untouched
