@@ -133,8 +133,9 @@ async def run_steps(
             await clock.sleep(delay)
             delay = min(delay * 2, 30.0)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), min(wait, 60.0))
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel in 3.11
+            async with asyncio.timeout(min(wait, 60.0)):
+                await changed.wait()
 
 
 __all__ = [

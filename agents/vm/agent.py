@@ -59,9 +59,12 @@ class Probe:
             if self.spec == "tcp":
                 if not workload.ports:
                     return True
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(workload.address, workload.ports[0].port), self.timeout
-                )
+                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a
+                # cancellation that lands as the connection completes.
+                async with asyncio.timeout(self.timeout):
+                    _, writer = await asyncio.open_connection(
+                        workload.address, workload.ports[0].port
+                    )
                 writer.close()
                 return True
             timeout = aiohttp.ClientTimeout(total=self.timeout)

@@ -183,9 +183,8 @@ class Forwarder:
             for chosen in self.candidates(service):
                 target = (chosen.address, self._target_port(chosen, service, port))
                 try:
-                    up_reader, up_writer = await asyncio.wait_for(
-                        asyncio.open_connection(*target), CONNECT_TIMEOUT
-                    )
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        up_reader, up_writer = await asyncio.open_connection(*target)
                 except (OSError, TimeoutError):
                     log.info("%s: %s:%d refused; trying the next endpoint", service, *target)
                     continue
