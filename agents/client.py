@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -29,41 +27,30 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 
+from agents.errors import REVOKED_RETRY, BadURL, RegistryError, Revoked, UnreadableStream, why
+from agents.joining import descends_from_pin, fetch_pinned_ca, registry_urls
+from agents.stream import (
+    CHUNK,
+    MAX_LINE,
+    Ahead,
+    Bookmark,
+    Change,
+    Event,
+    Gone,
+    Relist,
+    Synced,
+    check_status,
+    json_body,
+    parse_line,
+    raise_error_line,
+)
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, ServiceRef, SourceRef
 from federation.trust import ca as certs
 from federation.trust.tokens import TokenError, pin_of
 
 log = logging.getLogger("agents.client")
-
-
-class RegistryError(Exception):
-    """The registry refused a request (4xx), or could not be reached in time."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Revoked(RegistryError):
-    """This member was removed from the federation: its credential is refused
-    on every replica until it is registered and joins again."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(401, message)
-
-
-REVOKED_RETRY = 30.0  # how often a removed member asks again (it may be re-added)
-
-
-class UnreadableStream(RegistryError):
-    """A watch or snapshot line the client cannot read (too long, not JSON)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(0, message)
 
 
 @dataclass(frozen=True)
@@ -99,42 +86,6 @@ class Credentials:
     def needs_renewal(self, now: float) -> bool:
         """True once two thirds of the certificate's lifetime have passed."""
         return now >= certs.renewal_time(self.certificate)
-
-
-@dataclass(frozen=True, slots=True)
-class Relist:
-    """A snapshot at ``revision`` begins: the Events up to the next
-    ``Synced`` are everything the registry holds; what they do not confirm
-    is gone.  A snapshot that breaks off starts again with a new Relist."""
-
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Synced:
-    """The snapshot begun by the last Relist is complete."""
-
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: str  # PUT or DELETE
-    revision: int
-    kind: str
-    key: str
-    object: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Bookmark:
-    revision: int
-
-
-Change = Relist | Synced | Event | Bookmark
-
-MAX_LINE = 4 * 1024 * 1024  # well over the largest legal record (MAX_SET_BYTES)
-CHUNK = 64 * 1024
 
 
 def _ssl_context(credentials: Credentials | None, ca_pem: bytes) -> ssl.SSLContext:
@@ -217,7 +168,7 @@ class RegistryClient:
                 "the CA file is not this registry's, or its root was rotated"
             )
         if isinstance(err, aiohttp.ClientConnectorError):  # no connection at all
-            return f"cannot reach {where}: {_why(err.os_error)}"
+            return f"cannot reach {where}: {why(err.os_error)}"
         if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError) and (
             self.credentials is not None and await self._answers_without_certificate()
         ):  # it is up, and it dropped us: our certificate is what it refuses
@@ -231,7 +182,7 @@ class RegistryClient:
                 f"{where} does not accept the client certificate (issued by "
                 f"{leaf.issuer.rfc4514_string()}): from a root it does not trust, or retired"
             )
-        return f"cannot reach {where}: {_why(err)}"
+        return f"cannot reach {where}: {why(err)}"
 
     async def _answers_without_certificate(self) -> bool:
         """Whether the registry serves ``/v1/ca`` to this client without a
@@ -299,7 +250,7 @@ class RegistryClient:
         for attempt in range(attempts):
             try:
                 async with self._http().request(method, self.url + path, json=body) as answer:
-                    data = await _json_body(answer)
+                    data = await json_body(answer)
                     if answer.status < 400:
                         self.revoked = None
                         return data
@@ -329,7 +280,7 @@ class RegistryClient:
             pin = pin_of(token)
         except TokenError as err:
             raise RegistryError(0, str(err)) from None
-        ca_pem = await _fetch_pinned_ca(registry_urls(url), pin)
+        ca_pem = await fetch_pinned_ca(registry_urls(url), pin)
         key = certs.new_key()
         async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:
             body = {"token": token, "csr": certs.make_csr(key).decode()}
@@ -386,7 +337,7 @@ class RegistryClient:
         url = self.url
         try:
             async with self._http().get(f"{url}/v1/snapshot", timeout=timeout) as answer:
-                await _check_status(answer)
+                await check_status(answer)
                 revision: int | None = None
                 async for line in self._lines(answer):
                     kind = line.get("type")
@@ -399,12 +350,12 @@ class RegistryClient:
                         yield Synced(revision)
                         return
                     elif kind == "ERROR":
-                        _raise_error_line(line)
+                        raise_error_line(line)
                     else:
                         raise UnreadableStream(f"unexpected snapshot line of type {kind!r}")
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             self._next_replica()
-            raise RegistryError(0, f"snapshot from {url} broke: {_why(err)}") from err
+            raise RegistryError(0, f"snapshot from {url} broke: {why(err)}") from err
         raise RegistryError(0, f"the snapshot from {url} ended before its END line")
 
     async def collect_snapshot(self) -> tuple[int, list[Event]]:
@@ -440,11 +391,11 @@ class RegistryClient:
                     delay = self.backoff
                     since = event.revision
                     yield event
-            except _Gone:
+            except Gone:
                 log.info("watch from revision %s is compacted; taking a new snapshot", since)
                 since = None
                 continue
-            except _Ahead as err:  # the store was restored from an older backup
+            except Ahead as err:  # the store was restored from an older backup
                 log.warning("%s; taking a new snapshot", err)
                 since = None
                 continue
@@ -454,7 +405,7 @@ class RegistryClient:
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
                 where = "the snapshot" if since is None else f"after revision {since}"
-                log.warning("watch broke (%s); resuming %s", _why(err), where)
+                log.warning("watch broke (%s); resuming %s", why(err), where)
                 self._next_replica()
             await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
@@ -463,13 +414,13 @@ class RegistryClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         url = f"{self.url}/v1/watch?since={since}"
         async with self._http().get(url, timeout=timeout) as answer:
-            await _check_status(answer)
+            await check_status(answer)
             async for line in self._lines(answer):
                 kind = line.get("type")
                 if kind == "BOOKMARK":
                     yield Bookmark(int(line["revision"]))
                 elif kind == "ERROR":
-                    _raise_error_line(line)
+                    raise_error_line(line)
                 else:
                     yield Event(
                         str(kind), int(line["revision"]), line["kind"], line["key"], line["object"]
@@ -483,7 +434,7 @@ class RegistryClient:
             pending += chunk
             start = 0
             while (end := pending.find(b"\n", start)) >= 0:
-                yield _parse_line(bytes(pending[start:end]))
+                yield parse_line(bytes(pending[start:end]))
                 start = end + 1
             del pending[:start]
             if len(pending) > self.max_line:
@@ -492,54 +443,7 @@ class RegistryClient:
                     "the client cannot read it"
                 )
         if pending.strip():
-            yield _parse_line(bytes(pending))
-
-
-def _parse_line(raw: bytes) -> dict[str, Any]:
-    try:
-        line = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UnreadableStream(f"a stream line is not JSON: {err}") from err
-    if not isinstance(line, dict):
-        raise UnreadableStream("a stream line is not a JSON object")
-    return line
-
-
-def _raise_error_line(line: dict[str, Any]) -> None:
-    if line.get("code") == 410:
-        raise _Gone()
-    if line.get("reason") == "Revoked":
-        raise Revoked(str(line.get("message")))
-    raise RegistryError(int(line.get("code", 0) or 0), str(line.get("message")))
-
-
-async def _check_status(answer: aiohttp.ClientResponse) -> None:
-    if answer.status == 410:
-        raise _Gone()
-    if answer.status != 200:
-        data = await _json_body(answer)
-        message = str(data.get("message", answer.reason))
-        if answer.status == 400 and data.get("field") == "since":
-            raise _Ahead(message)
-        if data.get("reason") == "Revoked":
-            raise Revoked(message)
-        raise RegistryError(answer.status, message)
-
-
-class _Gone(Exception):
-    pass
-
-
-class _Ahead(Exception):
-    """A watch from a revision the registry has not reached (a restored store)."""
-
-
-async def _json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        data = await answer.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
-        return {"message": f"HTTP {answer.status} {answer.reason}"}
-    return data if isinstance(data, dict) else {"items": data}
+            yield parse_line(bytes(pending))
 
 
 def _credentials(answer: dict[str, Any], key: certs.PrivateKey) -> Credentials:
@@ -551,109 +455,8 @@ def _credentials(answer: dict[str, Any], key: certs.PrivateKey) -> Credentials:
     )
 
 
-def _why(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return text.splitlines()[0]
-
-
-class BadURL(RegistryError):
-    """A registry URL that cannot be right: no scheme, plain http, no host."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(0, message)
-
-
-def registry_urls(text: str) -> list[str]:
-    """``https://a:8443,https://b:8443``: the replicas to fail over between
-    (one load-balanced name is one URL)."""
-    urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
-    if not urls:
-        raise BadURL("no registry URL given")
-    for url in urls:
-        scheme, sep, rest = url.partition("://")
-        if not sep:
-            raise BadURL(f"registry URL {url!r} has no scheme: use https://{url}")
-        if scheme == "http":
-            raise BadURL(f"the registry serves HTTPS only: use https://{rest}")
-        if scheme != "https" or not rest.split("/")[0]:
-            raise BadURL(f"registry URL {url!r} is not https://HOST:PORT")
-    return urls
-
-
-async def _fetch_pinned_ca(urls: list[str], pin: str) -> bytes:
-    """Read the registry's root without trusting the connection (from the
-    first replica that answers), and accept it only if its sha256 is the one
-    the join token pins."""
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE
-    data: Any = None
-    for url in urls:
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as http,
-                http.get(url + "/v1/ca", timeout=aiohttp.ClientTimeout(total=10)) as answer,
-            ):
-                data = await answer.json(content_type=None)
-                break
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
-            failure = RegistryError(0, f"cannot reach the registry at {url}: {_why(err)}")
-    else:
-        raise failure
-    ca_pem = str(data.get("bundle") or data.get("certificate", "")).encode()
-    try:
-        roots = x509.load_pem_x509_certificates(ca_pem)
-    except ValueError:
-        raise RegistryError(0, "the registry sent no usable CA certificate") from None
-    seen = {_sha256(c) for c in roots}
-    if pin not in seen and not descends_from_pin(pin, data.get("succession") or [], roots):
-        raise RegistryError(
-            0, "the registry's roots do not match the join token's pin: refusing to join"
-        )
-    return ca_pem
-
-
-def _sha256(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def descends_from_pin(
-    pin: str, succession: list[dict[str, str]], roots: list[x509.Certificate]
-) -> bool:
-    """Whether a root in force descends from the pinned (since retired) one:
-    from the pinned root, each link's cross-signature is signed by the root
-    before it and certifies the next root's name and key, ending at a root
-    in the bundle.  Without the retired keys nobody can forge a link."""
-    try:
-        links = [
-            (
-                x509.load_pem_x509_certificate(link["root"].encode()),
-                x509.load_pem_x509_certificate(link["cross"].encode()),
-            )
-            for link in succession
-        ]
-    except (KeyError, TypeError, ValueError):
-        return False
-    start = next((i for i, (root, _) in enumerate(links) if _sha256(root) == pin), None)
-    if start is None:
-        return False
-    signer = links[start][0]
-    for index in range(start, len(links)):
-        cross = links[index][1]
-        try:
-            cross.verify_directly_issued_by(signer)
-        except (ValueError, TypeError, InvalidSignature):
-            return False
-        following = [links[index + 1][0]] if index + 1 < len(links) else roots
-        successor = next(
-            (
-                r
-                for r in following
-                if r.subject == cross.subject and r.public_key() == cross.public_key()
-            ),
-            None,
-        )
-        if successor is None:
-            return False
-        signer = successor
-    return signer in roots
+__all__ = [  # the client's own, and what its callers take from here
+    "REVOKED_RETRY", "BadURL", "Bookmark", "Change", "Credentials", "Event", "RegistryClient",
+    "RegistryError", "Relist", "Revoked", "Synced", "UnreadableStream", "descends_from_pin",
+    "load_cert_chain", "registry_urls",
+]  # fmt: skip

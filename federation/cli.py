@@ -17,6 +17,7 @@ from federation import (
     cli_admin,
     cli_agent,
     cli_ca,
+    cli_common,
     cli_failover,
     cli_policy,
     cli_registry,
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args))
     except (
         CommandError,
-        cli_registry.UsageError,
+        cli_common.UsageError,
         sim_cli.SimUsageError,
         ValidationError,
         RegistryError,

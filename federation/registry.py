@@ -1,22 +1,13 @@
 """The registry's domain operations over a revisioned Store.
 
-Keys, under ``/federation/v1/``:
-
-- ``clusters/<name>``, ``vms/<name>``: the members (Cluster, Workload);
-- ``endpoints/<ns>/<name>/<source>/<shard>``: one EndpointSet shard, with
-  its index key ``sources/<source>/<ns>/<name>/<shard>``;
-- ``policies/<ns>/<name>``: TrafficPolicy;
-- ``tokens/<sha256>``: an unused join token (identity and expiry);
-- ``alive/<source>``: held by a store lease that heartbeats renew;
-- ``trust/...``: the trust domain (roots, bundle, acks, issued index): see
-  ``registry_trust``;
-- ``leader``: which replica runs the singleton work (``registry_leader``).
+The key space, under ``/federation/v1/``, is ``federation.model.keys``.
 
 Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
 Authorization is the API layer's job; this module trusts its caller.  Key
 strings are built and parsed only in ``federation.model.keys``; endpoint
-sets (publish, withdraw, stale marking) live in ``registry_sets``.  Nothing
+sets (publish, withdraw, stale marking) live in ``registry_sets``, join tokens
+in ``registry_tokens``, admin credentials in ``registry_admins``.  Nothing
 keeps decoded copies of endpoint sets: the publish guard remembers a digest
 per shard, and snapshots and watches pass the stored bytes through.
 """
@@ -35,8 +26,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-
 from federation.clock import Clock, SystemClock
 from federation.model import (
     Cluster,
@@ -51,6 +40,7 @@ from federation.model import (
     keys,
 )
 from federation.model.keys import ShardKey
+from federation.registry_admins import Admins, load_csr
 from federation.registry_errors import (
     Conflict,
     Forbidden,
@@ -69,27 +59,25 @@ from federation.registry_leader import (
     current_leader,
 )
 from federation.registry_sets import TXN_OPS, EndpointSets
+from federation.registry_tokens import Tokens
 from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
     Delete,
     EventType,
-    KeyValue,
     LeaseNotFound,
     Put,
     Store,
     StoreError,
 )
 from federation.trust import ca as certs
-from federation.trust import tokens
 from federation.trust.identity import Identity, Role
 from federation.trust.rotation import Phase
 
 log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
-BOOTSTRAP_ADMIN = "admin"  # what each replica writes into its data dir
 DEFAULT_TOKEN_TTL = 3600.0
 WATCHED = {
     "clusters/": "Cluster",
@@ -178,6 +166,8 @@ class Registry:
             overlap=rotation_overlap,
         )
         self.sets = EndpointSets(store, prefix=prefix, clock=self.clock)
+        self.admins = Admins(store, prefix=prefix, clock=self.clock, trust=self.trust)
+        self.tokens = Tokens(store, prefix=prefix, clock=self.clock, trust=self.trust)
         self.election = Election(
             store,
             prefix + keys.LEADER,
@@ -210,7 +200,7 @@ class Registry:
         key = self._key(member_key(identity))
         removing = self._key(removing_key(identity))
         await self.trust.refresh()
-        token, token_op = self._token(identity, token_ttl)
+        token, token_op = self.tokens.mint(identity, token_ttl)
         result = await self.store.txn(
             [Compare(key=key, mod_revision=0), Compare(key=removing, mod_revision=0)],
             [Put(key=key, value=encode(record)), token_op],
@@ -228,20 +218,13 @@ class Registry:
         if got.kv is None:
             raise NotFound(f"{identity} is not registered")
         await self.trust.refresh()
-        token, token_op = self._token(identity, token_ttl)
+        token, token_op = self.tokens.mint(identity, token_ttl)
         result = await self.store.txn(
             [Compare(key=key, mod_revision=got.kv.mod_revision)], [token_op]
         )
         if not result.succeeded:
             raise Conflict(f"{identity} changed; try again")
         return token
-
-    def _token(self, identity: Identity, ttl: float) -> tuple[str, Put]:
-        if not 1 <= ttl <= 7 * 86400:
-            raise Invalid("token TTL must be between 1 second and 7 days")
-        token = tokens.mint(self.ca.fingerprint)
-        value = json.dumps({"identity": str(identity), "expiresAt": self.clock.now() + ttl})
-        return token, Put(key=self._key(f"tokens/{tokens.token_hash(token)}"), value=value.encode())
 
     async def member(self, identity: Identity) -> Cluster | Workload | None:
         got = await self.store.get(self._key(member_key(identity)))
@@ -281,52 +264,17 @@ class Registry:
         doomed = [
             self._key(keys.alive_key(source)),
             *self.trust.keys_of(identity),
-            *[kv.key async for kv in self._tokens(identity=str(identity))],
+            *[kv.key async for kv in self.tokens.stored(identity=str(identity))],
             removing,
         ]
         for start in range(0, len(doomed), TXN_OPS):
             await self.store.txn([], [Delete(key=k) for k in doomed[start : start + TXN_OPS]])
         log.info("removed %s, %d endpoint shards and %d records", identity, count, len(doomed) - 1)
 
-    async def _tokens(
-        self, *, identity: str | None = None, expired_by: float | None = None
-    ) -> AsyncIterator[KeyValue]:
-        """The stored join tokens of ``identity``, or expired by then, page by
-        page (an unreadable one is always chosen: nobody can use it)."""
-        async for page in self.store.pages(self._key(keys.TOKENS)):
-            for kv in page.kvs:
-                try:
-                    record = json.loads(kv.value)
-                    mine = identity is not None and record["identity"] == identity
-                    old = expired_by is not None and record["expiresAt"] <= expired_by
-                except (ValueError, KeyError, TypeError):
-                    mine = old = True
-                if mine or old:
-                    yield kv
-
-    async def sweep_tokens(self, fence: Fence | None = None, interval: float = 600.0) -> None:
-        """Delete expired join tokens now and every ``interval`` seconds
-        (singleton work; a used token is deleted when it is used)."""
-        while True:
-            try:
-                now = self.clock.now()
-                expired = [kv.key async for kv in self._tokens(expired_by=now)]
-                guard = [] if fence is None else [fence.compare()]
-                for start in range(0, len(expired), TXN_OPS):
-                    batch = [Delete(key=k) for k in expired[start : start + TXN_OPS]]
-                    done = await self.store.txn(guard, batch)
-                    if not done.succeeded and fence is not None:
-                        await fence.check(self.store)
-                if expired:
-                    log.info("deleted %d expired join tokens", len(expired))
-            except StoreError as err:
-                log.warning("token sweep: %s; retrying", err)
-            await self.clock.sleep(interval)
-
     async def join(self, token: str, csr_pem: str) -> Issued:
         """Exchange a join token and a CSR for a client certificate."""
-        csr = _csr(csr_pem)
-        key = self._key(f"tokens/{tokens.token_hash(token.strip())}")
+        csr = load_csr(csr_pem)
+        key = self.tokens.key(token)
         got = await self.store.get(key)
         if got.kv is None:
             raise Unauthorized("the join token is unknown or already used")
@@ -356,14 +304,14 @@ class Registry:
         return await self.trust.issue_client(identity, csr)
 
     async def renew(self, identity: Identity, csr_pem: str) -> Issued:
-        csr = _csr(csr_pem)
+        csr = load_csr(csr_pem)
         await self._registered(identity)
         return await self.trust.issue_client(identity, csr)
 
     async def issue_intermediate(
         self, identity: Identity, csr_pem: str, lifetime: float | None = None
     ) -> Issued:
-        csr = _csr(csr_pem)
+        csr = load_csr(csr_pem)
         await self._registered(identity)
         return await self.trust.issue_intermediate(identity, csr, lifetime)
 
@@ -372,7 +320,7 @@ class Registry:
     ) -> Issued:
         """A workload certificate for a VM, for the namespace and service
         account it was registered with, and no other."""
-        csr = _csr(csr_pem)
+        csr = load_csr(csr_pem)
         member = await self._registered(identity)
         if not isinstance(member, Workload) or (member.namespace, member.service_account) != (
             namespace,
@@ -380,58 +328,6 @@ class Registry:
         ):
             raise Forbidden(f"{identity} was not registered for ns/{namespace}/sa/{account}")
         return await self.trust.issue_workload(identity, csr, namespace, account)
-
-    # -- named admin credentials ------------------------------------------------
-
-    async def add_admin(self, name: str, csr_pem: str) -> Issued:
-        """A named admin credential (``admin/<name>``), recorded so that it
-        can be listed and revoked; the bootstrap ``admin`` is each
-        replica's own and is not recorded."""
-        if name == BOOTSTRAP_ADMIN:
-            raise Conflict(f"{BOOTSTRAP_ADMIN!r} is the registry's own admin; pick another name")
-        csr = _csr(csr_pem)
-        key = self._key(keys.ADMINS + name)
-        value = json.dumps({"name": name, "createdAt": self.clock.now()}).encode()
-        created = await self.store.txn(
-            [Compare(key=key, mod_revision=0)], [Put(key=key, value=value)]
-        )
-        if not created.succeeded:
-            raise Conflict(f"admin {name} already exists; revoke it first to issue it again")
-        log.info("issued the admin credential admin/%s", name)
-        return await self.trust.issue_client(Identity(Role.ADMIN, name), csr, certs.ADMIN_LIFETIME)
-
-    async def admins(self) -> list[dict[str, Any]]:
-        result = await self.store.range(self._key(keys.ADMINS))
-        return [json.loads(kv.value) for kv in result.kvs]
-
-    async def admin_valid(self, identity: Identity) -> bool:
-        """The bootstrap admin always; a named one while it is recorded
-        (read each time: admins call rarely, and a revocation is at once)."""
-        if identity.name == BOOTSTRAP_ADMIN:
-            return True
-        return (await self.store.get(self._key(keys.ADMINS + identity.name))).kv is not None
-
-    async def remove_admin(self, name: str) -> None:
-        if name == BOOTSTRAP_ADMIN:
-            raise Conflict(f"{BOOTSTRAP_ADMIN!r} is each replica's own admin and is not revoked")
-        key = self._key(keys.ADMINS + name)
-        if (await self.store.get(key)).kv is None:
-            raise NotFound(f"admin {name} does not exist")
-        doomed = [key, *self.trust.keys_of(Identity(Role.ADMIN, name))]
-        await self.store.txn([], [Delete(key=k) for k in doomed])
-        log.info("revoked the admin credential admin/%s", name)
-
-    async def renew_admin(self, identity: Identity, csr_pem: str) -> Issued:
-        """A new admin certificate for the same admin, from the issuing root."""
-        assert identity.role is Role.ADMIN
-        return await self.trust.issue_client(identity, _csr(csr_pem), certs.ADMIN_LIFETIME)
-
-    async def issue_admin(self, name: str) -> tuple[x509.Certificate, certs.PrivateKey]:
-        key = certs.new_key()
-        csr = x509.load_pem_x509_csr(certs.make_csr(key))
-        identity = Identity(Role.ADMIN, name)
-        issued = await self.trust.issue_client(identity, csr, certs.ADMIN_LIFETIME)
-        return issued.certificate, key
 
     async def _registered(self, identity: Identity) -> Cluster | Workload:
         member = await self.member(identity)
@@ -497,7 +393,7 @@ class Registry:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.liveness(fence), name="liveness")
             group.create_task(self.rotations(fence), name="rotation")
-            group.create_task(self.sweep_tokens(fence), name="token sweep")
+            group.create_task(self.tokens.sweep(fence), name="token sweep")
 
     async def leader(self) -> Leader | None:
         """Who leads, as the store says."""
@@ -572,13 +468,6 @@ def _decode_member(role: Role, raw: bytes) -> Cluster | Workload:
     if role is Role.CLUSTER:
         return decode(Cluster, raw)
     return decode(Workload, raw)
-
-
-def _csr(pem: str) -> x509.CertificateSigningRequest:
-    try:
-        return certs.load_csr(pem)
-    except certs.CertificateError as err:
-        raise Invalid(str(err)) from None
 
 
 def source_of(text: str) -> SourceRef:

@@ -39,7 +39,8 @@ from federation.api.http import (
 )
 from federation.api.hub import WatchHub
 from federation.api.openapi import document
-from federation.api.trust_routes import TRUST_ROUTES, issued_fields, issued_response
+from federation.api.operator_routes import OPERATOR_ROUTES
+from federation.api.trust_routes import TRUST_ROUTES, issued_response
 from federation.model import (
     MAX_SHARDS,
     Cluster,
@@ -118,7 +119,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 roster = request.app[HUB_KEY].roster
                 if await roster.lookup(registry, identity) is None:
                     raise Revoked(roster.refusal(identity))
-            elif not await registry.admin_valid(identity):
+            elif not await registry.admins.valid(identity):
                 raise Revoked(f"{identity} was revoked; its credential is refused")
             request[IDENTITY_KEY] = identity
         if route is not None:
@@ -236,47 +237,6 @@ def _member_routes(role: Role) -> list[Route]:
     ]
 
 
-# -- named admin credentials ----------------------------------------------------
-
-
-async def _add_admin(request: web.Request) -> web.Response:
-    body = require_object(await read_json(request), "{name, csr}")
-    name = check_dns_label("name", body.get("name"))
-    csr = body.get("csr")
-    if not isinstance(csr, str):
-        raise ValidationError("csr", "expected a PEM certificate request")
-    issued = await registry_of(request).add_admin(name, csr)
-    return json_response(issued_fields(issued), 201)
-
-
-async def _admins(request: web.Request) -> web.Response:
-    registry = registry_of(request)
-    expiry = {
-        r["identity"]: r["notAfter"]
-        for r in await registry.trust.issued()
-        if r.get("kind") == "client" and str(r.get("identity", "")).startswith("admin/")
-    }
-    items = [
-        {**a, "certNotAfter": expiry.get(f"admin/{a['name']}")} for a in await registry.admins()
-    ]
-    return json_response({"items": items})
-
-
-async def _remove_admin(request: web.Request) -> web.Response:
-    name = check_dns_label("name", request.match_info["name"])
-    await registry_of(request).remove_admin(name)
-    return json_response({"revoked": f"admin/{name}"})
-
-
-ADMIN_ROUTES = [
-    Route("POST", "/v1/admins", _add_admin, Access.ADMIN, "Issue a named admin credential",
-          "AdminRequest", status=201),
-    Route("GET", "/v1/admins", _admins, Access.ADMIN, "The named admin credentials"),
-    Route("DELETE", "/v1/admins/{name}", _remove_admin, Access.ADMIN,
-          "Revoke a named admin credential, at once"),
-]  # fmt: skip
-
-
 # -- join and renew -----------------------------------------------------------
 
 
@@ -299,7 +259,7 @@ async def _renew(request: web.Request) -> web.Response:
         raise ValidationError("csr", "expected a PEM certificate request")
     registry = registry_of(request)
     if identity.role is Role.ADMIN:  # fedctl following a rotation
-        return issued_response(request, await registry.renew_admin(identity, csr))
+        return issued_response(request, await registry.admins.renew(identity, csr))
     return issued_response(request, await registry.renew(identity, csr))
 
 
@@ -384,68 +344,6 @@ async def _policies(request: web.Request) -> web.Response:
     return json_response({"items": [p.to_wire() for p in await registry_of(request).policies()]})
 
 
-async def _status(request: web.Request) -> web.Response:
-    registry = registry_of(request)
-    counts: dict[str, int] = {}
-    stale: dict[str, int] = {}
-    revision = 0
-    async for page_revision, items in registry.snapshot():
-        revision = page_revision
-        for item in items:
-            counts[item.kind] = counts.get(item.kind, 0) + 1
-            obj = item.object if item.kind == "EndpointSet" else None
-            if obj is not None and obj.get("stale"):
-                source = str(obj.get("source"))
-                stale[source] = stale.get(source, 0) + 1
-    leader = await registry.leader()
-    trust = await registry.trust.refresh()
-    return json_response(
-        {
-            "revision": revision,
-            "trustDomain": registry.trust_domain,
-            "caSha256": registry.ca.fingerprint,
-            "rotation": {"phase": trust.phase.value, "bundleVersion": trust.version},
-            "clusters": counts.get("Cluster", 0),
-            "vms": counts.get("Workload", 0),
-            "endpointSets": counts.get("EndpointSet", 0),
-            "policies": counts.get("TrafficPolicy", 0),
-            "staleSources": sorted(stale),
-            "members": await _members_status(registry, stale),
-            "replica": registry.election.replica,
-            "leader": None if leader is None else leader.to_wire(),
-        }
-    )
-
-
-async def _members_status(registry: Registry, stale: dict[str, int]) -> list[dict[str, Any]]:
-    """Per member: joined (holds a client certificate), alive (its liveness
-    lease holds) and since when, stale shards, certificate expiry."""
-    certificates = {
-        r["identity"]: float(r["notAfter"])
-        for r in await registry.trust.issued()
-        if r.get("kind") == "client"
-    }
-    alive = await registry.liveness_since()
-    rows = []
-    for role in (Role.CLUSTER, Role.VM):
-        for member in await registry.members(role):
-            identity = Identity(role, member.name)
-            source = identity.source
-            assert source is not None
-            rows.append(
-                {
-                    "name": member.name,
-                    "kind": source.kind.value,
-                    "joined": str(identity) in certificates,
-                    "certNotAfter": certificates.get(str(identity)),
-                    "alive": str(source) in alive,
-                    "aliveSince": alive.get(str(source)),
-                    "staleShards": stale.get(str(source), 0),
-                }
-            )
-    return rows
-
-
 # -- operations ---------------------------------------------------------------
 
 
@@ -505,7 +403,7 @@ ROUTES: list[Route] = [
     ),
     Route("POST", "/v1/renew", _renew, Access.ANY, "Renew the caller's certificate", "Renew"),
     *TRUST_ROUTES,
-    *ADMIN_ROUTES,
+    *OPERATOR_ROUTES,
     *_member_routes(Role.CLUSTER),
     *_member_routes(Role.VM),
     Route("GET", "/v1/services", _services, Access.ANY, "Exported services and their sources"),
@@ -554,7 +452,6 @@ ROUTES: list[Route] = [
         Access.ADMIN,
         "Delete a traffic policy",
     ),
-    Route("GET", "/v1/status", _status, Access.ANY, "Counts, revision, stale sources"),
     Route(
         "GET",
         "/v1/snapshot",

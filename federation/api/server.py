@@ -188,7 +188,7 @@ class RegistryServer:
                 and cert.not_valid_after_utc.timestamp() > self.registry.clock.now() + 86400
             )
         if not fresh:
-            cert, key = await self.registry.issue_admin("admin")
+            cert, key = await self.registry.admins.issue("admin")
             write_private(admin / "tls.crt", certs.cert_pem(cert) + state.chain_pem)
             write_private(admin / "tls.key", certs.plain_key_pem(key))
             log.info("wrote the admin credential to %s", admin)

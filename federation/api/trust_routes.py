@@ -170,7 +170,7 @@ async def _rotate(request: web.Request) -> web.Response:
     await registry_of(request).trust.rotate(imported)
     answer = await status_of(request)
     if csr is not None:
-        issued = await registry_of(request).renew_admin(_caller(request), csr)
+        issued = await registry_of(request).admins.renew(_caller(request), csr)
         answer["credential"] = issued_fields(issued)
     return json_response(answer, 202)
 

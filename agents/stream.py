@@ -1,0 +1,102 @@
+"""The registry's NDJSON streams as the client reads them: what they
+yield (Relist, Event, Synced, Bookmark) and how a line, an ERROR line or a
+status becomes one of those or an error."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from agents.errors import RegistryError, Revoked, UnreadableStream
+
+
+@dataclass(frozen=True, slots=True)
+class Relist:
+    """A snapshot at ``revision`` begins: the Events up to the next
+    ``Synced`` are everything the registry holds; what they do not confirm
+    is gone.  A snapshot that breaks off starts again with a new Relist."""
+
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """The snapshot begun by the last Relist is complete."""
+
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # PUT or DELETE
+    revision: int
+    kind: str
+    key: str
+    object: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    revision: int
+
+
+Change = Relist | Synced | Event | Bookmark
+
+MAX_LINE = 4 * 1024 * 1024  # well over the largest legal record (MAX_SET_BYTES)
+CHUNK = 64 * 1024
+
+
+def parse_line(raw: bytes) -> dict[str, Any]:
+    try:
+        line = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UnreadableStream(f"a stream line is not JSON: {err}") from err
+    if not isinstance(line, dict):
+        raise UnreadableStream("a stream line is not a JSON object")
+    return line
+
+
+def raise_error_line(line: dict[str, Any]) -> None:
+    if line.get("code") == 410:
+        raise Gone()
+    if line.get("reason") == "Revoked":
+        raise Revoked(str(line.get("message")))
+    raise RegistryError(int(line.get("code", 0) or 0), str(line.get("message")))
+
+
+async def check_status(answer: aiohttp.ClientResponse) -> None:
+    if answer.status == 410:
+        raise Gone()
+    if answer.status != 200:
+        data = await json_body(answer)
+        message = str(data.get("message", answer.reason))
+        if answer.status == 400 and data.get("field") == "since":
+            raise Ahead(message)
+        if data.get("reason") == "Revoked":
+            raise Revoked(message)
+        raise RegistryError(answer.status, message)
+
+
+class Gone(Exception):
+    pass
+
+
+class Ahead(Exception):
+    """A watch from a revision the registry has not reached (a restored store)."""
+
+
+async def json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        data = await answer.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {"message": f"HTTP {answer.status} {answer.reason}"}
+    return data if isinstance(data, dict) else {"items": data}
+
+
+__all__ = [
+    "CHUNK", "MAX_LINE", "Ahead", "Bookmark", "Change", "Event", "Gone", "Relist", "Synced",
+    "check_status", "json_body", "parse_line", "raise_error_line",
+]  # fmt: skip

@@ -1,0 +1,120 @@
+"""What an operator reads and manages beside the federation itself: the
+status (counts, members, leader, rotation) and named admin credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from federation.api.auth import Access
+from federation.api.http import Route, json_response, read_json, registry_of, require_object
+from federation.api.trust_routes import issued_fields
+from federation.model import ValidationError
+from federation.model.validation import check_dns_label
+from federation.registry import Registry
+from federation.trust.identity import Identity, Role
+
+
+async def _status(request: web.Request) -> web.Response:
+    registry = registry_of(request)
+    counts: dict[str, int] = {}
+    stale: dict[str, int] = {}
+    revision = 0
+    async for page_revision, items in registry.snapshot():
+        revision = page_revision
+        for item in items:
+            counts[item.kind] = counts.get(item.kind, 0) + 1
+            obj = item.object if item.kind == "EndpointSet" else None
+            if obj is not None and obj.get("stale"):
+                source = str(obj.get("source"))
+                stale[source] = stale.get(source, 0) + 1
+    leader = await registry.leader()
+    trust = await registry.trust.refresh()
+    return json_response(
+        {
+            "revision": revision,
+            "trustDomain": registry.trust_domain,
+            "caSha256": registry.ca.fingerprint,
+            "rotation": {"phase": trust.phase.value, "bundleVersion": trust.version},
+            "clusters": counts.get("Cluster", 0),
+            "vms": counts.get("Workload", 0),
+            "endpointSets": counts.get("EndpointSet", 0),
+            "policies": counts.get("TrafficPolicy", 0),
+            "staleSources": sorted(stale),
+            "members": await _members_status(registry, stale),
+            "replica": registry.election.replica,
+            "leader": None if leader is None else leader.to_wire(),
+        }
+    )
+
+
+async def _members_status(registry: Registry, stale: dict[str, int]) -> list[dict[str, Any]]:
+    """Per member: joined (holds a client certificate), alive (its liveness
+    lease holds) and since when, stale shards, certificate expiry."""
+    certificates = {
+        r["identity"]: float(r["notAfter"])
+        for r in await registry.trust.issued()
+        if r.get("kind") == "client"
+    }
+    alive = await registry.liveness_since()
+    rows = []
+    for role in (Role.CLUSTER, Role.VM):
+        for member in await registry.members(role):
+            identity = Identity(role, member.name)
+            source = identity.source
+            assert source is not None
+            rows.append(
+                {
+                    "name": member.name,
+                    "kind": source.kind.value,
+                    "joined": str(identity) in certificates,
+                    "certNotAfter": certificates.get(str(identity)),
+                    "alive": str(source) in alive,
+                    "aliveSince": alive.get(str(source)),
+                    "staleShards": stale.get(str(source), 0),
+                }
+            )
+    return rows
+
+
+async def _add_admin(request: web.Request) -> web.Response:
+    body = require_object(await read_json(request), "{name, csr}")
+    name = check_dns_label("name", body.get("name"))
+    csr = body.get("csr")
+    if not isinstance(csr, str):
+        raise ValidationError("csr", "expected a PEM certificate request")
+    issued = await registry_of(request).admins.add(name, csr)
+    return json_response(issued_fields(issued), 201)
+
+
+async def _admins(request: web.Request) -> web.Response:
+    registry = registry_of(request)
+    expiry = {
+        r["identity"]: r["notAfter"]
+        for r in await registry.trust.issued()
+        if r.get("kind") == "client" and str(r.get("identity", "")).startswith("admin/")
+    }
+    items = [
+        {**a, "certNotAfter": expiry.get(f"admin/{a['name']}")} for a in await registry.admins.all()
+    ]
+    return json_response({"items": items})
+
+
+async def _remove_admin(request: web.Request) -> web.Response:
+    name = check_dns_label("name", request.match_info["name"])
+    await registry_of(request).admins.remove(name)
+    return json_response({"revoked": f"admin/{name}"})
+
+
+OPERATOR_ROUTES = [
+    Route("GET", "/v1/status", _status, Access.ANY, "Counts, revision, stale sources"),
+    Route("POST", "/v1/admins", _add_admin, Access.ADMIN, "Issue a named admin credential",
+          "AdminRequest", status=201),
+    Route("GET", "/v1/admins", _admins, Access.ADMIN, "The named admin credentials"),
+    Route("DELETE", "/v1/admins/{name}", _remove_admin, Access.ADMIN,
+          "Revoke a named admin credential, at once"),
+]  # fmt: skip
+
+
+__all__ = ["OPERATOR_ROUTES"]
