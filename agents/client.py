@@ -20,7 +20,7 @@ import os
 import random
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -373,10 +373,14 @@ class RegistryClient:
 
     # -- watch ---------------------------------------------------------------------
 
-    async def changes(self, since: int | None = None) -> AsyncIterator[Change]:
+    async def changes(
+        self, since: int | None = None, *, patches: bool = False
+    ) -> AsyncGenerator[Change, None]:
         """A streamed snapshot (unless resuming from ``since``), then events,
         forever.  Broken streams resume after the last revision seen; 410
-        relists."""
+        relists.  With ``patches``, a rewritten endpoint set may come as an
+        Event of type PATCH whose object is the delta (``model.patches``):
+        only a consumer holding every earlier event can apply it."""
         delay = self.backoff
         while True:
             try:
@@ -387,7 +391,7 @@ class RegistryClient:
                         yield change
                     delay = self.backoff
                 assert since is not None
-                async for event in self._watch(since):
+                async for event in self._watch(since, patches):
                     delay = self.backoff
                     since = event.revision
                     yield event
@@ -410,9 +414,9 @@ class RegistryClient:
             await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
 
-    async def _watch(self, since: int) -> AsyncIterator[Event | Bookmark]:
+    async def _watch(self, since: int, patches: bool) -> AsyncIterator[Event | Bookmark]:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        url = f"{self.url}/v1/watch?since={since}"
+        url = f"{self.url}/v1/watch?since={since}" + ("&patches=true" if patches else "")
         async with self._http().get(url, timeout=timeout) as answer:
             await check_status(answer)
             async for line in self._lines(answer):
@@ -421,6 +425,9 @@ class RegistryClient:
                     yield Bookmark(int(line["revision"]))
                 elif kind == "ERROR":
                     raise_error_line(line)
+                elif kind == "PATCH":
+                    revision = int(line["revision"])
+                    yield Event("PATCH", revision, line["kind"], line["key"], line["patch"])
                 else:
                     yield Event(
                         str(kind), int(line["revision"]), line["kind"], line["key"], line["object"]

@@ -31,7 +31,7 @@ class Synced:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    type: str  # PUT or DELETE
+    type: str  # PUT, DELETE, or PATCH (``object`` is then the delta)
     revision: int
     kind: str
     key: str

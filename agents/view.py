@@ -8,6 +8,7 @@ share all three."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from agents.client import (
     Relist,
     Revoked,
     Synced,
+    UnreadableStream,
 )
 from federation.clock import Clock
 from federation.model import (
@@ -29,9 +31,11 @@ from federation.model import (
     ServiceRef,
     SourceRef,
     TrafficPolicy,
+    ValidationError,
     Workload,
     keys,
     merge_shards,
+    patches,
 )
 
 log = logging.getLogger(__name__)
@@ -106,13 +110,16 @@ class View:
         return NOTHING
 
     def _apply_shard(self, key: str, obj: dict[str, Any] | None) -> Touched:
+        return self._put_shard(key, None if obj is None else EndpointSet.from_wire(obj))
+
+    def _put_shard(self, key: str, endpoint_set: EndpointSet | None) -> Touched:
         where = keys.parse_shard(key)
         service, source = where.service, str(where.source)
         shards = self.shards.setdefault((service, source), {})
-        if obj is None:
+        if endpoint_set is None:
             shards.pop(where.shard, None)
         else:
-            shards[where.shard] = EndpointSet.from_wire(obj)
+            shards[where.shard] = endpoint_set
         if shards:
             self.sets.setdefault(service, {})[source] = merge_shards(shards.values())
         else:
@@ -153,7 +160,26 @@ class View:
         if isinstance(change, Synced):
             return self.synced(change.revision)
         self.revision = max(self.revision, change.revision)
+        if change.type == "PATCH":
+            return self.patch(change.kind, change.object, change.key)
         return self.apply(change.kind, change.object if change.type == "PUT" else None, change.key)
+
+    def patch(self, kind: str, delta: object, key: str) -> Touched:
+        """A delta (``model.patches``) to the endpoint-set shard at ``key``.
+        One that does not fit this view's copy means the view missed
+        something: UnreadableStream, and the follower relists."""
+        current = None
+        if kind == "EndpointSet":
+            where = keys.parse_shard(key)
+            current = self.shards.get((where.service, str(where.source)), {}).get(where.shard)
+        if current is None:
+            raise UnreadableStream(f"a PATCH for {key}, which this agent does not hold")
+        try:
+            changed = patches.patched(current, delta)
+        except ValidationError as err:
+            message = f"a PATCH for {key} does not fit this agent's copy: {err}"
+            raise UnreadableStream(message) from err
+        return self._put_shard(key, changed)
 
 
 async def follow(
@@ -167,13 +193,14 @@ async def follow(
     delay = 0.1
     while True:
         try:
-            async for change in client.changes():
-                delay = 0.1
-                if isinstance(change, Bookmark):
-                    continue
-                done = on_change(change)
-                if done is not None:
-                    await done
+            async with contextlib.aclosing(client.changes(patches=True)) as changes:
+                async for change in changes:
+                    delay = 0.1
+                    if isinstance(change, Bookmark):
+                        continue
+                    done = on_change(change)
+                    if done is not None:
+                        await done
         except RegistryError as err:
             on_error()
             log.warning("registry: %s; retrying in %.1fs", err, delay)

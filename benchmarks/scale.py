@@ -12,8 +12,9 @@ registry serve``), on SQLite and on etcd in one run.  Measured per backend:
   is complete, and the registry's peak RSS while it runs;
 - churn: ``--rate`` updates/s for ``--seconds`` (each flips one endpoint of
   one cluster's service, a whole shard rewritten), delivered to one watch
-  stream per cluster: publish -> every-watcher p50/p99, what fraction
-  arrived, and the registry's cores;
+  stream per cluster that asks for PATCH deltas as agents do (``--whole``:
+  whole sets): publish -> every-watcher p50/p99, what fraction arrived,
+  and the registry's cores;
 - raw etcd put -> watch with the same watchers, rate and values, as the
   baseline.
 
@@ -49,7 +50,7 @@ from federation.sim.etcd_process import EtcdProcess
 
 TARGETS = {"bootstrap_s": 60.0, "rss_mib": 512.0, "relist_s": 3.0, "registry_cores": 1.0,
            "p99_ms": 100.0}  # fmt: skip
-REVISION = re.compile(rb'^\{"type":"PUT","revision":(\d+)')
+REVISION = re.compile(rb'^\{"type":"(?:PUT|PATCH)","revision":(\d+)')
 PAGE = 4096
 
 
@@ -199,11 +200,14 @@ class Arrivals:
         return got / wanted if wanted else 1.0
 
 
-async def registry_watch(fake: Fake, since: int, arrivals: Arrivals, ready: list[None]) -> None:
-    """A watch stream that only reads each PUT line's revision."""
+async def registry_watch(
+    fake: Fake, since: int, arrivals: Arrivals, ready: list[None], patches: bool
+) -> None:
+    """A watch stream that only reads each PUT or PATCH line's revision."""
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    query = f"since={since}" + ("&patches=true" if patches else "")
     async with fake.client._http().get(
-        f"{fake.client.url}/v1/watch?since={since}", timeout=timeout
+        f"{fake.client.url}/v1/watch?{query}", timeout=timeout
     ) as answer:
         assert answer.status == 200, answer.status
         ready.append(None)
@@ -218,14 +222,21 @@ async def registry_watch(fake: Fake, since: int, arrivals: Arrivals, ready: list
 
 
 async def churn(
-    fakes: list[Fake], rate: float, seconds: float, in_flight: int, rng: random.Random
+    fakes: list[Fake],
+    rate: float,
+    seconds: float,
+    in_flight: int,
+    rng: random.Random,
+    patches: bool = True,
 ) -> tuple[Arrivals, float]:
     """Flip one endpoint of a random (cluster, service) ``rate`` times a
     second; returns the arrivals at every watcher and the publishes/s."""
     since = max(int((await fakes[0].client.request("GET", "/v1/status"))["revision"]), 0)
     arrivals = Arrivals()
     ready: list[None] = []
-    watchers = [asyncio.create_task(registry_watch(f, since, arrivals, ready)) for f in fakes]
+    watchers = [
+        asyncio.create_task(registry_watch(f, since, arrivals, ready, patches)) for f in fakes
+    ]
     gate = asyncio.Semaphore(in_flight)
 
     async def update(fake: Fake) -> None:
@@ -340,7 +351,7 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
             cpu = registry.cpu_seconds()
             wall = time.perf_counter()
             arrivals, achieved = await churn(
-                fakes, args.rate, args.seconds, args.in_flight, random.Random(7)
+                fakes, args.rate, args.seconds, args.in_flight, random.Random(7), not args.whole
             )
             cores = (registry.cpu_seconds() - cpu) / (time.perf_counter() - wall)
             latencies = arrivals.latencies()
@@ -373,6 +384,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "clusters": args.clusters,
         "services": args.services,
         "endpoints": args.clusters * args.services * args.endpoints,
+        "watch": "whole sets" if args.whole else "patches",
     }
     value = json.dumps(endpoint_set(1, 1, args.endpoints).to_wire()).encode()
     with tempfile.TemporaryDirectory() as tmp, EtcdProcess() as etcd:
@@ -409,6 +421,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", nargs="+", default=["sqlite", "etcd"])
     p.add_argument("--quick", action="store_true", help="a small run for make test")
     p.add_argument("--log-dir", type=Path, help="keep each registry's stderr here")
+    p.add_argument(
+        "--whole", action="store_true", help="watchers take whole sets, not PATCH deltas"
+    )
     return p
 
 

@@ -38,6 +38,7 @@ from federation.model import (
     decode,
     encode,
     keys,
+    patches,
 )
 from federation.model.keys import ShardKey
 from federation.registry_admins import Admins, load_csr
@@ -115,9 +116,27 @@ class Change:
     type: str  # PUT, DELETE
     revision: int
     item: Item
+    previous: bytes | None = None  # the value replaced, on a watch asked with_previous
 
     def line(self) -> bytes:
         return self.item.line(self.type, self.revision)
+
+    def patch_line(self) -> bytes | None:
+        """The PATCH line of a rewritten endpoint set (docs/api.md), when
+        the replaced value is known and the delta is worth sending."""
+        item = self.item
+        if self.type != "PUT" or item.kind != "EndpointSet":
+            return None
+        if self.previous is None or item.value is None:
+            return None
+        delta = patches.diff(self.previous, item.value)
+        if delta is None:
+            return None
+        head = (
+            f'{{"type":"PATCH","revision":{self.revision},"kind":"EndpointSet",'
+            f'"key":{json.dumps(item.key)},"patch":'
+        ).encode()
+        return head + json.dumps(delta, separators=(",", ":")).encode() + b"}\n"
 
 
 def endpoints_key(service: ServiceRef, source: SourceRef, shard: int = 0) -> str:
@@ -445,16 +464,19 @@ class Registry:
             items = [self._item(kv.key, kv.value) for kv in page.kvs]
             yield page.revision, [i for i in items if i is not None]
 
-    async def watch(self, since: int) -> AsyncIterator[Change | int]:
+    async def watch(
+        self, since: int, *, with_previous: bool = False
+    ) -> AsyncIterator[Change | int]:
         """Changes after revision ``since``; also yields the bare revision of
         every store event it filters out, so callers can bookmark it.
         Raises ``Compacted`` if that history is gone."""
-        async for event in self.store.watch(self.prefix, since + 1):
+        events = self.store.watch(self.prefix, since + 1, with_previous=with_previous)
+        async for event in events:
             item = self._item(event.key, event.value if event.type is EventType.PUT else None)
             if item is None:
                 yield event.revision
             else:
-                yield Change(event.type.value, event.revision, item)
+                yield Change(event.type.value, event.revision, item, event.previous)
 
     def _item(self, key: str, value: bytes | None) -> Item | None:
         relative = key[len(self.prefix) :]

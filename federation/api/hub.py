@@ -28,9 +28,20 @@ MAX_BYTES = 64 * 1024 * 1024  # the buffer's lines, whatever their count
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One change, encoded once: its whole line, and for a rewritten
+    endpoint set the PATCH line that streams asking for deltas get."""
+
     revision: int
     type: str
     line: bytes
+    patch: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.line) + len(self.patch or b"")
+
+    def for_stream(self, deltas: bool) -> bytes:
+        return self.patch if deltas and self.patch is not None else self.line
 
 
 class WatchHub:
@@ -86,13 +97,16 @@ class WatchHub:
         delay = 0.05
         while True:
             try:
-                async for change in self.registry.watch(self._head):
+                async for change in self.registry.watch(self._head, with_previous=True):
                     delay = 0.05
                     if isinstance(change, int):
                         self._head = max(self._head, change)
                     else:
                         self.roster.observe(change)
-                        self._append(Entry(change.revision, change.type, change.line()))
+                        entry = Entry(
+                            change.revision, change.type, change.line(), change.patch_line()
+                        )
+                        self._append(entry)
                     self._notify()
             except Compacted:
                 log.warning("watch hub: history after %d was compacted; streams relist", self._head)
@@ -109,7 +123,7 @@ class WatchHub:
         """Add a line; past 2x capacity or the byte bound, drop the oldest
         half at once (amortised O(1)): streams behind them relist."""
         self._entries.append(entry)
-        self._bytes += len(entry.line)
+        self._bytes += entry.size
         self._head = max(self._head, entry.revision)
         if len(self._entries) < 2 * self.capacity and self._bytes <= self.max_bytes:
             return
@@ -118,7 +132,7 @@ class WatchHub:
         while drop < len(self._entries) and (
             len(self._entries) - drop > keep_count or self._bytes - freed > keep_bytes
         ):
-            freed += len(self._entries[drop].line)
+            freed += self._entries[drop].size
             drop += 1
         if drop:
             self._base = self._entries[drop - 1].revision

@@ -220,10 +220,12 @@ def document(routes: list[Route]) -> dict[str, Any]:
             ]
         if route.path == "/v1/watch":
             operation["parameters"] = [
-                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "patches", "in": "query", "schema": {"type": "boolean"}},
             ]
             operation["responses"]["200"] = {
-                "description": "Newline-delimited JSON events (PUT, DELETE, BOOKMARK, ERROR)",
+                "description": "Newline-delimited JSON events (PUT, DELETE, PATCH with "
+                "patches=true, BOOKMARK, ERROR)",
                 "content": {"application/x-ndjson": {"schema": {"type": "object"}}},
             }
         if route.path == "/":

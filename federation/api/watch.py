@@ -64,14 +64,23 @@ def _since(request: web.Request) -> int | None:
     return int(text)
 
 
+def _patches(request: web.Request) -> bool:
+    text = request.query.get("patches", "false")
+    if text not in ("true", "false"):
+        raise ValidationError("patches", f"{text!r} is not true or false")
+    return text == "true"
+
+
 async def watch(request: web.Request) -> web.StreamResponse:
     """NDJSON changes after ``since``, with BOOKMARKs; 410 if too old.
+    With ``patches=true``, a rewritten endpoint set may come as a PATCH
+    line: the delta from the value before it (docs/api.md).
 
     Served from the process's watch hub when its buffer reaches back to
     ``since``, else from a store watch of the stream's own.  If compaction
     overtakes a running stream it ends with an ERROR line carrying code
     410, as Kubernetes watches do."""
-    since = _since(request)
+    since, deltas = _since(request), _patches(request)
     if since is not None and since > request.app[HUB_KEY].head:
         current = await registry_of(request).revision()
         if since > current:  # a bookmark there would claim what nobody has seen
@@ -100,8 +109,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 break
             if entries:
                 for entry in entries:
-                    metrics.events_sent.labels(entry.type).inc()
-                for batch in _batches(entries):
+                    sent = "PATCH" if deltas and entry.patch is not None else entry.type
+                    metrics.events_sent.labels(sent).inc()
+                for batch in _batches(entries, deltas):
                     await response.write(batch)
             else:
                 metrics.events_sent.labels("BOOKMARK").inc()
@@ -113,14 +123,15 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _batches(entries: list[Entry]) -> Iterator[bytes]:
+def _batches(entries: list[Entry], deltas: bool) -> Iterator[bytes]:
     """The entries' lines joined into writes of about WRITE_BYTES: a stream
     that is far behind never copies its whole backlog at once."""
     batch: list[bytes] = []
     size = 0
     for entry in entries:
-        batch.append(entry.line)
-        size += len(entry.line)
+        line = entry.for_stream(deltas)
+        batch.append(line)
+        size += len(line)
         if size >= WRITE_BYTES:
             yield b"".join(batch)
             batch, size = [], 0

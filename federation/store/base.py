@@ -89,10 +89,16 @@ class EventType(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
+    """One change.  ``previous`` is the key's value before it, on a watch
+    asked ``with_previous``: None when the key did not exist, or when the
+    backend cannot say (SQLite replaying history): a consumer that wants a
+    delta falls back to the whole value then."""
+
     type: EventType
     key: str
     revision: int
     value: bytes = b""
+    previous: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,11 +182,15 @@ class Store(Protocol):
 
     async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult: ...
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
+    def watch(
+        self, prefix: str, start_revision: int | None = None, *, with_previous: bool = False
+    ) -> AsyncIterator[Event]:
         """Events under ``prefix`` from ``start_revision`` (inclusive) on.
         None means "from the first iteration": callers that must not miss a
-        write pass the revision of their last read plus one.  Raises
-        ``Compacted`` if that history is gone."""
+        write pass the revision of their last read plus one.  With
+        ``with_previous``, events carry the value they replaced where the
+        backend knows it (see ``Event``).  Raises ``Compacted`` if that
+        history is gone."""
         ...
 
     async def compact(self, revision: int) -> None: ...

@@ -316,13 +316,15 @@ class EtcdStore:
 
     # -- watch ----------------------------------------------------------------
 
-    async def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
+    async def watch(
+        self, prefix: str, start_revision: int | None = None, *, with_previous: bool = False
+    ) -> AsyncIterator[Event]:
         start, end = _key_range(prefix)
         next_revision = start_revision
         backoff = _Backoff(self._watch_retry_seconds)
         while True:
             try:
-                stream = await self._open_watch(start, end, next_revision)
+                stream = await self._open_watch(start, end, next_revision, with_previous)
             except Unavailable:
                 await backoff.wait_or_raise()
                 continue
@@ -343,10 +345,14 @@ class EtcdStore:
             await self._rotate(self._client)
             await backoff.wait_or_raise()
 
-    async def _open_watch(self, start: bytes, end: bytes, revision: int | None) -> Any:
+    async def _open_watch(
+        self, start: bytes, end: bytes, revision: int | None, with_previous: bool
+    ) -> Any:
         try:
             return await self._call(
-                lambda c: c.watch(start, range_end=end, start_revision=revision)
+                lambda c: c.watch(
+                    start, range_end=end, start_revision=revision, prev_kv=with_previous
+                )
             )
         except Compacted as err:
             raise Compacted(revision or 0, err.compacted) from err
@@ -466,4 +472,12 @@ def _event(raw: Any) -> Event:
         key=raw.kv.key.decode(),
         revision=int(raw.kv.mod_revision),
         value=bytes(raw.kv.value) if kind is EventType.PUT else b"",
+        previous=_previous(raw),
     )
+
+
+def _previous(raw: Any) -> bytes | None:
+    """The replaced value, if the watch asked for it and the key existed
+    (etcd sends an empty KeyValue for a key that did not)."""
+    prev = raw.prev_kv
+    return bytes(prev.value) if prev is not None and prev.key else None

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from federation.clock import Clock, SystemClock
@@ -57,6 +58,7 @@ from federation.store.sqlite_rows import (
     bounds,
     event_of,
     kv_of,
+    size_of,
     synchronous_pragma,
 )
 
@@ -256,17 +258,25 @@ class SqliteStore:
     def _apply(self, op: Op, revision: int) -> Event | None:
         raw = check_key(op.key)
         if isinstance(op, Delete):
-            gone = self._db.execute("DELETE FROM kv WHERE key = ?", (raw,)).rowcount
-            return Event(type=EventType.DELETE, key=op.key, revision=revision) if gone else None
+            gone = self._db.execute("DELETE FROM kv WHERE key = ? RETURNING value", (raw,))
+            row = gone.fetchone()
+            if row is None:
+                return None
+            gone_value = bytes(row[0])
+            return Event(type=EventType.DELETE, key=op.key, revision=revision, previous=gone_value)
         if op.lease is not None and not self._lease_exists(op.lease):
             raise LeaseNotFound(op.lease)
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (raw,)).fetchone()
         self._db.execute(
             """INSERT INTO kv VALUES (?, ?, ?, ?, 1, ?)
                ON CONFLICT (key) DO UPDATE SET value = excluded.value,
                mod_rev = excluded.mod_rev, version = version + 1, lease = excluded.lease""",
             (raw, op.value, revision, revision, op.lease),
         )
-        return Event(type=EventType.PUT, key=op.key, revision=revision, value=op.value)
+        previous = None if row is None else bytes(row[0])
+        return Event(
+            type=EventType.PUT, key=op.key, revision=revision, value=op.value, previous=previous
+        )
 
     def _record(self, events: Sequence[Event]) -> None:
         revision = events[0].revision
@@ -308,14 +318,18 @@ class SqliteStore:
                     watcher.overflow = True  # it catches up from the history table
                 else:
                     watcher.pending.append((revision, seq, event))
-                    watcher.pending_bytes += len(event.value)
+                    watcher.pending_bytes += size_of(event)
                 delivered = True
             if delivered:
                 watcher.wake.set()
 
     # -- watch ----------------------------------------------------------------
 
-    async def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[Event]:
+    async def watch(
+        self, prefix: str, start_revision: int | None = None, *, with_previous: bool = False
+    ) -> AsyncIterator[Event]:
+        """Live events carry the value they replaced; events replayed from
+        the history table do not (it keeps only new values)."""
         self._check_open()
         start, end = bounds(prefix)
         first = self._revision + 1 if start_revision is None else max(start_revision, 1)
@@ -333,10 +347,10 @@ class SqliteStore:
                     continue
                 while watcher.pending:
                     revision, seq, event = watcher.pending.popleft()
-                    watcher.pending_bytes -= len(event.value)
+                    watcher.pending_bytes -= size_of(event)
                     if (revision, seq) > watcher.position:
                         watcher.position = (revision, seq)
-                        yield event
+                        yield event if with_previous else replace(event, previous=None)
                 if watcher.overflow:
                     continue
                 watcher.wake.clear()

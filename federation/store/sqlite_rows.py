@@ -79,6 +79,11 @@ def kv_of(row: tuple[bytes, bytes, int, int, int, int | None]) -> KeyValue:
     )
 
 
+def size_of(event: Event) -> int:
+    """What an event holds in a watcher's buffer, in bytes."""
+    return len(event.value) + len(event.previous or b"")
+
+
 def event_of(revision: int, kind: int, key: bytes, value: bytes) -> Event:
     event_type = EventType.PUT if kind == PUT else EventType.DELETE
     return Event(type=event_type, key=key.decode(), revision=revision, value=bytes(value))
@@ -92,5 +97,6 @@ __all__ = [
     "bounds",
     "event_of",
     "kv_of",
+    "size_of",
     "synchronous_pragma",
 ]

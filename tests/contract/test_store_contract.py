@@ -100,6 +100,37 @@ async def test_watch_follows_live_writes(backend: Backend, store: Store) -> None
     assert [e.revision for e in seen] == written
 
 
+async def test_live_watch_with_previous_carries_the_replaced_value(
+    backend: Backend, store: Store
+) -> None:
+    now = (await store.range(backend.prefix)).revision
+    key = backend.key("prev")
+    async with contextlib.aclosing(
+        store.watch(backend.prefix, now + 1, with_previous=True)
+    ) as events:
+        await store.put(backend.key("marker"), b"m")
+        await take(events, 1)  # the watch is live: what follows is not replayed
+        waiter = asyncio.ensure_future(take(events, 3))
+        await store.put(key, b"first")
+        await store.put(key, b"second")
+        await store.delete(key)
+        created, replaced, deleted = await waiter
+    assert (created.value, created.previous) == (b"first", None)
+    assert (replaced.value, replaced.previous) == (b"second", b"first")
+    assert (deleted.type, deleted.previous) == (EventType.DELETE, b"second")
+
+
+async def test_watch_without_previous_carries_none(backend: Backend, store: Store) -> None:
+    now = (await store.range(backend.prefix)).revision
+    key = backend.key("noprev")
+    async with contextlib.aclosing(store.watch(backend.prefix, now + 1)) as events:
+        waiter = asyncio.ensure_future(take(events, 2))
+        await store.put(key, b"a")
+        await store.put(key, b"b")
+        seen = await waiter
+    assert [e.previous for e in seen] == [None, None]
+
+
 async def test_watch_resumed_after_reconnect_misses_nothing(backend: Backend, store: Store) -> None:
     start = await store.put(backend.key("r"), b"0")
     for i in range(1, 10):

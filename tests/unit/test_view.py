@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from agents.client import Event, Relist, Synced
+import pytest
+
+from agents.client import Event, Relist, Synced, UnreadableStream
 from agents.view import View
 from federation.model import (
     Endpoint,
@@ -81,3 +83,30 @@ def test_a_view_seeded_from_saved_imports_is_replaced_only_by_a_complete_snapsho
     assert set(view.sets[CART]) == {str(EAST), str(WEST)}  # a broken relist keeps the saved
     view.take(Synced(5))
     assert set(view.sets[CART]) == {str(EAST)}
+
+
+def test_a_patch_applies_to_the_shard_it_names() -> None:
+    view = View()
+    view.take(shard(EAST, 0, "10.0.0.1", "10.0.0.2"))
+    key = shard(EAST, 0).key
+    moved = {
+        "address": "10.0.0.9",
+        "ports": [{"name": "http", "port": 80}],
+        "locality": {"region": "us", "zone": "us-1", "cluster": "east"},
+    }
+    delta = {"fields": {"generation": 2}, "endpoints": [[1, 2, [moved]]]}
+    touched = view.take(Event("PATCH", 11, "EndpointSet", key, delta))
+    assert touched.services == {CART}
+    assert addresses(view, EAST) == ["10.0.0.1", "10.0.0.9"]
+    assert view.sets[CART][str(EAST)].generation == 2
+
+
+def test_a_patch_that_does_not_fit_is_an_unreadable_stream() -> None:
+    view = View()
+    key = shard(EAST, 0).key
+    with pytest.raises(UnreadableStream, match="does not hold"):
+        view.take(Event("PATCH", 11, "EndpointSet", key, {"fields": {}, "endpoints": []}))
+    view.take(shard(EAST, 0, "10.0.0.1"))
+    with pytest.raises(UnreadableStream, match="does not fit"):
+        view.take(Event("PATCH", 12, "EndpointSet", key, {"fields": {}, "endpoints": [[0, 5, []]]}))
+    assert addresses(view, EAST) == ["10.0.0.1"]  # nothing half-applied

@@ -1,0 +1,136 @@
+"""Endpoint-set deltas: what changed between two stored forms of one shard,
+and that change applied to the set a consumer holds.
+
+A churning source rewrites a whole shard to flip one endpoint; sending the
+whole shard to every watcher costs bytes x watchers (docs/performance.md).
+The registry computes a delta once per change, from the value the store
+says was replaced, and a watcher that asked for deltas gets it instead.
+
+A delta is plain JSON (docs/api.md):
+
+- ``fields``: the set-level fields whose value changed, with the new value;
+  a shard's identity (service, source, shard) never changes under its key;
+- ``endpoints``: splices ``[start, end, [endpoint, ...]]`` that replace
+  ``old[start:end]`` with the endpoints given, in ascending order and not
+  overlapping, indices into the old list.
+
+Equal-length lists (readiness flips) give one splice per run of changed
+positions; otherwise one splice between the common prefix and suffix
+(a pod added or removed).  ``diff`` declines (None) when the delta would
+not be much smaller than the value, so a delta is always worth sending."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from federation.model.records import MAX_ENDPOINTS_PER_SET, Endpoint, EndpointSet
+from federation.model.validation import Fields, ValidationError, check_int
+
+PATCH_FIELDS = frozenset({"generation", "ports", "stale", "changedAt", "staleSince"})
+WORTH = 0.5  # a delta is sent only under this share of the whole value's size
+
+__all__ = ["PATCH_FIELDS", "diff", "patched"]
+
+
+def diff(old: bytes, new: bytes, *, worth: float = WORTH) -> dict[str, Any] | None:
+    """The delta from stored set ``old`` to stored set ``new``, or None
+    when it is not under ``worth`` of ``new``'s size (or the two are not
+    one shard's forms)."""
+    try:
+        before, after = json.loads(old), json.loads(new)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    if before.keys() != after.keys() or "endpoints" not in after:
+        return None
+    fields = {k: v for k, v in after.items() if k != "endpoints" and before[k] != v}
+    if not fields.keys() <= PATCH_FIELDS:
+        return None
+    old_list, new_list = before["endpoints"], after["endpoints"]
+    if not isinstance(old_list, list) or not isinstance(new_list, list):
+        return None
+    delta = {"fields": fields, "endpoints": _splices(old_list, new_list)}
+    if len(json.dumps(delta, separators=(",", ":"))) >= worth * len(new):
+        return None
+    return delta
+
+
+def _splices(old: list[Any], new: list[Any]) -> list[list[Any]]:
+    if len(old) == len(new):
+        out: list[list[Any]] = []
+        i, n = 0, len(old)
+        while i < n:
+            if old[i] == new[i]:
+                i += 1
+                continue
+            j = i
+            while j < n and old[j] != new[j]:
+                j += 1
+            out.append([i, j, new[i:j]])
+            i = j
+        return out
+    shortest = min(len(old), len(new))
+    prefix = 0
+    while prefix < shortest and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < shortest - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    return [[prefix, len(old) - suffix, new[prefix : len(new) - suffix]]]
+
+
+def patched(current: EndpointSet, delta: object) -> EndpointSet:
+    """``current`` with ``delta`` applied, every new field and endpoint
+    validated as a whole set's would be.  A delta that does not fit
+    ``current`` (bad indices, unknown fields) is a ValidationError: the
+    consumer's copy is not what the registry diffed, so it must relist."""
+    f = Fields(delta, frozenset({"fields", "endpoints"}))
+    changes = f.get("fields", {})
+    if not isinstance(changes, dict):
+        raise ValidationError("fields", "expected an object")
+    unknown = sorted(str(k) for k in changes if k not in PATCH_FIELDS)
+    if unknown:
+        raise ValidationError(f"fields.{unknown[0]}", "not a field a delta may change")
+    header = {
+        "service": current.service.to_wire(),
+        "source": str(current.source),
+        "generation": current.generation,
+        "shard": current.shard,
+        "ports": [p.to_wire() for p in current.ports],
+        "stale": current.stale,
+        "changedAt": current.changed_at,
+        "staleSince": current.stale_since,
+    }
+    try:
+        base = EndpointSet.from_wire({**header, **changes})
+    except ValidationError as err:
+        raise err.within("fields") from None
+    endpoints = _spliced(current.endpoints, f.get("endpoints", []))
+    return replace(base, endpoints=endpoints)
+
+
+def _spliced(old: tuple[Endpoint, ...], splices: object) -> tuple[Endpoint, ...]:
+    if not isinstance(splices, list):
+        raise ValidationError("endpoints", "expected a list of splices")
+    out: list[Endpoint] = []
+    at = 0
+    for index, splice in enumerate(splices):
+        path = f"endpoints[{index}]"
+        if not isinstance(splice, list) or len(splice) != 3 or not isinstance(splice[2], list):
+            raise ValidationError(path, "a splice is [start, end, [endpoint, ...]]")
+        start = check_int(f"{path}[0]", splice[0], at, len(old))
+        end = check_int(f"{path}[1]", splice[1], start, len(old))
+        out += old[at:start]
+        for item, raw in enumerate(splice[2]):
+            try:
+                out.append(Endpoint.from_wire(raw))
+            except ValidationError as err:
+                raise err.within(f"{path}[2][{item}]") from None
+        at = end
+    out += old[at:]
+    if len(out) > MAX_ENDPOINTS_PER_SET:
+        raise ValidationError("endpoints", f"{len(out)} endpoints, at most {MAX_ENDPOINTS_PER_SET}")
+    return tuple(out)
