@@ -4,11 +4,11 @@ status becomes one of those or an error."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from agents.errors import RegistryError, Revoked, UnreadableStream
 
@@ -51,8 +51,8 @@ CHUNK = 64 * 1024
 
 def parse_line(raw: bytes) -> dict[str, Any]:
     try:
-        line = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
         raise UnreadableStream(f"a stream line is not JSON: {err}") from err
     if not isinstance(line, dict):
         raise UnreadableStream("a stream line is not a JSON object")

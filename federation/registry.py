@@ -26,6 +26,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from federation.clock import Clock, SystemClock
 from federation.model import (
     Cluster,
@@ -136,7 +138,7 @@ class Change:
             f'{{"type":"PATCH","revision":{self.revision},"kind":"EndpointSet",'
             f'"key":{json.dumps(item.key)},"patch":'
         ).encode()
-        return head + json.dumps(delta, separators=(",", ":")).encode() + b"}\n"
+        return head + orjson.dumps(delta) + b"}\n"
 
 
 def endpoints_key(service: ServiceRef, source: SourceRef, shard: int = 0) -> str:

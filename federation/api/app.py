@@ -266,7 +266,15 @@ async def _renew(request: web.Request) -> web.Response:
 # -- endpoint sets, heartbeats, policies --------------------------------------
 
 
+PUBLISH_PACING = 2.0  # the longest a publish waits for this replica's fan-out to reach it
+
+
 async def _publish(request: web.Request) -> web.Response:
+    """Validate and write one shard.  The answer waits (up to
+    PUBLISH_PACING) until this replica's watch hub has taken the write:
+    publishers then cannot outrun the fan-out, and a busy registry slows
+    its publishers instead of letting delivery fall seconds behind
+    (decision 43)."""
     service, source = _service(request), source_of(request.match_info["source"])
     endpoint_set = EndpointSet.from_wire(require_object(await read_json(request), "EndpointSet"))
     if endpoint_set.service != service or endpoint_set.source != source:
@@ -278,6 +286,8 @@ async def _publish(request: web.Request) -> web.Response:
         raise NotFound(f"source {source} is not registered")
     check_claims(endpoint_set, member)
     revision, written = await registry_of(request).publish(endpoint_set)
+    if written:
+        await request.app[HUB_KEY].caught_up(revision, PUBLISH_PACING)
     return json_response({"revision": revision, "written": written})
 
 

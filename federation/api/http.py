@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -158,11 +159,25 @@ async def read_json(request: web.Request) -> Any:
     exhaust the parser's recursion is a 400, never a 500."""
     raw = await request.read()
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return orjson.loads(raw)  # strict: NaN and Infinity are not JSON
+    except orjson.JSONDecodeError as err:
+        raise Invalid(_why_not_json(raw, err)) from None
+
+
+def _why_not_json(raw: bytes, err: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson refused.  The standard parser
+    names the cause better (``NaN``, a bad escape), so on this path only
+    it reads the body again."""
+    nested = "the body is nested too deeply"
+    if "depth limit" in str(err):
+        return nested
+    try:
+        json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
-        raise Invalid("the body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise Invalid(f"the body is not valid JSON: {err}") from None
+        return nested
+    except (ValueError, UnicodeDecodeError) as why:
+        return f"the body is not valid JSON: {why}"
+    return f"the body is not valid JSON: {err}"
 
 
 def _no_constant(name: str) -> Any:

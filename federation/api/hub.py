@@ -78,6 +78,18 @@ class WatchHub:
     def head(self) -> int:
         return self._head
 
+    async def caught_up(self, revision: int, timeout: float) -> bool:
+        """Wait until the hub has seen ``revision``, at most ``timeout``
+        seconds; whether it has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._head < revision:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._task is None or self._task.done():
+                return False
+            await asyncio.wait([self._waiter()], timeout=remaining)
+        return True
+
     @property
     def task(self) -> asyncio.Task[None] | None:
         """The hub's store-following task, for the server to supervise."""

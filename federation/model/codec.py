@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import TypeVar
+
+import orjson
 
 from federation.model.policy import TrafficPolicy
 from federation.model.records import Cluster, EndpointSet, Workload
@@ -18,13 +19,13 @@ __all__ = ["decode", "encode", "merge_shards"]
 
 def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:
     """Canonical JSON bytes of a top-level record, as the store keeps it."""
-    return json.dumps(record.to_wire(), separators=(",", ":"), sort_keys=True).encode()
+    return orjson.dumps(record.to_wire(), option=orjson.OPT_SORT_KEYS)
 
 
 def decode(kind: type[_RecordT], raw: bytes | str) -> _RecordT:
     """Parse JSON bytes into ``kind``; malformed JSON is a ValidationError too."""
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise ValidationError("", f"malformed JSON: {err}") from None
     return kind.from_wire(data)

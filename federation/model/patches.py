@@ -21,9 +21,10 @@ not be much smaller than the value, so a delta is always worth sending."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from federation.model.records import MAX_ENDPOINTS_PER_SET, Endpoint, EndpointSet
 from federation.model.validation import Fields, ValidationError, check_int
@@ -39,8 +40,8 @@ def diff(old: bytes, new: bytes, *, worth: float = WORTH) -> dict[str, Any] | No
     when it is not under ``worth`` of ``new``'s size (or the two are not
     one shard's forms)."""
     try:
-        before, after = json.loads(old), json.loads(new)
-    except (ValueError, UnicodeDecodeError):
+        before, after = orjson.loads(old), orjson.loads(new)
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(before, dict) or not isinstance(after, dict):
         return None
@@ -53,7 +54,7 @@ def diff(old: bytes, new: bytes, *, worth: float = WORTH) -> dict[str, Any] | No
     if not isinstance(old_list, list) or not isinstance(new_list, list):
         return None
     delta = {"fields": fields, "endpoints": _splices(old_list, new_list)}
-    if len(json.dumps(delta, separators=(",", ":"))) >= worth * len(new):
+    if len(orjson.dumps(delta)) >= worth * len(new):
         return None
     return delta
 

@@ -255,12 +255,7 @@ class Endpoint:
 
     @classmethod
     def from_wire(cls, data: object) -> Endpoint:
-        f = Fields(
-            data,
-            frozenset(
-                {"address", "ports", "locality", "ready", "serving", "terminating", "weight"}
-            ),
-        )
+        f = Fields(data, _ENDPOINT_FIELDS)
         return cls(
             address=check_ip("address", f.get("address")),
             ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
@@ -270,6 +265,15 @@ class Endpoint:
             terminating=check_bool("terminating", f.get("terminating", False)),
             weight=check_int("weight", f.get("weight", 1), 0, MAX_WEIGHT),
         )
+
+
+_ENDPOINT_FIELDS = frozenset(
+    {"address", "ports", "locality", "ready", "serving", "terminating", "weight"}
+)
+_SET_FIELDS = frozenset(
+    {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt", "staleSince"}
+    | {"shard"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,9 +326,7 @@ class EndpointSet:
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
-        known = {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt"}
-        known |= {"staleSince", "shard"}
-        f = Fields(data, frozenset(known))
+        f = Fields(data, _SET_FIELDS)
         return cls(
             service=f.nested("service", ServiceRef.from_wire),
             source=f.nested("source", SourceRef.from_wire),

@@ -28,6 +28,7 @@ from federation.model import (
     decode,
     encode,
 )
+from federation.model.validation import check_ip
 
 # -- strategies -------------------------------------------------------------------
 
@@ -238,6 +239,28 @@ def test_non_addresses_are_always_rejected(address: str) -> None:
     assert caught.value.path == "address"
 
 
+quads = st.lists(
+    st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "-1", "", " 1", "1 "])),
+    min_size=3,
+    max_size=5,
+).map(".".join)
+
+
+@given(st.one_of(quads, st.text(alphabet="0123456789.:abcdef", max_size=20)))
+def test_addresses_are_canonical_exactly_as_ipaddress_says(text: str) -> None:
+    import ipaddress
+
+    try:
+        expected: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = check_ip("address", text)
+    except ValidationError:
+        got = None
+    assert got == expected
+
+
 @given(st.integers().filter(lambda p: not 1 <= p <= 65535))
 def test_out_of_range_ports_are_always_rejected(port: int) -> None:
     data = _valid_set()
@@ -262,8 +285,8 @@ def test_a_remembered_port_never_accepts_what_validation_refuses(bad: object) ->
     assert EndpointPort.from_wire({"name": "http", "port": 80}).port == 80
     with pytest.raises(ValidationError):
         EndpointPort.from_wire({"name": "http", "port": bad})
-    assert Locality.from_wire({"region": "eu", "zone": "a"}) is Locality.from_wire(
-        {"zone": "a", "region": "eu"}
-    )
+    same = {"region": "eu", "zone": "a"}
+    assert Locality.from_wire(same) is Locality.from_wire(dict(same))
+    assert Locality.from_wire(same) == Locality.from_wire({"zone": "a", "region": "eu"})
     with pytest.raises(ValidationError):
         Locality.from_wire({"region": "eu", "zone": "a b"})
