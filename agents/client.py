@@ -327,8 +327,10 @@ class RegistryClient:
             path += f"?shard={shard}"
         return await self.request("DELETE", path, retry=retry)
 
-    async def heartbeat(self, source: SourceRef) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/sources/{source}/heartbeat")
+    async def heartbeat(self, source: SourceRef, applied: int | None = None) -> dict[str, Any]:
+        """Renew liveness; ``applied``: the registry revision materialized."""
+        body = None if applied is None else {"appliedRevision": applied}
+        return await self.request("POST", f"/v1/sources/{source}/heartbeat", body)
 
     async def snapshot(self) -> AsyncIterator[Relist | Event | Synced]:
         """The registry's streamed snapshot: Relist, an Event per object,

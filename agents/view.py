@@ -213,12 +213,14 @@ async def keep_alive(
     source: SourceRef,
     clock: Clock,
     on_error: Callable[[], None] = lambda: None,
+    applied: Callable[[], int | None] = lambda: None,
 ) -> None:
-    """Heartbeat ``source`` three times per lease TTL, until cancelled."""
+    """Heartbeat ``source`` three times per lease TTL, until cancelled,
+    saying each time the revision ``applied`` says is materialized."""
     interval = 5.0
     while True:
         try:
-            answer = await client.heartbeat(source)
+            answer = await client.heartbeat(source, applied())
             interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
         except Revoked:  # removed: the client said so once; ask again now and then
             on_error()

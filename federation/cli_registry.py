@@ -229,6 +229,7 @@ def _member_commands(commands: Any, role: str) -> None:
                 ("ALIVE", lambda r: age(r["status"]["aliveSince"], now)
                  if r["status"].get("alive") else "no"),
                 ("STALE SHARDS", lambda r: r["status"].get("staleShards", 0)),
+                ("LAG", lambda r: lag(r["status"])),
                 ("CERT EXPIRES", lambda r: until(r["status"].get("certNotAfter"), now)),
             ]  # fmt: skip
         emit(items, "table" if args.output == "wide" else args.output, columns)
@@ -315,10 +316,23 @@ async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
                 ("JOINED", lambda m: "yes" if m["joined"] else "no"),
                 ("ALIVE", lambda m: f"yes, {age(m['aliveSince'], now)}" if m["alive"] else "no"),
                 ("STALE SHARDS", lambda m: m["staleShards"]),
+                ("LAG", lag),
                 ("CERT EXPIRES", lambda m: until(m["certNotAfter"], now)),
             ],
         )
     return 0
+
+
+def lag(member: dict[str, Any]) -> str:
+    """``in sync``, or how many changes and seconds the member's agent is
+    behind; ``-`` when its agent does not say (not alive, or too old)."""
+    behind = member.get("changesBehind")
+    if behind is None:
+        return "-"
+    if behind == 0:
+        return "in sync"
+    more = "+" if member.get("behindBuffer") else ""
+    return f"{behind}{more} changes, {float(member.get('lagSeconds') or 0):.1f}s"
 
 
 def add_commands(commands: Any) -> None:

@@ -114,6 +114,16 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Liveness:
+    """A live source's liveness record: since when, and its agent's
+    materialized revision (None from agents that do not report one)."""
+
+    since: float
+    applied: int | None = None
+    applied_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     type: str  # PUT, DELETE
     revision: int
@@ -382,31 +392,51 @@ class Registry:
         result = await self.store.range(self._key(keys.POLICIES))
         return [decode(TrafficPolicy, kv.value) for kv in result.kvs]
 
-    async def heartbeat(self, source: SourceRef) -> int:
+    async def heartbeat(self, source: SourceRef, applied: int | None = None) -> int:
         """Renew the source's liveness lease (granting one if it lapsed);
-        returns the TTL.  A source coming back has its sets un-staled."""
+        returns the TTL.  A source coming back has its sets un-staled.
+        ``applied`` is the registry revision its agent has materialized: the
+        liveness record keeps it (rewritten only when it moved), for lag."""
         if await self.member(Identity.of_source(source)) is None:
             raise NotFound(f"source {source} is not registered")
         key = self._key(keys.alive_key(source))
         got = await self.store.get(key)
         if got.kv is not None:
+            record = json.loads(got.kv.value)
             with contextlib.suppress(LeaseNotFound):
-                return await self.store.keepalive(json.loads(got.kv.value)["lease"])
+                ttl = await self.store.keepalive(record["lease"])
+                if applied is not None and record.get("applied") != applied:
+                    moved = {**record, "applied": applied, "appliedAt": self.clock.now()}
+                    # Compared, so a record a lapse replaced meanwhile is kept.
+                    await self.store.txn(
+                        [Compare(key=key, mod_revision=got.kv.mod_revision)],
+                        [Put(key=key, value=json.dumps(moved).encode(), lease=record["lease"])],
+                    )
+                return ttl
         lease = await self.store.grant(self.heartbeat_ttl)
-        value = json.dumps({"lease": lease.id, "since": self.clock.now()}).encode()
-        await self.store.put(key, value, lease=lease.id)
+        record = {"lease": lease.id, "since": self.clock.now()}
+        if applied is not None:
+            record |= {"applied": applied, "appliedAt": self.clock.now()}
+        await self.store.put(key, json.dumps(record).encode(), lease=lease.id)
         await self.sets.mark(source, stale=False)
         return lease.ttl
 
-    async def liveness_since(self) -> dict[str, float]:
-        """Each live source and when its current liveness lease was granted."""
-        since: dict[str, float] = {}
+    async def liveness_records(self) -> dict[str, Liveness]:
+        """Each live source: when its current liveness lease was granted,
+        and the revision its agent last said it had materialized."""
+        out: dict[str, Liveness] = {}
         for kv in (await self.store.range(self._key(keys.ALIVE))).kvs:
             try:
-                since[str(keys.parse_alive(kv.key))] = float(json.loads(kv.value)["since"])
-            except (ValueError, KeyError, TypeError):
+                record = json.loads(kv.value)
+                applied = record.get("applied")
+                out[str(keys.parse_alive(kv.key))] = Liveness(
+                    since=float(record["since"]),
+                    applied=None if applied is None else int(applied),
+                    applied_at=float(record.get("appliedAt", 0.0)),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return since
+        return out
 
     async def singletons(self, fence: Fence) -> None:
         """The work that runs on the leading replica only, until it raises
@@ -508,6 +538,7 @@ __all__ = [
     "Invalid",
     "Issued",
     "Item",
+    "Liveness",
     "MissingEncryptionKey",
     "NotFound",
     "Registry",

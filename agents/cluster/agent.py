@@ -71,6 +71,7 @@ from agents.cluster.queue import WorkQueue
 from agents.cluster.trust import ClusterTrust
 from agents.cluster.writer import Conflicted, Refused, Writer
 from agents.credentials import CredentialKeeper, Keep
+from agents.progress import Progress
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
 from federation.model import EndpointSet, NetworkMode, ServiceRef
@@ -124,6 +125,7 @@ class ClusterAgent:
         self.view = View()
         self.exporter = Exporter(site, window=window, wall=wall)
         self.queue: WorkQueue[Key] = WorkQueue(self.clock)
+        self.progress: Progress[ImportKey] = Progress()
         self.elector = LeaderElector(
             kube,
             identity or f"{socket.gethostname()}-{os.getpid()}",
@@ -213,7 +215,7 @@ class ClusterAgent:
     def _enqueue_all(self) -> None:
         self._enqueue_exports()
         for service in set(self.view.sets) | self._owned_services():
-            self.queue.add(ImportKey(service))
+            self._import_dirty(ImportKey(service))
 
     def _owned_services(self) -> set[ServiceRef]:
         """Every service that has managed objects in this cluster."""
@@ -286,7 +288,11 @@ class ClusterAgent:
             self._enqueue_all()
         else:
             for service in touched.services:
-                self.queue.add(ImportKey(service))
+                self._import_dirty(ImportKey(service))
+
+    def _import_dirty(self, key: ImportKey) -> None:
+        self.progress.dirtied(key, self.view.revision)
+        self.queue.add(key)
 
     def _adopt_exports(self) -> None:
         """After a complete snapshot, the exporter's memory is what the
@@ -300,7 +306,15 @@ class ClusterAgent:
             self.exporter.adopt(service, shards.values())
 
     async def _heartbeat(self) -> None:
-        await keep_alive(self.registry, self.site.source, self.clock)
+        await keep_alive(self.registry, self.site.source, self.clock, applied=self._applied)
+
+    def _applied(self) -> int | None:
+        """The revision this cluster has materialized, once a snapshot was."""
+        if not self.view.authoritative:
+            return None
+        applied = self.progress.applied(self.view.revision)
+        self.metrics.applied.set(applied)
+        return applied
 
     def _seed_from_imports(self) -> None:
         """Registry unreachable at start: take the view saved on our imports."""
@@ -316,6 +330,9 @@ class ClusterAgent:
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            succeeded = False
+            if isinstance(key, ImportKey):
+                self.progress.started(key, self.view.revision)
             try:
                 wake = await self.reconcile(key)
             except Revoked:  # the client said it once; imports stay, exports wait
@@ -337,10 +354,13 @@ class ClusterAgent:
             except Conflicted:
                 self.queue.add_after(key, CONFLICT_DELAY)  # our cache is behind: look again
             else:
+                succeeded = True
                 self.queue.forget(key)
                 if wake is not None:
                     self.queue.add_after(key, wake)
             finally:
+                if isinstance(key, ImportKey):
+                    self.progress.finished(key, succeeded)
                 self.queue.done(key)
                 self.metrics.queue_depth.set(self.queue.pending)
 

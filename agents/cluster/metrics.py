@@ -33,6 +33,11 @@ class AgentMetrics:
         self.queue_depth = Gauge(
             "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
         )
+        self.applied = Gauge(
+            "federation_agent_applied_revision",
+            "The registry revision this agent has materialized: every change at or before it",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "federation_agent_leader", "1 while this replica leads", registry=self.registry
         )

@@ -94,6 +94,11 @@ class VMMetrics:
         self.errors = Counter(
             "federation_vm_errors_total", "Failed steps, retried", registry=self.registry
         )
+        self.applied = Gauge(
+            "federation_agent_applied_revision",
+            "The registry revision this agent has materialized: every change at or before it",
+            registry=self.registry,
+        )
 
 
 class VMAgent:
@@ -127,6 +132,7 @@ class VMAgent:
         self.healthy: bool | None = None
         self.published_generation = 0
         self._workload_changed = asyncio.Event()
+        self._routed_revision = 0
         self._probe_now = asyncio.Event()
 
     # -- running -------------------------------------------------------------------
@@ -174,8 +180,11 @@ class VMAgent:
             for service, by_source in self.view.sets.items()
         }
         imported = {service: sets for service, sets in imported.items() if sets}
+        revision = self.view.revision
         await self.forwarder.update(imported, self.view.policies)
         self.metrics.imports.set(len(imported))
+        self._routed_revision = revision
+        self.metrics.applied.set(revision)
 
     # -- the workload: certificate, health, publishing -----------------------------
 
@@ -245,7 +254,13 @@ class VMAgent:
         self.metrics.publishes.inc()
 
     async def _heartbeat(self) -> None:
-        await keep_alive(self.client, self.source, self.clock, self.metrics.errors.inc)
+        await keep_alive(
+            self.client, self.source, self.clock, self.metrics.errors.inc, self._applied
+        )
+
+    def _applied(self) -> int | None:
+        """What the forwarders carry: the view as of the last routing pass."""
+        return self._routed_revision if self.view.authoritative else None
 
     # -- health and metrics --------------------------------------------------------
 

@@ -54,7 +54,7 @@ from federation.model import (
     merge_shards,
 )
 from federation.model.claims import Contradiction, check_claims
-from federation.model.validation import check_dns_label, check_service_name
+from federation.model.validation import Fields, check_dns_label, check_int, check_service_name
 from federation.registry import (
     NotFound,
     Registry,
@@ -334,8 +334,21 @@ async def _services(request: web.Request) -> web.Response:
 
 
 async def _heartbeat(request: web.Request) -> web.Response:
-    ttl = await registry_of(request).heartbeat(source_of(request.match_info["source"]))
+    """Renew liveness; an optional body ``{"appliedRevision": R}`` says what
+    the agent has materialized, for convergence lag."""
+    source = source_of(request.match_info["source"])
+    applied = None
+    if request.can_read_body:
+        body = await read_json(request)
+        if body is not None:
+            fields = Fields(require_object(body, "{appliedRevision}"), _HEARTBEAT_FIELDS)
+            raw = fields.get("appliedRevision", None)
+            applied = None if raw is None else check_int("appliedRevision", raw, 0, 2**62)
+    ttl = await registry_of(request).heartbeat(source, applied)
     return json_response({"ttlSeconds": ttl})
+
+
+_HEARTBEAT_FIELDS = frozenset({"appliedRevision"})
 
 
 async def _put_policy(request: web.Request) -> web.Response:
@@ -386,6 +399,20 @@ async def _metrics(request: web.Request) -> web.Response:
             metrics.cert_expiry.labels(record["identity"], record["kind"]).set(
                 float(record["notAfter"])
             )
+    try:
+        alive = await registry_of(request).liveness_records()
+    except StoreError as err:
+        log.warning("metrics: cannot read liveness: %s", err)
+    else:
+        hub = request.app[HUB_KEY]
+        metrics.lag_changes.clear()
+        metrics.lag_seconds.clear()
+        for source, live in alive.items():
+            if live.applied is not None:
+                kind, _, name = source.partition(":")
+                lag = hub.lag(live.applied)
+                metrics.lag_changes.labels(kind, name).set(lag.changes)
+                metrics.lag_seconds.labels(kind, name).set(lag.seconds)
     election = registry_of(request).election
     metrics.leading.set(int(election.leading))
     metrics.leader_terms.set(election.terms)
@@ -444,7 +471,9 @@ ROUTES: list[Route] = [
         "/v1/sources/{source}/heartbeat",
         _heartbeat,
         Access.OWNER,
-        "Renew a source's liveness lease",
+        "Renew a source's liveness lease; optionally say the revision materialized",
+        body="Heartbeat",
+        body_required=False,
     ),
     Route("GET", "/v1/policies", _policies, Access.ANY, "Traffic policies"),
     Route(

@@ -62,6 +62,18 @@ class Metrics:
             "How many times this replica became leader since it started",
             registry=self.registry,
         )
+        self.lag_changes = Gauge(
+            "federation_registry_member_lag_changes",
+            "Watched changes after the revision each live member's agent has materialized",
+            ["kind", "name"],
+            registry=self.registry,
+        )
+        self.lag_seconds = Gauge(
+            "federation_registry_member_lag_seconds",
+            "Seconds since the revision each live member's agent has materialized was the head",
+            ["kind", "name"],
+            registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "federation_request_store_seconds",
             "Time handlers spent on a request, store calls included",
@@ -109,6 +121,7 @@ class Route:
     access: Access
     summary: str
     body: str | None = None  # schema name of the JSON body, for OpenAPI
+    body_required: bool = True
     stream: bool = False
     status: int = 200  # what it answers when it succeeds
 

@@ -35,6 +35,7 @@ class Entry:
     type: str
     line: bytes
     patch: bytes | None = None
+    at: float = 0.0  # when the hub took it, by the registry's clock
 
     @property
     def size(self) -> int:
@@ -42,6 +43,17 @@ class Entry:
 
     def for_stream(self, deltas: bool) -> bytes:
         return self.patch if deltas and self.patch is not None else self.line
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """``changes`` behind (a lower bound when ``beyond_buffer``: the
+    consumer is behind everything the hub still holds) and ``seconds``
+    since the first of them."""
+
+    changes: int
+    seconds: float
+    beyond_buffer: bool
 
 
 class WatchHub:
@@ -90,6 +102,17 @@ class WatchHub:
             await asyncio.wait([self._waiter()], timeout=remaining)
         return True
 
+    def lag(self, applied: int) -> Lag:
+        """How far behind a consumer that has materialized revision
+        ``applied`` is: the watched changes after it, and how long ago the
+        first of them arrived (so since when ``applied`` is not the head)."""
+        index = bisect.bisect_right(self._entries, applied, key=lambda e: e.revision)
+        behind = len(self._entries) - index
+        if behind == 0:
+            return Lag(0, 0.0, False)
+        seconds = max(0.0, self.registry.clock.now() - self._entries[index].at)
+        return Lag(behind, seconds, applied < self._base)
+
     @property
     def task(self) -> asyncio.Task[None] | None:
         """The hub's store-following task, for the server to supervise."""
@@ -116,7 +139,11 @@ class WatchHub:
                     else:
                         self.roster.observe(change)
                         entry = Entry(
-                            change.revision, change.type, change.line(), change.patch_line()
+                            change.revision,
+                            change.type,
+                            change.line(),
+                            change.patch_line(),
+                            self.registry.clock.now(),
                         )
                         self._append(entry)
                     self._notify()
@@ -203,4 +230,4 @@ class Subscription:
         return entries
 
 
-__all__ = ["Entry", "Subscription", "WatchHub"]
+__all__ = ["Entry", "Lag", "Subscription", "WatchHub"]

@@ -89,6 +89,11 @@ SCHEMAS: dict[str, Any] = {
             "staleSince": {"type": "number"},
         },
     },
+    "Heartbeat": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"appliedRevision": {"type": "integer", "minimum": 0, "maximum": 2**62}},
+    },
     "TrafficPolicy": {
         "type": "object",
         "required": ["service"],
@@ -235,7 +240,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
             }
         if route.body:
             operation["requestBody"] = {
-                "required": True,
+                "required": route.body_required,
                 "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{route.body}"}}
                 },

@@ -8,11 +8,19 @@ from typing import Any
 from aiohttp import web
 
 from federation.api.auth import Access
-from federation.api.http import Route, json_response, read_json, registry_of, require_object
+from federation.api.http import (
+    HUB_KEY,
+    Route,
+    json_response,
+    read_json,
+    registry_of,
+    require_object,
+)
+from federation.api.hub import WatchHub
 from federation.api.trust_routes import issued_fields
 from federation.model import ValidationError
 from federation.model.validation import check_dns_label
-from federation.registry import Registry
+from federation.registry import Liveness, Registry
 from federation.trust.identity import Identity, Role
 
 
@@ -42,22 +50,25 @@ async def _status(request: web.Request) -> web.Response:
             "endpointSets": counts.get("EndpointSet", 0),
             "policies": counts.get("TrafficPolicy", 0),
             "staleSources": sorted(stale),
-            "members": await _members_status(registry, stale),
+            "members": await _members_status(registry, request.app[HUB_KEY], stale),
             "replica": registry.election.replica,
             "leader": None if leader is None else leader.to_wire(),
         }
     )
 
 
-async def _members_status(registry: Registry, stale: dict[str, int]) -> list[dict[str, Any]]:
+async def _members_status(
+    registry: Registry, hub: WatchHub, stale: dict[str, int]
+) -> list[dict[str, Any]]:
     """Per member: joined (holds a client certificate), alive (its liveness
-    lease holds) and since when, stale shards, certificate expiry."""
+    lease holds) and since when, stale shards, certificate expiry, and its
+    convergence lag (``member_lag``)."""
     certificates = {
         r["identity"]: float(r["notAfter"])
         for r in await registry.trust.issued()
         if r.get("kind") == "client"
     }
-    alive = await registry.liveness_since()
+    alive = await registry.liveness_records()
     rows = []
     for role in (Role.CLUSTER, Role.VM):
         for member in await registry.members(role):
@@ -71,11 +82,27 @@ async def _members_status(registry: Registry, stale: dict[str, int]) -> list[dic
                     "joined": str(identity) in certificates,
                     "certNotAfter": certificates.get(str(identity)),
                     "alive": str(source) in alive,
-                    "aliveSince": alive.get(str(source)),
+                    "aliveSince": live.since if (live := alive.get(str(source))) else None,
                     "staleShards": stale.get(str(source), 0),
+                    **member_lag(hub, live),
                 }
             )
     return rows
+
+
+def member_lag(hub: WatchHub, live: Liveness | None) -> dict[str, Any]:
+    """The revision a member's agent has materialized, the watched changes
+    after it and the seconds since the first of them: all null for a
+    member that is not alive or whose agent does not say."""
+    if live is None or live.applied is None:
+        return {"appliedRevision": None, "changesBehind": None, "lagSeconds": None}
+    lag = hub.lag(live.applied)
+    return {
+        "appliedRevision": live.applied,
+        "changesBehind": lag.changes,
+        "lagSeconds": round(lag.seconds, 3),
+        "behindBuffer": lag.beyond_buffer,
+    }
 
 
 async def _add_admin(request: web.Request) -> web.Response:

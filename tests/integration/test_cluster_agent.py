@@ -107,6 +107,31 @@ async def test_imports_are_materialized_and_traffic_fails_over_by_locality(world
     assert agent is not None and agent.metrics.propagation._sum.get() > 0
 
 
+async def test_every_agent_reports_what_it_materialized_and_lag_returns_to_zero(
+    world: World,
+) -> None:
+    for name in world.members:
+        await routed_to(world, name, name)
+    admin = world.admin()
+
+    async def in_sync(after: int) -> bool:
+        status = await admin.request("GET", "/v1/status")
+        rows = [m for m in status["members"] if m["kind"] == "cluster"]
+        return len(rows) == len(world.members) and all(
+            m["changesBehind"] == 0 and m["appliedRevision"] >= after for m in rows
+        )
+
+    await eventually(lambda: in_sync(0), timeout=15.0, what="every cluster in sync")
+    before = (await admin.request("GET", "/v1/status"))["revision"]
+    await kill_all(world, "east1")  # changes after ``before`` every cluster must materialize
+    await routed_to(world, "east1", "east2")
+    await eventually(lambda: in_sync(before + 1), timeout=15.0, what="in sync after the change")
+    agent = world.members["west"].agent
+    assert agent is not None
+    applied = agent.metrics.registry.get_sample_value("federation_agent_applied_revision")
+    assert applied is not None and applied > before
+
+
 async def test_withdrawing_an_export_removes_it_everywhere(world: World) -> None:
     await routed_to(world, "east1", "east1")
     await world.unexport("east2", NS, "echo")
