@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation bench-scale bench-agent-scale clean
+.PHONY: browser test lint typecheck layers unit demo bench bench-store bench-kubeapi bench-registry bench-trust bench-propagation bench-scale bench-agent-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: lint typecheck layers
+# The dashboard's browser test drives Debian's Chromium (no browser download
+# is possible here): install it where it is missing.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; }
+
+test: lint typecheck layers browser
 	$(BIN)/pytest
 
 demo: $(STAMP)

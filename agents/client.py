@@ -239,6 +239,13 @@ class RegistryClient:
             )
         return self._session
 
+    def get_raw(self, path_and_query: str) -> Any:
+        """``GET`` with this credential, the response left unread: an async
+        context manager of the aiohttp response (``fedctl dashboard``
+        forwards it as it comes).  No retry, no read timeout."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        return self._http().get(self.url + path_and_query, timeout=timeout)
+
     # -- plain requests --------------------------------------------------------
 
     async def request(

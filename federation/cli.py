@@ -18,6 +18,7 @@ from federation import (
     cli_agent,
     cli_ca,
     cli_common,
+    cli_dashboard,
     cli_failover,
     cli_policy,
     cli_registry,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ca.add_commands(commands)
     cli_policy.add_commands(commands)
     cli_admin.add_commands(commands)
+    cli_dashboard.add_commands(commands)
     cli_failover.add_command(commands)
     sim_cli.add_commands(commands)
     completion = commands.add_parser("completion", help="shell completion: bash or zsh")

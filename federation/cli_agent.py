@@ -32,7 +32,7 @@ from federation.model import (
     TrafficPolicy,
     ValidationError,
 )
-from federation.routing import choose
+from federation.routing import choose, explained
 from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids
 
@@ -266,21 +266,10 @@ async def _route_explain(client: RegistryClient, args: argparse.Namespace) -> in
         region=record.locality.region, zone=record.locality.zone, cluster=record.name
     )
     choice = choose(sets, consumer, policy, now=0.0)
-    levels = [
-        {
-            "priority": lv.priority,
-            "level": lv.name,
-            "sources": list(lv.sources),
-            "healthy": lv.healthy,
-            "endpoints": lv.endpoints,
-            "eligible": lv.eligible,
-            "chosen": lv.priority == choice.priority,
-        }
-        for lv in choice.levels
-    ]
+    explanation = explained(choice)
+    levels = explanation["levels"]
     if args.output != "table":  # plain data: numbers and booleans, no glyphs
-        emit({"levels": levels, "reason": choice.reason,
-              "endpoints": [c.address for c in choice.endpoints]}, args.output, [])  # fmt: skip
+        emit(explanation, args.output, [])
         return 0
     emit(
         levels,

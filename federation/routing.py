@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from federation.model import Endpoint, EndpointSet, Locality, TrafficPolicy
 
@@ -367,6 +368,28 @@ def _reason(
     return f"{name}: failed over ({missed} healthy)"
 
 
+def explained(choice: Choice) -> dict[str, Any]:
+    """A choice as plain data (``fedctl route explain``, the dashboard):
+    each level with its sources, healthy count and whether it is chosen,
+    the reason, and the chosen addresses."""
+    return {
+        "levels": [
+            {
+                "priority": lv.priority,
+                "level": lv.name,
+                "sources": list(lv.sources),
+                "healthy": lv.healthy,
+                "endpoints": lv.endpoints,
+                "eligible": lv.eligible,
+                "chosen": lv.priority == choice.priority,
+            }
+            for lv in choice.levels
+        ],
+        "reason": choice.reason,
+        "endpoints": [c.address for c in choice.endpoints],
+    }
+
+
 __all__ = [
     "ELSEWHERE",
     "SAME_CLUSTER",
@@ -377,6 +400,7 @@ __all__ = [
     "Level",
     "Memo",
     "choose",
+    "explained",
     "level_name",
     "priority",
     "revisit_after",

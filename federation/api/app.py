@@ -16,9 +16,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from federation.api import watch
+from federation.api import dashboard, watch
 from federation.api.auth import Access, authorize, peer_identity
-from federation.api.dashboard import dashboard
 from federation.api.http import (
     HEALTH_KEY,
     HUB_KEY,
@@ -425,7 +424,22 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/", dashboard, Access.ANY, "Dashboard: clusters, VMs, services (HTML)"),
+    Route("GET", "/", dashboard.page, Access.ANY, "Dashboard: a live page (HTML)"),
+    Route(
+        "GET",
+        "/v1/dashboard",
+        dashboard.data,
+        Access.ANY,
+        "What the dashboard shows: members with lag, a page of services (?offset, ?limit, "
+        "?filter), policies, trust",
+    ),
+    Route(
+        "GET",
+        "/v1/dashboard/route/{namespace}/{name}",
+        dashboard.route,
+        Access.ANY,
+        "Where a service routes now from consumer cluster ?from=",
+    ),
     Route("GET", "/healthz", _healthz, Access.OPEN, "Liveness"),
     Route("GET", "/readyz", _readyz, Access.OPEN, "Readiness: the store answers"),
     Route("GET", "/metrics", _metrics, Access.OPEN, "Prometheus metrics"),

@@ -1,91 +1,113 @@
-"""The dashboard at ``/``: one server-rendered page of what the registry
-holds (clusters, VMs, exported services and their sources), for any
-federation identity; no script, nothing fetched from elsewhere."""
+"""The dashboard: a page at ``/`` that renders ``/v1/dashboard`` and keeps
+it live from the registry's own watch stream.
+
+The page is one file shipped in the package (``dashboard.html``: markup,
+style and a script, nothing fetched from elsewhere; the machines are
+offline).  ``/v1/dashboard`` answers from memory the hub keeps (the
+per-shard summary, the roster) plus the member and trust records, so a
+refresh costs no endpoint-set read; services come paged and filtered, and
+where one service routes from one consumer is asked for separately
+(``/v1/dashboard/route/{namespace}/{name}?from=CLUSTER``), computed as
+``fedctl route explain`` computes it."""
 
 from __future__ import annotations
 
-import html
-from collections.abc import Iterable, Sequence
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
-from federation.api.http import registry_of
-
-STYLE = (
-    "body{font:14px system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse;margin-bottom:2em}"
-    "th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}"
-    "th{background:#f3f3f3}.stale{color:#b00}"
+from federation.api.http import HUB_KEY, json_response, registry_of
+from federation.api.operator_routes import members_status
+from federation.api.trust_routes import status_of
+from federation.model import (
+    Cluster,
+    EndpointSet,
+    Locality,
+    ServiceRef,
+    ValidationError,
+    merge_shards,
 )
+from federation.model.validation import check_dns_label, check_int, check_service_name
+from federation.registry import NotFound
+from federation.routing import choose, explained
+from federation.trust.identity import Identity, Role
+
+PAGE_LIMIT = 200  # services per page, at most
+_PAGE = resources.files("federation.api").joinpath("dashboard.html")
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    registry = registry_of(request)
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    revision = 0
-    async for page_revision, items in registry.snapshot():
-        revision = page_revision
-        for item in items:
-            obj = item.object
-            if obj is not None:
-                by_kind.setdefault(item.kind, []).append(obj)
-    stale = {str(o["source"]) for o in by_kind.get("EndpointSet", []) if o.get("stale")}
-    parts = [
-        f"<!doctype html><html><head><meta charset=utf-8><title>federation</title>"
-        f"<style>{STYLE}</style></head><body>",
-        f"<h1>Federation {_e(registry.trust_domain)}</h1>",
-        f"<p>Revision {revision}; mesh root sha256 <code>{_e(registry.ca.fingerprint)}</code></p>",
-        "<h2>Clusters</h2>",
-        _table(
-            ("name", "region", "zone", "network", "state"),
-            (_member_row(o, f"cluster:{o['name']}", stale) for o in by_kind.get("Cluster", [])),
-        ),
-        "<h2>VMs</h2>",
-        _table(
-            ("name", "region", "zone", "network", "state"),
-            (_member_row(o, f"vm:{o['name']}", stale) for o in by_kind.get("Workload", [])),
-        ),
-        "<h2>Services</h2>",
-        _table(
-            ("service", "source", "generation", "endpoints", "ready", "state"),
-            (_set_row(o) for o in by_kind.get("EndpointSet", [])),
-        ),
-        "</body></html>",
-    ]
-    return web.Response(text="".join(parts), content_type="text/html")
-
-
-def _member_row(obj: dict[str, Any], source: str, stale: set[str]) -> Sequence[str]:
-    locality = obj.get("locality", {})
-    state = "stale" if source in stale else "live"
-    return (obj["name"], locality.get("region", ""), locality.get("zone", ""),
-            obj.get("network", ""), state)  # fmt: skip
-
-
-def _set_row(obj: dict[str, Any]) -> Sequence[str]:
-    service = obj["service"]
-    endpoints = obj.get("endpoints", [])
-    ready = sum(1 for e in endpoints if e.get("ready", True))
-    return (f"{service['namespace']}/{service['name']}", str(obj["source"]),
-            str(obj["generation"]), str(len(endpoints)), str(ready),
-            "stale" if obj.get("stale") else "live")  # fmt: skip
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td{_cls(c)}>{_e(c)}</td>" for c in row) + "</tr>" for row in rows
+async def page(request: web.Request) -> web.Response:
+    return web.Response(
+        text=_PAGE.read_text(encoding="utf-8"),
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            # Its own script and style only; it talks to this origin only.
+            "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+            "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+        },
     )
-    return f"<table><tr>{head}</tr>{body or '<tr><td colspan=9>none</td></tr>'}</table>"
 
 
-def _cls(cell: str) -> str:
-    return ' class="stale"' if cell == "stale" else ""
+def _query_int(request: web.Request, name: str, default: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 9:
+        raise ValidationError(name, f"{text!r} is not a non-negative integer")
+    return check_int(name, int(text), 0, high)
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text))
+async def data(request: web.Request) -> web.Response:
+    """Members, one page of services, policies and the trust domain."""
+    registry, hub = registry_of(request), request.app[HUB_KEY]
+    offset = _query_int(request, "offset", 0, 10**9)
+    limit = _query_int(request, "limit", 50, PAGE_LIMIT)
+    text = request.query.get("filter", "")[:253]
+    total, services = hub.summary.services(text, offset, limit)
+    policies = [p.to_wire() for p in await registry.policies()]
+    trust = await status_of(request)
+    return json_response(
+        {
+            "revision": hub.head,
+            "trustDomain": registry.trust_domain,
+            "replica": registry.election.replica,
+            "members": await members_status(registry, hub, hub.summary.stale_sources()),
+            "services": {"total": total, "offset": offset, "limit": limit, "items": services},
+            "policies": policies,
+            "trust": {
+                "phase": trust["phase"],
+                "version": trust["version"],
+                "roots": trust["roots"],
+                "pending": trust["pending"],
+            },
+        }
+    )
 
 
-__all__ = ["dashboard"]
+async def route(request: web.Request) -> web.Response:
+    """Where ``service`` routes now from consumer cluster ``?from=``."""
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    service = ServiceRef(
+        namespace=check_dns_label("namespace", ns), name=check_service_name("name", name)
+    )
+    consumer = check_dns_label("from", request.query.get("from", ""))
+    registry = registry_of(request)
+    record = await registry.member(Identity(Role.CLUSTER, consumer))
+    if not isinstance(record, Cluster):
+        raise NotFound(f"cluster {consumer} is not registered")
+    sets: dict[str, list[EndpointSet]] = {}
+    async for endpoint_set in registry.endpoint_sets(service):
+        sets.setdefault(str(endpoint_set.source), []).append(endpoint_set)
+    if not sets:
+        raise NotFound(f"no cluster or VM exports {service}")
+    policy = next((p for p in await registry.policies() if p.service == service), None)
+    where = Locality(region=record.locality.region, zone=record.locality.zone, cluster=consumer)
+    merged = [merge_shards(shards) for shards in sets.values()]
+    answer: dict[str, Any] = explained(choose(merged, where, policy, now=0.0))
+    answer.update({"service": str(service), "from": consumer})
+    return json_response(answer)
+
+
+__all__ = ["data", "page", "route"]

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from federation.api.roster import Roster
+from federation.api.summary import Summary
 from federation.registry import Registry
 from federation.store import Compacted, StoreError
 
@@ -72,10 +73,12 @@ class WatchHub:
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.roster = Roster()  # kept by the same events
+        self.summary = Summary()  # what the dashboard shows of every shard
 
     async def start(self) -> None:
         self._base = self._head = await self.registry.revision()
         await self.roster.load(self.registry)  # at or after the head: events replay onto it
+        await self.summary.load(self.registry)
         self._task = asyncio.create_task(self._run(), name="watch-hub")
 
     async def stop(self) -> None:
@@ -138,6 +141,7 @@ class WatchHub:
                         self._head = max(self._head, change)
                     else:
                         self.roster.observe(change)
+                        self.summary.observe(change)
                         entry = Entry(
                             change.revision,
                             change.type,
@@ -152,6 +156,7 @@ class WatchHub:
                 with contextlib.suppress(StoreError):
                     self._reset(await self.registry.revision())
                     await self.roster.load(self.registry)
+                    await self.summary.load(self.registry)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
                 log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
                             err, self._head, delay)  # fmt: skip

@@ -27,16 +27,12 @@ from federation.trust.identity import Identity, Role
 async def _status(request: web.Request) -> web.Response:
     registry = registry_of(request)
     counts: dict[str, int] = {}
-    stale: dict[str, int] = {}
     revision = 0
     async for page_revision, items in registry.snapshot():
         revision = page_revision
         for item in items:
             counts[item.kind] = counts.get(item.kind, 0) + 1
-            obj = item.object if item.kind == "EndpointSet" else None
-            if obj is not None and obj.get("stale"):
-                source = str(obj.get("source"))
-                stale[source] = stale.get(source, 0) + 1
+    stale = request.app[HUB_KEY].summary.stale_sources()  # no set decoded per request
     leader = await registry.leader()
     trust = await registry.trust.refresh()
     return json_response(
@@ -50,14 +46,14 @@ async def _status(request: web.Request) -> web.Response:
             "endpointSets": counts.get("EndpointSet", 0),
             "policies": counts.get("TrafficPolicy", 0),
             "staleSources": sorted(stale),
-            "members": await _members_status(registry, request.app[HUB_KEY], stale),
+            "members": await members_status(registry, request.app[HUB_KEY], stale),
             "replica": registry.election.replica,
             "leader": None if leader is None else leader.to_wire(),
         }
     )
 
 
-async def _members_status(
+async def members_status(
     registry: Registry, hub: WatchHub, stale: dict[str, int]
 ) -> list[dict[str, Any]]:
     """Per member: joined (holds a client certificate), alive (its liveness
@@ -79,6 +75,9 @@ async def _members_status(
                 {
                     "name": member.name,
                     "kind": source.kind.value,
+                    "region": member.locality.region,
+                    "zone": member.locality.zone,
+                    "network": member.locality.network,
                     "joined": str(identity) in certificates,
                     "certNotAfter": certificates.get(str(identity)),
                     "alive": str(source) in alive,

@@ -47,17 +47,19 @@ async def test_the_dashboard_shows_members_and_services_to_identities_only(
     ):
         assert answer.status == 200
         assert answer.content_type == "text/html"
-        page = await answer.text()
-    assert "<td>east</td>" in page
-    assert "<td>shop/cart</td><td>cluster:east</td>" in page
-    assert 'class="stale"' in page  # no heartbeat yet: the source is stale
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        assert "v1/dashboard" in await answer.text()
+    data = await east.request("GET", "/v1/dashboard")
+    assert [m["name"] for m in data["members"]] == ["east"]
+    (service,) = data["services"]["items"]
+    assert service["service"] == "shop/cart"
+    assert service["sources"][0]["stale"]  # no heartbeat yet: the source is stale
     anonymous = aiohttp.TCPConnector(ssl=harness.client(None)._ssl)
-    async with (
-        aiohttp.ClientSession(connector=anonymous) as http,
-        http.get(harness.url + "/") as answer,
-    ):
-        assert answer.status == 401
-        assert (await answer.json())["code"] == 401
+    async with aiohttp.ClientSession(connector=anonymous) as http:
+        for path in ("/", "/v1/dashboard"):
+            async with http.get(harness.url + path) as answer:
+                assert answer.status == 401
+                assert (await answer.json())["code"] == 401
 
 
 async def test_status_says_per_member_whether_it_joined_lives_and_when_its_certificate_ends(
