@@ -93,11 +93,11 @@ def test_admin_commands_round_trip(served: dict[str, str]) -> None:
         ("cluster", "east", False), ("vm", "db-1", False)
     }  # fmt: skip
     table = fedctl("status", env=served).stdout
-    assert "MEMBER" in table and "cluster/east" in table and "Idle" in table
+    assert "MEMBER" in table and "cluster/east" in table and "Idle" in table and "LAG" in table
     wide = fedctl("cluster", "list", "-o", "wide", env=served).stdout.splitlines()
     assert wide[0].split() == [
-        "NAME", "REGION", "ZONE", "MODE", "ZONES", "JOINED", "ALIVE", "STALE", "SHARDS", "CERT",
-        "EXPIRES",
+        "NAME", "REGION", "ZONE", "MODE", "ZONES", "JOINED", "ALIVE", "STALE", "SHARDS", "LAG",
+        "CERT", "EXPIRES",
     ]  # fmt: skip
     assert wide[1].split()[:5] == ["east", "eu", "eu-1a", "flat", "eu-1a"]
     assert fedctl("services", env=served).stdout.split() == [
