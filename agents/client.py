@@ -20,6 +20,7 @@ import os
 import random
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,6 +119,31 @@ def load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) ->
         context.load_cert_chain(cert, key)
 
 
+BROKEN_WARN_EVERY = 60.0  # seconds between warnings while the registry stays unreachable
+
+
+@dataclass
+class StreamState:
+    """The registry stream as the agent's metrics tell it: connected while
+    lines arrive, when the last one came (wall clock; bookmarks count), and
+    how often it broke."""
+
+    connected: bool = False
+    last_line_at: float = 0.0
+    breaks: int = 0
+    breaks_in_a_row: int = 0
+
+    def line(self) -> None:
+        self.connected = True
+        self.last_line_at = time.time()
+        self.breaks_in_a_row = 0
+
+    def broke(self) -> None:
+        self.connected = False
+        self.breaks += 1
+        self.breaks_in_a_row += 1
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -135,6 +161,7 @@ class RegistryClient:
         self.urls = registry_urls(url)
         self._current = 0
         self.revoked: str | None = None  # why the registry refuses us, while it does
+        self.stream = StreamState()  # the snapshot-then-watch stream's health, for metrics
         self.max_line = max_line
         self.credentials = credentials
         ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
@@ -148,6 +175,7 @@ class RegistryClient:
         self.max_backoff = max_backoff
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._last_warning = float("-inf")
         self._retired: list[aiohttp.ClientSession] = []
 
     @property
@@ -204,6 +232,16 @@ class RegistryClient:
             log.warning("%s; publishing stops, what is imported stays as it is", message)
         self.revoked = message
         return Revoked(message)
+
+    def _said_broken(self, message: str) -> None:
+        """One warning per outage, then one a minute at most: an agent that
+        cannot reach the registry does not log a line a second."""
+        now = self.clock.now()
+        if self.stream.breaks_in_a_row <= 1 or now - self._last_warning >= BROKEN_WARN_EVERY:
+            log.warning("%s (broken %d times in a row)", message, self.stream.breaks_in_a_row)
+            self._last_warning = now
+        else:
+            log.debug(message)
 
     def _next_replica(self) -> None:
         """After a failure, the next request (or stream) goes to the next
@@ -395,16 +433,19 @@ class RegistryClient:
             try:
                 if since is None:
                     async for change in self.snapshot():
+                        self.stream.line()
                         if isinstance(change, Synced):
                             since = change.revision
                         yield change
                     delay = self.backoff
                 assert since is not None
                 async for event in self._watch(since, patches):
+                    self.stream.line()
                     delay = self.backoff
                     since = event.revision
                     yield event
             except Gone:
+                self.stream.broke()
                 log.info("watch from revision %s is compacted; taking a new snapshot", since)
                 since = None
                 continue
@@ -413,12 +454,14 @@ class RegistryClient:
                 since = None
                 continue
             except Revoked as err:
+                self.stream.broke()
                 self._revoked(str(err))  # said once, however often asked
                 await self.clock.sleep(REVOKED_RETRY)
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryError) as err:
+                self.stream.broke()
                 where = "the snapshot" if since is None else f"after revision {since}"
-                log.warning("watch broke (%s); resuming %s", why(err), where)
+                self._said_broken(f"watch broke ({why(err)}); resuming {where}")
                 self._next_replica()
             await self.clock.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)

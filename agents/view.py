@@ -218,14 +218,20 @@ async def keep_alive(
     """Heartbeat ``source`` three times per lease TTL, until cancelled,
     saying each time the revision ``applied`` says is materialized."""
     interval = 5.0
+    failing = 0  # heartbeats failed in a row: an outage is said once a minute, not every beat
     while True:
         try:
             answer = await client.heartbeat(source, applied())
             interval = max(float(answer.get("ttlSeconds", 15)) / 3, 0.2)
+            if failing:
+                log.info("heartbeat: the registry answers again after %d failures", failing)
+            failing = 0
         except Revoked:  # removed: the client said so once; ask again now and then
             on_error()
             interval = REVOKED_RETRY
         except RegistryError as err:
             on_error()
-            log.warning("heartbeat: %s", err)
+            failing += 1
+            if failing == 1 or failing * interval % 60.0 < interval:
+                log.warning("heartbeat: %s (failed %d times in a row)", err, failing)
         await clock.sleep(interval)

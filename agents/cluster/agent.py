@@ -464,6 +464,7 @@ class ClusterAgent:
             return web.json_response({"status": "ready", "leader": self.elector.leading})
 
         async def metrics(request: web.Request) -> web.Response:
+            self.metrics.link.refresh(self.registry)
             body = generate_latest(self.metrics.registry)
             return web.Response(body=body, content_type="text/plain", charset="utf-8")
 

@@ -6,6 +6,7 @@ when the saved view was last written."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -75,6 +76,8 @@ class Imports:
         memo.keep_only(str(s.source) for s in sets)
         choice = choose(sets, self.consumer, policy, now, self.choices.get(service), memo)
         self.choices[service] = choice
+        level = -1 if choice.priority is None else choice.priority
+        self.metrics.route_priority.labels(service.namespace, service.name).set(level)
         saved_at, saved = self._saved.get(service, (0.0, None))
         behind = (
             saved is not None
@@ -115,7 +118,9 @@ class Imports:
         """No source has the service (any more): once the registry's view is
         authoritative, its objects here go; before that they stay (static
         stability)."""
-        self.choices.pop(service, None)
+        if self.choices.pop(service, None) is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.route_priority.remove(service.namespace, service.name)
         self.memos.pop(service, None)
         self._saved.pop(service, None)
         self._observed.pop(service, None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agents.telemetry import LinkMetrics
+
 
 class AgentMetrics:
     def __init__(self) -> None:
@@ -33,9 +35,13 @@ class AgentMetrics:
         self.queue_depth = Gauge(
             "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
         )
-        self.applied = Gauge(
-            "federation_agent_applied_revision",
-            "The registry revision this agent has materialized: every change at or before it",
+        self.link = LinkMetrics(self.registry)
+        self.applied = self.link.applied
+        self.route_priority = Gauge(
+            "federation_agent_route_priority",
+            "The routing level each imported service uses now (0 same cluster, 1 same zone, "
+            "2 same region, 3 elsewhere, or a policy's order; -1 a weighted split or nothing)",
+            ["namespace", "service"],
             registry=self.registry,
         )
         self.leader = Gauge(

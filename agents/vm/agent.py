@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
+from agents.telemetry import LinkMetrics
 from agents.view import View, follow, keep_alive
 from agents.vm.forwarder import Forwarder
 from federation.clock import Clock, SystemClock
@@ -94,11 +95,8 @@ class VMMetrics:
         self.errors = Counter(
             "federation_vm_errors_total", "Failed steps, retried", registry=self.registry
         )
-        self.applied = Gauge(
-            "federation_agent_applied_revision",
-            "The registry revision this agent has materialized: every change at or before it",
-            registry=self.registry,
-        )
+        self.link = LinkMetrics(self.registry)
+        self.applied = self.link.applied
 
 
 class VMAgent:
@@ -273,6 +271,7 @@ class VMAgent:
             return web.json_response({"ready": ready}, status=200 if ready else 503)
 
         async def metrics(request: web.Request) -> web.Response:
+            self.metrics.link.refresh(self.client)
             body = generate_latest(self.metrics.registry)
             return web.Response(body=body, content_type="text/plain", charset="utf-8")
 

@@ -64,6 +64,7 @@ from federation.registry import (
 )
 from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
 from federation.trust.identity import Identity, Role
+from federation.trust.rotation import Phase
 
 log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
@@ -152,11 +153,19 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(500, "internal error; see the registry's log")
     metrics.requests.labels(label, request.method, str(response.status)).inc()
     if route is not None and not route.stream:
-        metrics.store_seconds.labels(label).observe(time.perf_counter() - started)
+        metrics.request_seconds.labels(label, request.method).observe(time.perf_counter() - started)
     if request.method not in ("GET", "HEAD") and route is not None:
         outcome = "denied" if response.status in (401, 403) else str(response.status)
-        audit.info(
-            "caller=%s %s %s -> %s", identity or "anonymous", request.method, request.path, outcome
+        # A renewed lease changes nothing: heartbeats (every few seconds per
+        # member) are audited at DEBUG unless refused.
+        quiet = route.handler is _heartbeat and response.status == 200
+        audit.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "caller=%s %s %s -> %s",
+            identity or "anonymous",
+            request.method,
+            request.path,
+            outcome,
         )
     return response
 
@@ -412,6 +421,14 @@ async def _metrics(request: web.Request) -> web.Response:
                 lag = hub.lag(live.applied)
                 metrics.lag_changes.labels(kind, name).set(lag.changes)
                 metrics.lag_seconds.labels(kind, name).set(lag.seconds)
+    metrics.stale_sources.set(len(request.app[HUB_KEY].summary.stale_sources()))
+    try:
+        phase = (await registry_of(request).trust.refresh()).phase
+    except StoreError as err:
+        log.warning("metrics: cannot read the trust state: %s", err)
+    else:
+        for each in Phase:
+            metrics.rotation_phase.labels(each.value).set(int(each is phase))
     election = registry_of(request).election
     metrics.leading.set(int(election.leading))
     metrics.leader_terms.set(election.terms)

@@ -12,7 +12,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from federation.api.auth import Access
 from federation.api.hub import WatchHub
@@ -21,6 +27,10 @@ from federation.registry import Invalid, Registry
 from federation.trust.identity import Identity
 
 log = logging.getLogger("federation.api")
+
+
+# No ``_created`` series beside every counter and histogram.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -74,10 +84,21 @@ class Metrics:
             ["kind", "name"],
             registry=self.registry,
         )
-        self.store_seconds = Histogram(
-            "federation_request_store_seconds",
-            "Time handlers spent on a request, store calls included",
-            ["route"],
+        self.stale_sources = Gauge(
+            "federation_registry_stale_sources",
+            "Sources with at least one stale endpoint-set shard",
+            registry=self.registry,
+        )
+        self.rotation_phase = Gauge(
+            "federation_registry_rotation_phase",
+            "1 for the root rotation's current phase (Idle when none runs)",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "federation_http_request_duration_seconds",
+            "Time the registry took to answer a request (not streams), by route and method",
+            ["route", "method"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )

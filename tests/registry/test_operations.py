@@ -25,7 +25,7 @@ async def test_probes_metrics_and_openapi(sqlite_harness: Harness) -> None:
         "federation_http_requests_total",
         "federation_watch_streams",
         "federation_watch_events_sent_total",
-        "federation_request_store_seconds",
+        "federation_http_request_duration_seconds",
         "federation_authz_denied_total",
     ):
         assert name in text

@@ -1,0 +1,60 @@
+"""An agent that cannot reach the registry says so once, then once a
+minute: not a line per retry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import pytest
+
+from agents.client import RegistryClient
+from federation.trust import ca as certs
+from tests.support import eventually
+
+
+class Hurried:
+    """A clock whose sleeps pass at once, moving its time on."""
+
+    def __init__(self) -> None:
+        self.time = 1_700_000_000.0
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.time += seconds
+        await asyncio.sleep(0)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once it is closed
+
+
+async def test_a_long_outage_is_a_warning_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    root = certs.new_root("cluster.local", 1_700_000_000.0)
+    clock = Hurried()
+    client = RegistryClient(
+        f"https://127.0.0.1:{closed_port()}", None, ca_pem=certs.cert_pem(root.cert), clock=clock,
+        backoff=1.0, max_backoff=5.0,
+    )  # fmt: skip
+    caplog.set_level(logging.DEBUG, logger="agents.client")
+    stream = client.changes()
+    task = asyncio.create_task(anext(stream))
+    try:
+        await eventually(lambda: client.stream.breaks >= 40, what="40 broken attempts")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await task
+        await stream.aclose()
+        await client.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "watch" in r.message]
+    minutes = (clock.time - 1_700_000_000.0) / 60
+    assert client.stream.connected is False
+    assert 1 <= len(warnings) <= minutes + 2, (len(warnings), minutes)
+    assert len(warnings) < 40 / 4
