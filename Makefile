@@ -29,10 +29,11 @@ layers: $(STAMP)
 
 # The dashboard's browser test drives Debian's Chromium (no browser download
 # is possible here): install it where it is missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    chromium chromium-driver >/dev/null; }
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
+	    -y -qq chromium chromium-driver >/dev/null; }
 
 test: lint typecheck layers browser
 	$(BIN)/pytest
