@@ -18,6 +18,7 @@ service is gone."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import logging
 import os
@@ -38,7 +39,7 @@ from agents.client import (
     Revoked,
     Synced,
 )
-from agents.cluster import importer
+from agents.cluster import importer, mcs
 from agents.cluster.exporter import (
     GATEWAY_SUFFIX,
     SERVICE_NAME,
@@ -293,6 +294,9 @@ class ClusterAgent:
     def _import_dirty(self, key: ImportKey) -> None:
         self.progress.dirtied(key, self.view.revision)
         self.queue.add(key)
+        service = key.service
+        if self.informers[SERVICE_EXPORTS].get(service.namespace, service.name) is not None:
+            self.queue.add(ExportKey(service))  # another cluster's export may conflict with ours
 
     def _adopt_exports(self) -> None:
         """After a complete snapshot, the exporter's memory is what the
@@ -374,7 +378,8 @@ class ClusterAgent:
     # -- exports ---------------------------------------------------------------------
 
     async def _export(self, service: ServiceRef) -> float | None:
-        plan = self.exporter.plan(service, await self._local(service))
+        local = await self._local(service)
+        plan = self.exporter.plan(service, local)
         for endpoint_set in plan.publish:
             await self.registry.publish(endpoint_set, retry=False)
             self.exporter.published(endpoint_set)
@@ -386,7 +391,57 @@ class ClusterAgent:
             self.exporter.withdrawn(service)
             await self.writer.delete(SERVICES, service.namespace, service.name + GATEWAY_SUFFIX)
         self.metrics.exports.set(len(self.exporter.sent))
+        # After the publish: a status the apiserver refuses retries this key
+        # (the publish is then a no-op), it never holds the publish back.
+        await self._export_status(service, local)
         return plan.wake
+
+    async def _export_status(self, service: ServiceRef, local: Local | None) -> None:
+        """The MCS conditions on our ServiceExport: valid or not, and in
+        conflict with other clusters' exports or not (``mcs``)."""
+        export = self.informers[SERVICE_EXPORTS].get(service.namespace, service.name)
+        if export is None:
+            return
+        obj = self.informers[SERVICES].get(service.namespace, service.name)
+        if obj is not None and managed(obj):
+            obj = None
+        derived = None
+        if obj is not None and local is not None:
+            own = str(self.site.source)
+            sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
+            sets.append(self._local_set(service, local))
+            derived = mcs.derive(sets)
+        now = dt.datetime.fromtimestamp(self.wall(), dt.UTC)
+        wanted = mcs.export_conditions(export, obj, derived, now)
+        if mcs.same_conditions(export, wanted):
+            return
+        body = {**export, "status": {**(export.get("status") or {}), "conditions": wanted}}
+        try:
+            written = await self.kube.replace_status(
+                SERVICE_EXPORTS, service.namespace, service.name, body
+            )
+        except KubeError as err:
+            if err.status != 404:
+                raise
+            # An older CRD without the status subresource: status is the object's.
+            written = await self.kube.replace(
+                SERVICE_EXPORTS, service.namespace, service.name, body
+            )
+        self.informers[SERVICE_EXPORTS].store(written)
+
+    def _local_set(self, service: ServiceRef, local: Local) -> EndpointSet:
+        endpoints, ports, shape = local
+        return EndpointSet(
+            service=service,
+            source=self.site.source,
+            generation=0,
+            endpoints=endpoints,
+            ports=ports,
+            headless=shape.headless,
+            session_affinity=shape.session_affinity,
+            affinity_timeout=shape.affinity_timeout,
+            exported_at=shape.exported_at,
+        )
 
     async def _withdraw(self, service: ServiceRef, shard: int | None) -> None:
         try:
@@ -397,7 +452,8 @@ class ClusterAgent:
 
     async def _local(self, service: ServiceRef) -> Local | None:
         """This cluster's endpoints of ``service``, if it exports it."""
-        if self.informers[SERVICE_EXPORTS].get(service.namespace, service.name) is None:
+        export = self.informers[SERVICE_EXPORTS].get(service.namespace, service.name)
+        if export is None:
             return None
         obj = self.informers[SERVICES].get(service.namespace, service.name)
         if obj is None or managed(obj):
@@ -409,7 +465,7 @@ class ClusterAgent:
         ported = None
         if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(obj):
             ported = await self._companion(obj)
-        return endpoint_set_of(self.site, obj, own, self._nodes_by_name(), ported)
+        return endpoint_set_of(self.site, obj, own, self._nodes_by_name(), ported, export)
 
     def _nodes_by_name(self) -> dict[str, Obj]:
         if self._nodes is None:
@@ -432,16 +488,7 @@ class ClusterAgent:
         sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
         local = await self._local(service)
         if local is not None:
-            endpoints, ports = local
-            sets.append(
-                EndpointSet(
-                    service=service,
-                    source=self.site.source,
-                    generation=0,
-                    endpoints=endpoints,
-                    ports=ports,
-                )
-            )
+            sets.append(self._local_set(service, local))
         return await self.imports.reconcile(service, sets, self.clock.now())
 
     @property

@@ -10,6 +10,7 @@ and a withdraw when the ServiceExport goes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 import time
@@ -26,6 +27,7 @@ from federation.model import (
     NetworkMode,
     Protocol,
     ServiceRef,
+    SessionAffinity,
     SourceRef,
 )
 
@@ -39,7 +41,55 @@ AGENT = "federation-agent"
 GATEWAY_SUFFIX = "-federation-gw"
 
 
-Local = tuple[tuple[Endpoint, ...], tuple[EndpointPort, ...]]  # endpoints, service ports
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the MCS API derives an import from, beside endpoints and ports:
+    headless or not, session affinity, and when the export was made."""
+
+    headless: bool = False
+    session_affinity: SessionAffinity = SessionAffinity.NONE
+    affinity_timeout: int = 0
+    exported_at: float = 0.0
+
+    @classmethod
+    def of_set(cls, endpoint_set: EndpointSet) -> Shape:
+        return cls(
+            endpoint_set.headless,
+            endpoint_set.session_affinity,
+            endpoint_set.affinity_timeout,
+            endpoint_set.exported_at,
+        )
+
+
+def shape_of(service: Obj, export: Obj | None) -> Shape:
+    """The Shape of an exported Service and its ServiceExport."""
+    spec = service.get("spec", {})
+    affinity = (
+        SessionAffinity.CLIENT_IP
+        if spec.get("sessionAffinity") == "ClientIP"
+        else (SessionAffinity.NONE)
+    )
+    timeout = (spec.get("sessionAffinityConfig") or {}).get("clientIP", {}).get("timeoutSeconds")
+    created = (export or {}).get("metadata", {}).get("creationTimestamp")
+    return Shape(
+        headless=spec.get("clusterIP") == "None",
+        session_affinity=affinity,
+        affinity_timeout=int(timeout) if affinity is SessionAffinity.CLIENT_IP and timeout else 0,
+        exported_at=_timestamp(created),
+    )
+
+
+def _timestamp(text: object) -> float:
+    if not isinstance(text, str):
+        return 0.0
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+# endpoints, service ports, shape
+Local = tuple[tuple[Endpoint, ...], tuple[EndpointPort, ...], Shape]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +173,10 @@ def endpoint_set_of(
     slices: Iterable[Obj],
     nodes: dict[str, Obj],
     node_ports_from: Obj | None = None,
+    export: Obj | None = None,
 ) -> Local:
-    """(endpoints, service ports) of an exported Service, sorted."""
+    """(endpoints, service ports, shape) of an exported Service, sorted."""
+    shape = shape_of(service, export)
     service_ports = _ports(service.get("spec", {}).get("ports", []))
     found: dict[str, tuple[Endpoint, str]] = {}  # address -> (endpoint, node name)
     for slice_ in slices:
@@ -145,8 +197,9 @@ def endpoint_set_of(
                 )
                 found[address] = (endpoint, node_name)
     if site.mode is NetworkMode.FLAT:
-        return tuple(sorted((e for e, _ in found.values()), key=_order)), service_ports
-    return _gateway(site, list(found.values()), nodes, node_ports_from or service), service_ports
+        return tuple(sorted((e for e, _ in found.values()), key=_order)), service_ports, shape
+    ported = _gateway(site, list(found.values()), nodes, node_ports_from or service)
+    return ported, service_ports, shape
 
 
 def _gateway(
@@ -195,6 +248,7 @@ class _Sent:
 
     shards: dict[int, tuple[tuple[Endpoint, ...], tuple[EndpointPort, ...], int]]
     at: float = 0.0  # monotonic time of the last publish
+    shape: Shape = Shape()
 
     def members(self) -> dict[int, tuple[Endpoint, ...]]:
         return {n: endpoints for n, (endpoints, _, _) in self.shards.items()}
@@ -236,19 +290,22 @@ class Exporter:
         shards = {
             s.shard: (s.endpoints, s.ports, s.generation) for s in own
         }  # the registry's shards, no others: a shard it lacks is published again
-        self.sent[service] = _Sent(shards, last.at if last is not None else 0.0)
+        self.sent[service] = _Sent(
+            shards, last.at if last is not None else 0.0, Shape.of_set(own[0])
+        )
 
     def plan(self, service: ServiceRef, desired: Local | None) -> Plan:
         last = self.sent.get(service)
         if desired is None:
             return Plan(withdraw=last is not None)
-        endpoints, ports = desired
+        endpoints, ports, shape = desired
         wanted = shards.assign(endpoints, last.members() if last is not None else {}) or {0: ()}
         held = last.shards if last is not None else {}
+        reshaped = last is not None and last.shape != shape
         changed = [
             n
             for n, members in sorted(wanted.items())
-            if n not in held or held[n][0] != members or held[n][1] != ports
+            if reshaped or n not in held or held[n][0] != members or held[n][1] != ports
         ]
         drop = tuple(sorted(set(held) - set(wanted)))
         if not changed and not drop:
@@ -266,6 +323,10 @@ class Exporter:
                 endpoints=wanted[n],
                 ports=ports,
                 changed_at=self.wall(),
+                headless=shape.headless,
+                session_affinity=shape.session_affinity,
+                affinity_timeout=shape.affinity_timeout,
+                exported_at=shape.exported_at,
             )
             for n in changed
         )
@@ -278,6 +339,7 @@ class Exporter:
             endpoint_set.ports,
             endpoint_set.generation,
         )
+        last.shape = Shape.of_set(endpoint_set)
         last.at = self.monotonic()
 
     def dropped(self, service: ServiceRef, shard: int) -> None:
@@ -301,9 +363,11 @@ __all__ = [
     "Exporter",
     "Local",
     "Plan",
+    "Shape",
     "Site",
     "companion_service",
     "endpoint_set_of",
     "has_node_ports",
     "managed",
+    "shape_of",
 ]

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agents.cluster import mcs
 from agents.cluster.exporter import AGENT, MANAGED_BY, SERVICE_NAME
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
@@ -33,7 +34,15 @@ from agents.cluster.kube import (
     Kind,
     Obj,
 )
-from federation.model import EndpointPort, EndpointSet, ServiceRef, SourceKind, SourceRef, Workload
+from federation.model import (
+    EndpointPort,
+    EndpointSet,
+    ServiceRef,
+    SessionAffinity,
+    SourceKind,
+    SourceRef,
+    Workload,
+)
 from federation.model.addresses import refused_by_kubernetes
 from federation.routing import Choice, Chosen
 
@@ -234,14 +243,25 @@ def materialize(
     refused: Mapping[str, str] | None = None,
     bodies: Bodies | None = None,
     saved_view: dict[str, str] | None = None,
+    ips: tuple[str, ...] = (),
 ) -> Materialized:
     """The objects of ``service`` here.  ``saved_view``: the saved-view
     annotations to write as they are (the agent refreshes them at most every
-    few seconds: at 255 sources they are the largest thing it writes)."""
+    few seconds: at 255 sources they are the largest thing it writes).
+    ``ips``: the derived Service's cluster IPs, once the apiserver gave them
+    (the ServiceImport's ``spec.ips``, as GKE's derived Services do)."""
     bodies = bodies if bodies is not None else Bodies()
     name = global_name(service, suffix)
     labels = _labels(service)
-    ports = _service_ports(sets)
+    derived = mcs.derive(sets)
+    ports = derived.ports or _service_ports(sets)
+    affinity: dict[str, Any] = {}
+    if derived.session_affinity is SessionAffinity.CLIENT_IP:
+        affinity["sessionAffinity"] = "ClientIP"
+        if derived.affinity_timeout:
+            affinity["sessionAffinityConfig"] = {
+                "clientIP": {"timeoutSeconds": derived.affinity_timeout}
+            }
     out = [
         Desired(
             SERVICES,
@@ -256,6 +276,7 @@ def materialize(
                         for p in ports
                     ]
                     or [{"name": "none", "port": 1, "protocol": "TCP"}],
+                    **affinity,
                 },
             },
         ),
@@ -295,13 +316,15 @@ def materialize(
                     "annotations": annotations,
                 },
                 "spec": {
-                    "type": "ClusterSetIP",
+                    "type": derived.type,
                     "ports": [
                         {"name": p.name, "port": p.port, "protocol": p.protocol.value}
                         for p in ports
                     ],
+                    **({"ips": list(ips)} if ips and derived.type == mcs.CLUSTER_SET_IP else {}),
+                    **affinity,
                 },
-                "status": {"clusters": [{"cluster": str(s.source)} for s in sets]},
+                "status": {"clusters": [{"cluster": c} for c in derived.clusters]},
             },
         )
     )

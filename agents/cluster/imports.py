@@ -93,6 +93,7 @@ class Imports:
                 self.writer.refused_addresses,
                 self.bodies,
                 saved if behind else None,
+                self._cluster_ips(service),
             )
             desired, keep = done.objects, set[str]()
             if WORKLOAD_ENTRIES in self.informers:
@@ -113,6 +114,16 @@ class Imports:
             due = saved_at + SAVED_VIEW_EVERY - now
             revisit = due if revisit is None else min(revisit, due)
         return revisit
+
+    def _cluster_ips(self, service: ServiceRef) -> tuple[str, ...]:
+        """The derived Service's cluster IPs, once the apiserver assigned
+        them (its informer event then brings this service back here)."""
+        derived = self.informers[SERVICES].get(
+            service.namespace, importer.global_name(service, self.suffix)
+        )
+        spec = (derived or {}).get("spec", {})
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        return tuple(ip for ip in ips if ip and ip != "None")
 
     async def forget(self, service: ServiceRef) -> None:
         """No source has the service (any more): once the registry's view is

@@ -214,6 +214,10 @@ class Kube:
     async def replace(self, kind: Kind, namespace: str | None, name: str, obj: Obj) -> Obj:
         return await self._json("PUT", kind.path(namespace, name), body=obj)
 
+    async def replace_status(self, kind: Kind, namespace: str | None, name: str, obj: Obj) -> Obj:
+        """PUT the status subresource (404 where the kind has none)."""
+        return await self._json("PUT", kind.path(namespace, name) + "/status", body=obj)
+
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         try:
             await self._json("DELETE", kind.path(namespace, name))
@@ -393,9 +397,18 @@ def _version(obj: Obj) -> object:
     return obj["metadata"].get("resourceVersion")
 
 
-def crd(kind: str, plural: str, group: str = MCS_GROUP, version: str = "v1alpha1") -> Obj:
-    """A namespaced CustomResourceDefinition (MCS by default) that accepts any spec."""
-    return {
+def crd(
+    kind: str,
+    plural: str,
+    group: str = MCS_GROUP,
+    version: str = "v1alpha1",
+    *,
+    status: bool = False,
+) -> Obj:
+    """A namespaced CustomResourceDefinition (MCS by default) that accepts
+    any spec; with ``status``, its status is a subresource (as upstream's
+    ServiceExport has it)."""
+    definition: Obj = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},
@@ -418,9 +431,15 @@ def crd(kind: str, plural: str, group: str = MCS_GROUP, version: str = "v1alpha1
             ],
         },
     }
+    if status:
+        definition["spec"]["versions"][0]["subresources"] = {"status": {}}
+    return definition
 
 
-MCS_CRDS = (crd("ServiceExport", "serviceexports"), crd("ServiceImport", "serviceimports"))
+MCS_CRDS = (
+    crd("ServiceExport", "serviceexports", status=True),
+    crd("ServiceImport", "serviceimports"),
+)
 
 
 async def ensure_crds(kube: Kube) -> None:

@@ -29,7 +29,10 @@ import orjson
 from federation.model.records import MAX_ENDPOINTS_PER_SET, Endpoint, EndpointSet
 from federation.model.validation import Fields, ValidationError, check_int
 
-PATCH_FIELDS = frozenset({"generation", "ports", "stale", "changedAt", "staleSince"})
+PATCH_FIELDS = frozenset(
+    {"generation", "ports", "stale", "changedAt", "staleSince", "headless", "sessionAffinity"}
+    | {"sessionAffinityTimeoutSeconds", "exportedAt"}
+)
 WORTH = 0.5  # a delta is sent only under this share of the whole value's size
 
 __all__ = ["PATCH_FIELDS", "diff", "patched"]
@@ -104,6 +107,10 @@ def patched(current: EndpointSet, delta: object) -> EndpointSet:
         "stale": current.stale,
         "changedAt": current.changed_at,
         "staleSince": current.stale_since,
+        "headless": current.headless,
+        "sessionAffinity": current.session_affinity.value,
+        "sessionAffinityTimeoutSeconds": current.affinity_timeout,
+        "exportedAt": current.exported_at,
     }
     try:
         base = EndpointSet.from_wire({**header, **changes})

@@ -61,6 +61,7 @@ __all__ = [
     "NetworkMode",
     "Protocol",
     "ServiceRef",
+    "SessionAffinity",
     "SourceKind",
     "SourceRef",
     "Workload",
@@ -89,6 +90,14 @@ class Protocol(Enum):
 class NetworkMode(Enum):
     FLAT = "flat"
     GATEWAY = "gateway"
+
+
+class SessionAffinity(Enum):
+    NONE = "None"
+    CLIENT_IP = "ClientIP"
+
+
+MAX_AFFINITY_TIMEOUT = 86400  # kube's bound on sessionAffinityConfig.clientIP.timeoutSeconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,7 +281,7 @@ _ENDPOINT_FIELDS = frozenset(
 )
 _SET_FIELDS = frozenset(
     {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt", "staleSince"}
-    | {"shard"}
+    | {"shard", "headless", "sessionAffinity", "sessionAffinityTimeoutSeconds", "exportedAt"}
 )
 
 
@@ -291,7 +300,13 @@ class EndpointSet:
     several ``shard``s (0, 1, ...), each a record of its own with its own
     generation; consumers merge them (``merge_shards``).  The per-shard
     bounds (endpoints, bytes) hold at the wire, so a merged set may be
-    larger."""
+    larger.
+
+    What the MCS API derives an import from travels too: whether the
+    exported Service is ``headless``, its session affinity (and timeout),
+    and ``exported_at``, when its ServiceExport was created, which decides
+    conflicts (the oldest export wins).  On the wire they appear only when
+    not at their defaults."""
 
     service: ServiceRef
     source: SourceRef
@@ -302,6 +317,10 @@ class EndpointSet:
     stale: bool = False
     changed_at: float = 0.0
     stale_since: float = 0.0
+    headless: bool = False
+    session_affinity: SessionAffinity = SessionAffinity.NONE
+    affinity_timeout: int = 0  # seconds; 0: kube's default
+    exported_at: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("generation", self.generation, 0, 2**63 - 1)
@@ -310,9 +329,12 @@ class EndpointSet:
             raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
         check_number("changedAt", self.changed_at, 0.0, 1e11)
         check_number("staleSince", self.stale_since, 0.0, 1e11)
+        check_enum("sessionAffinity", SessionAffinity, self.session_affinity)
+        check_int("sessionAffinityTimeoutSeconds", self.affinity_timeout, 0, MAX_AFFINITY_TIMEOUT)
+        check_number("exportedAt", self.exported_at, 0.0, 1e11)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "service": self.service.to_wire(),
             "source": str(self.source),
             "generation": self.generation,
@@ -323,6 +345,15 @@ class EndpointSet:
             "changedAt": self.changed_at,
             "staleSince": self.stale_since,
         }
+        if self.headless:
+            wire["headless"] = True
+        if self.session_affinity is not SessionAffinity.NONE:
+            wire["sessionAffinity"] = self.session_affinity.value
+        if self.affinity_timeout:
+            wire["sessionAffinityTimeoutSeconds"] = self.affinity_timeout
+        if self.exported_at:
+            wire["exportedAt"] = self.exported_at
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> EndpointSet:
@@ -337,6 +368,17 @@ class EndpointSet:
             stale=check_bool("stale", f.get("stale", False)),
             changed_at=check_number("changedAt", f.get("changedAt", 0.0), 0.0, 1e11),
             stale_since=check_number("staleSince", f.get("staleSince", 0.0), 0.0, 1e11),
+            headless=check_bool("headless", f.get("headless", False)),
+            session_affinity=check_enum(
+                "sessionAffinity", SessionAffinity, f.get("sessionAffinity", "None")
+            ),
+            affinity_timeout=check_int(
+                "sessionAffinityTimeoutSeconds",
+                f.get("sessionAffinityTimeoutSeconds", 0),
+                0,
+                MAX_AFFINITY_TIMEOUT,
+            ),
+            exported_at=check_number("exportedAt", f.get("exportedAt", 0.0), 0.0, 1e11),
         )
 
 

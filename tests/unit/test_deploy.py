@@ -199,7 +199,7 @@ def test_kustomize_builds_both_overlays() -> None:
         kinds = sorted({o["kind"] for o in objects})
         assert kinds == [
             "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition",
-            "Deployment", "Namespace", "Role", "RoleBinding", "ServiceAccount",
+            "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount",
         ]  # fmt: skip
         deployment = next(o for o in objects if o["kind"] == "Deployment")
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -35,7 +35,7 @@ SLICE = {
 
 def test_flat_mode_publishes_pod_ips_with_node_topology() -> None:
     site = Site("east1", SITE, NetworkMode.FLAT)
-    endpoints, ports = endpoint_set_of(site, SERVICE, [SLICE], NODES)
+    endpoints, ports, _ = endpoint_set_of(site, SERVICE, [SLICE], NODES)
     assert [e.address for e in endpoints] == ["127.9.1.2", "127.9.1.3", "127.9.2.2"]
     assert [e.locality.zone for e in endpoints] == ["z1", "z1", "z2"]
     assert [e.healthy for e in endpoints] == [True, False, False]
@@ -48,7 +48,7 @@ def test_gateway_mode_publishes_node_address_times_node_port() -> None:
     assert companion["spec"]["type"] == "NodePort"
     assert companion["metadata"]["name"] == "echo-federation-gw"
     companion["spec"]["ports"][0]["nodePort"] = 30080  # as the API server allocates
-    endpoints, _ = endpoint_set_of(site, SERVICE, [SLICE], NODES, companion)
+    endpoints, _, _ = endpoint_set_of(site, SERVICE, [SLICE], NODES, companion)
     assert [(e.address, e.ports[0].port, e.ready) for e in endpoints] == [
         ("127.9.0.1", 30080, True),
         ("127.9.0.2", 30080, False),

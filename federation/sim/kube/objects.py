@@ -37,6 +37,10 @@ class ResourceType:
     namespaced: bool
     singular: str = ""
     short_names: tuple[str, ...] = ()
+    # A CRD's: whether it declares the status subresource (None: built in).
+    # With it, writes to the object keep the stored status and only
+    # ``/status`` changes it; without it, ``/status`` is not served.
+    status_subresource: bool | None = None
 
     @property
     def api_version(self) -> str:

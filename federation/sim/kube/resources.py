@@ -86,7 +86,13 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
     names = spec.get("names") or {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
     scope = spec.get("scope")
-    versions = [v.get("name") for v in spec.get("versions") or [] if v.get("served", True)]
+    served = [v for v in spec.get("versions") or [] if v.get("served", True)]
+    versions = [v.get("name") for v in served]
+    with_status = {
+        v.get("name"): "status"
+        in ((v.get("subresources") or {}) | (spec.get("subresources") or {}))
+        for v in served
+    }
     name = crd.get("metadata", {}).get("name", "")
     if not (group and plural and kind and versions) or scope not in {"Namespaced", "Cluster"}:
         raise KubeError.invalid(
@@ -108,6 +114,7 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
             namespaced=scope == "Namespaced",
             singular=names.get("singular", kind.lower()),
             short_names=tuple(names.get("shortNames", [])),
+            status_subresource=with_status[version],
         )
         for version in versions
     ]

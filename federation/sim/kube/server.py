@@ -105,7 +105,7 @@ class KubeApi:
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if sub not in (None, "status"):
+        if sub not in (None, "status") or (sub == "status" and rt.status_subresource is False):
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
         if rt.namespaced and name is not None and namespace is None:
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
@@ -128,6 +128,8 @@ class KubeApi:
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
         assign_name(target.rt, obj)
+        if target.rt.status_subresource:
+            obj.pop("status", None)  # set through /status only
         validate(target.rt, obj, loopback_endpoints=self.loopback_endpoints)
         declared = types_from_crd(obj) if target.rt is CRD else []
         if target.rt is SERVICE:
@@ -154,6 +156,16 @@ class KubeApi:
 
     def _replace(self, target: _Target, ns: str, obj: Obj) -> Obj:
         assert target.name is not None
+        if target.rt.status_subresource:  # a CRD's status moves through /status alone
+            stored = self.store.get(target.rt, ns, target.name)
+            if target.subresource == "status":
+                rv = obj.get("metadata", {}).get("resourceVersion")
+                obj = stored | {"status": obj.get("status")}
+                obj["metadata"] = dict(stored["metadata"]) | {"resourceVersion": rv}
+            elif "status" in stored:
+                obj = obj | {"status": stored["status"]}
+            else:
+                obj = {k: v for k, v in obj.items() if k != "status"}
         if target.rt is SERVICE and target.subresource is None:
             self.services.prepare_update(ns, self.store.get(SERVICE, ns, target.name), obj)
         validate(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, watch
 
+from agents.cluster.kube import MCS_CRDS
 from tests.contract.kube.conftest import Kube
 
 
@@ -300,3 +301,54 @@ async def test_services_get_cluster_ips_and_node_ports_that_stick(kube: Kube) ->
         "np", kube.namespace, {"metadata": {"labels": {"x": "y"}}}
     )
     assert patched.spec.ports[0].node_port == allocated
+
+
+async def served_crd(kube: Kube, definition: dict[str, Any]) -> None:
+    """Install ``definition`` unless it is (a real cluster may have the
+    upstream MCS CRDs already), and wait until its kind is served."""
+    extensions = client.ApiextensionsV1Api(kube.api)
+    try:
+        await extensions.create_custom_resource_definition(definition)
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+    group = definition["spec"]["group"]
+    version = definition["spec"]["versions"][0]["name"]
+    plural = definition["spec"]["names"]["plural"]
+    for _ in range(100):
+        try:
+            await kube.custom.list_namespaced_custom_object(group, version, kube.namespace, plural)
+            return
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{plural}.{group} is not served")
+
+
+async def test_a_service_export_status_moves_through_its_subresource(kube: Kube) -> None:
+    """The agent writes ServiceExport conditions through ``/status``; a write
+    of the object keeps them, as for every kind with that subresource."""
+    await served_crd(kube, MCS_CRDS[0])
+    group, version, plural = "multicluster.x-k8s.io", "v1alpha1", "serviceexports"
+    ns = kube.namespace
+    created = await kube.custom.create_namespaced_custom_object(
+        group, version, ns, plural,
+        {"apiVersion": f"{group}/{version}", "kind": "ServiceExport", "metadata": {"name": "echo"},
+         "status": {"conditions": [{"type": "Ignored"}]}},
+    )  # fmt: skip
+    assert not (created.get("status") or {}).get("conditions")  # status is not set on create
+    condition = {
+        "type": "Valid", "status": "True", "reason": "Valid", "message": "exported",
+        "lastTransitionTime": "2026-12-02T00:00:00Z",
+    }  # fmt: skip
+    written = await kube.custom.replace_namespaced_custom_object_status(
+        group, version, ns, plural, "echo", {**created, "status": {"conditions": [condition]}}
+    )
+    assert written["status"]["conditions"][0]["reason"] == "Valid"
+    replaced = await kube.custom.replace_namespaced_custom_object(
+        group, version, ns, plural, "echo",
+        {**written, "metadata": {**written["metadata"], "labels": {"a": "b"}}, "status": {}},
+    )  # fmt: skip
+    assert replaced["metadata"]["labels"] == {"a": "b"}
+    assert replaced["status"]["conditions"][0]["reason"] == "Valid"  # kept

@@ -1,0 +1,99 @@
+"""The MCS API on simulated clusters: ServiceExport conditions (valid, and
+conflicts resolved as KEP-1645 says, the oldest export winning), and the
+ServiceImport's type, ips, ports, session affinity and cluster names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agents.cluster.kube import SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, Kube
+from federation.sim.world import World
+from tests.integration.test_cluster_agent import NS, echo_world, routed_to
+from tests.support import eventually
+
+
+def kube_of(world: World, cluster: str) -> Kube:
+    kube = world.members[cluster].kube
+    assert kube is not None
+    return kube
+
+
+async def conditions(world: World, cluster: str, name: str = "echo") -> dict[str, Any]:
+    export = await kube_of(world, cluster).get(SERVICE_EXPORTS, NS, name)
+    assert export is not None
+    return {c["type"]: c for c in (export.get("status") or {}).get("conditions") or []}
+
+
+def reason(of: str, status: str, why: str) -> Any:
+    async def holds(world: World, cluster: str, name: str = "echo") -> bool:
+        found = (await conditions(world, cluster, name)).get(of)
+        return found is not None and (found["status"], found["reason"]) == (status, why)
+
+    return holds
+
+
+async def test_the_service_import_is_what_the_mcs_api_says(tmp_path: Path) -> None:
+    async with echo_world(tmp_path) as world:
+        await routed_to(world, "west", "west")
+        kube = kube_of(world, "west")
+
+        async def imported() -> dict[str, Any] | None:
+            found = await kube.get(SERVICE_IMPORTS, NS, "echo")
+            return found if found and found["spec"].get("ips") else None
+
+        await eventually(imported, what="a ServiceImport with ips")
+        service_import = await imported()
+        assert service_import is not None
+        derived = await kube.get(SERVICES, NS, "echo-global")
+        assert derived is not None
+        assert service_import["spec"]["type"] == "ClusterSetIP"
+        assert service_import["spec"]["ips"] == [derived["spec"]["clusterIP"]]
+        assert [p["port"] for p in service_import["spec"]["ports"]] == [
+            p["port"] for p in derived["spec"]["ports"]
+        ]
+        assert service_import["status"]["clusters"] == [
+            {"cluster": "east1"}, {"cluster": "east2"}, {"cluster": "west"}
+        ]  # fmt: skip
+        valid = reason("Valid", "True", "Valid")
+        for name in world.members:
+            await eventually(lambda n=name: valid(world, n), what=f"{name}'s export valid")
+            assert (await conditions(world, name))["Conflict"]["reason"] == "NoConflicts"
+
+
+async def test_a_port_conflict_is_reported_on_every_export_and_the_oldest_wins(
+    tmp_path: Path,
+) -> None:
+    async with echo_world(tmp_path) as world:
+        await routed_to(world, "west", "west")
+        kube = kube_of(world, "east2")
+        service = await kube.get(SERVICES, NS, "echo")
+        assert service is not None
+        winner_port = service["spec"]["ports"][0]["port"]
+        service["spec"]["ports"][0]["port"] = winner_port + 1
+        await kube.replace(SERVICES, NS, "echo", service)
+        conflict = reason("Conflict", "True", "PortConflict")
+        for name in world.members:
+            await eventually(lambda n=name: conflict(world, n), what=f"{name}: PortConflict")
+        message = (await conditions(world, "east2"))["Conflict"]["message"]
+        assert "east2" in message and "in east1" in message  # the loser, and the oldest
+        imported = await kube_of(world, "west").get(SERVICE_IMPORTS, NS, "echo")
+        assert imported is not None
+        assert [p["port"] for p in imported["spec"]["ports"]] == [winner_port]
+
+        service = await kube.get(SERVICES, NS, "echo")
+        assert service is not None
+        service["spec"]["ports"][0]["port"] = winner_port
+        await kube.replace(SERVICES, NS, "echo", service)
+        cleared = reason("Conflict", "False", "NoConflicts")
+        for name in world.members:
+            await eventually(lambda n=name: cleared(world, n), what=f"{name}: conflict cleared")
+
+
+async def test_an_export_of_a_missing_service_is_not_valid(tmp_path: Path) -> None:
+    async with echo_world(tmp_path) as world:
+        await world.export("west", NS, "ghost")
+        missing = reason("Valid", "False", "NoService")
+        await eventually(lambda: missing(world, "west", "ghost"), what="ghost: NoService")
+        accepted = (await conditions(world, "west", "ghost"))["Accepted"]
+        assert (accepted["status"], accepted["reason"]) == ("False", "NoService")
