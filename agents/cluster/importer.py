@@ -51,6 +51,13 @@ SOURCES_ANNOTATION = "federation.io/sources"
 OMITTED_ANNOTATION = "federation.io/sources-omitted"
 LEFT_OUT_ANNOTATION = "federation.io/left-out"
 CHOICE_ANNOTATION = "federation.io/route"
+# kube-proxy spreads connections evenly over a Service's endpoints: a weighted
+# split is routed (the chosen sources) but not weighted in this cluster.
+WEIGHTS_ANNOTATION = "federation.io/weights"
+WEIGHTS_UNENFORCED = (
+    "not enforced here: kube-proxy spreads connections evenly over the chosen endpoints; "
+    "the VM agent's forwarder weights them"
+)
 SAVED_BUDGET = 192 * 1024  # of kube's 256 KiB for all of an object's annotations
 LEFT_OUT_SHOWN = 20
 SLICE_MANAGER = "cluster-agent.federation.io"
@@ -235,6 +242,12 @@ def _members(chunk: list[Chosen]) -> tuple[tuple[str, int, str], ...]:
     return tuple((c.address, c.weight, c.endpoint.locality.zone) for c in chunk)
 
 
+def weighted(choice: Choice) -> bool:
+    """A weighted split between sources (routing's only choice with no
+    level in use and endpoints chosen)."""
+    return choice.priority is None and bool(choice.endpoints)
+
+
 def materialize(
     service: ServiceRef,
     sets: list[EndpointSet],
@@ -296,6 +309,8 @@ def materialize(
         left_out.update(dropped)
     saved = saved_view if saved_view is not None else _saved(sets, choice, bodies)
     annotations = {CHOICE_ANNOTATION: choice.reason, **saved}
+    if weighted(choice):
+        annotations[WEIGHTS_ANNOTATION] = WEIGHTS_UNENFORCED
     if left_out:
         shown = [{"address": a, "reason": r} for a, r in sorted(left_out.items())[:LEFT_OUT_SHOWN]]
         annotations[LEFT_OUT_ANNOTATION] = json.dumps(

@@ -60,6 +60,7 @@ class Imports:
         self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
         self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
         self._left_out: dict[ServiceRef, int] = {}
+        self._unweighted: set[ServiceRef] = set()  # weighted policies kube-proxy cannot honour
         # Per service and source, the last generation the propagation metric saw.
         self._observed: dict[ServiceRef, dict[str, int]] = {}
 
@@ -107,6 +108,7 @@ class Imports:
         if not behind:
             self._saved[service] = (now, done.saved)
         self._count_left_out(service, len(done.left_out))
+        self._say_weights(service, importer.weighted(choice))
         self._observe(service, sets)
         self.metrics.imports.set(len(self.choices))
         revisit = revisit_after(choice, sets, policy, now)
@@ -137,6 +139,7 @@ class Imports:
         self._observed.pop(service, None)
         self.bodies.forget(service)
         self._count_left_out(service, 0)
+        self._say_weights(service, False)
         self.metrics.imports.set(len(self.choices))
         if not self.view.authoritative:
             return
@@ -161,6 +164,17 @@ class Imports:
                 if managed(obj):
                     owned.add((kind, obj["metadata"]["name"]))
         return owned
+
+    def _say_weights(self, service: ServiceRef, unenforced: bool) -> None:
+        """Weights this cluster's data plane cannot honour: said once per
+        service (a log line; the ServiceImport's annotation; a gauge)."""
+        if unenforced and service not in self._unweighted:
+            log.warning("%s: a weighted policy is routed but %s", service,
+                        importer.WEIGHTS_UNENFORCED)  # fmt: skip
+            self._unweighted.add(service)
+        elif not unenforced:
+            self._unweighted.discard(service)
+        self.metrics.unenforced_weights.set(len(self._unweighted))
 
     def _count_left_out(self, service: ServiceRef, count: int) -> None:
         if count:

@@ -32,6 +32,11 @@ class AgentMetrics:
             "Chosen endpoints left out of this cluster's slices: Kubernetes cannot hold them",
             registry=self.registry,
         )
+        self.unenforced_weights = Gauge(
+            "federation_agent_unenforced_weights",
+            "Imported services whose policy weights sources but whose data plane here cannot",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
         )

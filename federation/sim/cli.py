@@ -65,6 +65,7 @@ async def _serve(cluster: SimCluster, kubeconfig: Path) -> int:
             f"SIMULATED cluster sim-{name} (an API emulator with a simulated kubelet,\n"
             f"EndpointSlice controller and kube-proxy; not a real Kubernetes cluster)\n"
             f"  api server  {cluster.url}\n  kubeconfig  {kubeconfig}\n"
+            f"  dns         {cluster.dns.host}:{cluster.dns.port} (clusterset.local)\n"
             f"  addresses   127.{cluster.index}.0.0/16 (nodes, pods, service IPs)\n"
             f"  try: kubectl --kubeconfig {kubeconfig} get namespaces\n"
         )

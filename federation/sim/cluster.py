@@ -25,6 +25,7 @@ from typing import Any
 
 from federation.clock import Clock, SystemClock
 from federation.sim.blocks import claim
+from federation.sim.dns import ClusterSetDNS
 from federation.sim.endpointslices import EndpointSliceController
 from federation.sim.kube.app import SimKubeServer
 from federation.sim.kube.objects import Obj
@@ -95,6 +96,9 @@ class SimCluster:
         )
         self.endpointslices = EndpointSliceController(self.client)
         self.proxy = KubeProxy(self.client, [ip for _, _, ip in self.nodes])
+        # clusterset.local, from this cluster's ServiceImports (CoreDNS's
+        # multicluster plugin in a real one), on this cluster's block.
+        self.dns = ClusterSetDNS(self.client, f"127.{index}.0.53")
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -106,6 +110,7 @@ class SimCluster:
 
     async def start(self) -> None:
         await self.server.start()
+        await self.dns.start()
         for node, zone, ip in self.nodes:
             self.client.create(NODE, "", _node(node, self.region, zone, ip))
         for loop in (self.kubelet.run, self.endpointslices.run, self.proxy.run):
@@ -119,6 +124,7 @@ class SimCluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.dns.stop()
         await self.server.stop()
         self._block.release()
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agents.cluster.importer import WEIGHTS_ANNOTATION
 from agents.cluster.kube import SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, Kube
+from federation.model import ServiceRef, TrafficPolicy
 from federation.sim.world import World
 from tests.integration.test_cluster_agent import NS, echo_world, routed_to
 from tests.support import eventually
@@ -97,3 +99,26 @@ async def test_an_export_of_a_missing_service_is_not_valid(tmp_path: Path) -> No
         await eventually(lambda: missing(world, "west", "ghost"), what="ghost: NoService")
         accepted = (await conditions(world, "west", "ghost"))["Accepted"]
         assert (accepted["status"], accepted["reason"]) == ("False", "NoService")
+
+
+async def test_weights_kube_proxy_cannot_honour_are_said_not_dropped(tmp_path: Path) -> None:
+    async with echo_world(tmp_path) as world:
+        await routed_to(world, "west", "west")
+        policy = TrafficPolicy(
+            service=ServiceRef(namespace=NS, name="echo"),
+            weights={"cluster:east1": 90, "cluster:west": 10},
+        )
+        await world.admin().request("PUT", f"/v1/policies/{NS}/echo", policy.to_wire())
+        kube = kube_of(world, "east2")
+
+        async def said() -> bool:
+            found = await kube.get(SERVICE_IMPORTS, NS, "echo")
+            return WEIGHTS_ANNOTATION in (
+                (found or {}).get("metadata", {}).get("annotations") or {}
+            )
+
+        await eventually(said, what="the ServiceImport saying weights are not enforced")
+        agent = world.members["east2"].agent
+        assert agent is not None
+        gauge = agent.metrics.registry.get_sample_value("federation_agent_unenforced_weights")
+        assert gauge == 1.0

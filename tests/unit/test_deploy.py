@@ -204,3 +204,16 @@ def test_kustomize_builds_both_overlays() -> None:
         deployment = next(o for o in objects if o["kind"] == "Deployment")
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         assert f"--network-mode={mode}" in args
+
+
+def test_the_coredns_rbac_validates_and_grants_what_the_plugin_reads() -> None:
+    objects = documents(DEPLOY / "coredns/rbac.yaml")
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.26.0", strict=True)
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    granted = {
+        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert granted == {("multicluster.x-k8s.io", "serviceimports"),
+                       ("discovery.k8s.io", "endpointslices")}  # fmt: skip
+    assert "multicluster clusterset.local" in (DEPLOY / "coredns/Corefile.snippet").read_text()
