@@ -1,4 +1,7 @@
-# Shared by up.sh, failover.sh and down.sh.
+# shellcheck shell=bash
+# Shared by up.sh, failover.sh, conformance.sh and down.sh (sourced: the
+# variables are theirs to use).
+# shellcheck disable=SC2034
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -52,3 +53,20 @@ def test_no_two_ranges_overlap() -> None:
     for i, one in enumerate(ranges):
         for other in ranges[i + 1 :]:
             assert not one.overlaps(other), (one, other)
+
+
+def test_every_script_passes_shellcheck() -> None:
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    scripts = sorted(KIND.glob("*.sh"))
+    assert {s.name for s in scripts} >= {"up.sh", "failover.sh", "down.sh", "conformance.sh"}
+    done = subprocess.run(
+        [str(shellcheck), "-x", *map(str, scripts)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=KIND,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_conformance_run_names_every_cluster_context() -> None:
+    script = (KIND / "conformance.sh").read_text()
+    assert "sigs.k8s.io/mcs-api" in script or "kubernetes-sigs/mcs-api" in script
+    assert '--contexts="$contexts"' in script and "kind-$c" in script
