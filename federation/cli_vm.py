@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.client import Credentials, RegistryClient, RegistryError
+from agents.vm import saved
 from agents.vm.agent import Probe, VMAgent
 from federation.cli_agent import serve_until_signal, stop_on_signals
 from federation.cli_common import REGISTRY_HELP, UsageError
@@ -104,7 +105,16 @@ async def start(
             credentials = await credentials_for(url, state_dir, token)
             client = RegistryClient(url, credentials)
             name = _vm_name(credentials)
-            record = Workload.from_wire(await client.request("GET", f"/v1/vms/{name}"))
+            try:
+                answer = await client.request("GET", f"/v1/vms/{name}", retry=False)
+                record = Workload.from_wire(answer)
+            except RegistryError as err:
+                kept = saved.load_record(state_dir)
+                if err.status != 0 or kept is None or kept.name != name:
+                    raise
+                log.warning("%s; starting from the record and view kept in %s", err, state_dir)
+                return client, kept  # static stability: forward from what we had
+            saved.save_record(state_dir, record)
             return client, record
         except (RegistryError, ValidationError, OSError) as err:
             if client is not None:

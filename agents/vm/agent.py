@@ -30,6 +30,7 @@ from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
 from agents.telemetry import LinkMetrics
 from agents.view import View, follow, keep_alive
+from agents.vm import saved
 from agents.vm.forwarder import Forwarder
 from federation.clock import Clock, SystemClock
 from federation.model import (
@@ -136,6 +137,9 @@ class VMAgent:
     # -- running -------------------------------------------------------------------
 
     async def run(self) -> None:
+        if not self.view.loaded and saved.seed_view(self.state_dir, self.view):
+            log.info("starting from the view saved in %s", self.state_dir / "view.json")
+            await self._route()  # forward now, whatever the registry's state
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._follow())
@@ -181,6 +185,7 @@ class VMAgent:
         revision = self.view.revision
         await self.forwarder.update(imported, self.view.policies)
         self.metrics.imports.set(len(imported))
+        saved.save_view(self.state_dir, self.view)
         self._routed_revision = revision
         self.metrics.applied.set(revision)
 
