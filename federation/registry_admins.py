@@ -12,7 +12,7 @@ from cryptography import x509
 
 from federation.clock import Clock
 from federation.model import keys
-from federation.registry_errors import Conflict, Invalid, NotFound
+from federation.registry_errors import Conflict, NotFound, Unprocessable
 from federation.registry_trust import Issued, TrustDomain
 from federation.store import Compare, Delete, Put, Store
 from federation.trust import ca as certs
@@ -27,7 +27,7 @@ def load_csr(pem: str) -> x509.CertificateSigningRequest:
     try:
         return certs.load_csr(pem)
     except certs.CertificateError as err:
-        raise Invalid(str(err)) from None
+        raise Unprocessable(str(err)) from None
 
 
 class Admins:

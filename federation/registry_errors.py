@@ -37,6 +37,14 @@ class TooLarge(RegistryError):
     status = 413
 
 
+class Unprocessable(RegistryError):
+    """Well formed, as the API document describes it, but not what it must
+    be: a CSR or certificate that does not parse, or asks for what it may
+    not.  400 is kept for what the document itself forbids."""
+
+    status = 422
+
+
 class MissingEncryptionKey(RegistryError):
     """The CA key must be encrypted or decrypted and no key was given."""
 
@@ -51,4 +59,5 @@ __all__ = [
     "Revoked",
     "TooLarge",
     "Unauthorized",
+    "Unprocessable",
 ]

@@ -23,6 +23,10 @@ from federation.trust.identity import Identity
 log = logging.getLogger("federation.registry")
 
 
+MIN_TOKEN_TTL = 1.0
+MAX_TOKEN_TTL = 7 * 86400.0
+
+
 class Tokens:
     def __init__(self, store: Store, *, prefix: str, clock: Clock, trust: TrustDomain) -> None:
         self.store = store
@@ -34,7 +38,7 @@ class Tokens:
         return f"{self.prefix}{keys.TOKENS}{tokens.token_hash(token.strip())}"
 
     def mint(self, identity: Identity, ttl: float) -> tuple[str, Put]:
-        if not 1 <= ttl <= 7 * 86400:
+        if not MIN_TOKEN_TTL <= ttl <= MAX_TOKEN_TTL:
             raise Invalid("token TTL must be between 1 second and 7 days")
         token = tokens.mint(self.trust.ca.fingerprint)
         value = json.dumps({"identity": str(identity), "expiresAt": self.clock.now() + ttl})
@@ -76,4 +80,4 @@ class Tokens:
             await self.clock.sleep(interval)
 
 
-__all__ = ["Tokens"]
+__all__ = ["MAX_TOKEN_TTL", "MIN_TOKEN_TTL", "Tokens"]

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from federation.clock import Clock
-from federation.registry_errors import Conflict, Invalid, MissingEncryptionKey
+from federation.registry_errors import Conflict, Invalid, MissingEncryptionKey, Unprocessable
 from federation.registry_leader import Fence
 from federation.store import Compare, Put, Store
 from federation.trust import ca as certs
@@ -209,7 +209,7 @@ class TrustDomain:
             try:
                 return certs.issue_intermediate(ca, csr, identity, self.trust_domain, now, span)
             except certs.CertificateError as err:
-                raise Invalid(str(err)) from None
+                raise Unprocessable(str(err)) from None
 
         return await self._issue(identity, "intermediate", sign)
 

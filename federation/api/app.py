@@ -53,7 +53,13 @@ from federation.model import (
     merge_shards,
 )
 from federation.model.claims import Contradiction, check_claims
-from federation.model.validation import Fields, check_dns_label, check_int, check_service_name
+from federation.model.validation import (
+    Fields,
+    Inconsistent,
+    check_dns_label,
+    check_int,
+    check_service_name,
+)
 from federation.registry import (
     NotFound,
     Registry,
@@ -135,7 +141,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             metrics.denied.inc()
         response = error_response(err.status, str(err), reason=getattr(err, "reason", None))
     except ValidationError as err:  # 422: valid, but not what its publisher may claim
-        status = 422 if isinstance(err, Contradiction) else 400
+        status = 422 if isinstance(err, Inconsistent) else 400
         response = error_response(status, str(err), err.path or None)
     except web.HTTPException as err:
         response = error_response(err.status, err.reason if err.status != 413 else str(err.text))
@@ -286,7 +292,7 @@ async def _publish(request: web.Request) -> web.Response:
     service, source = _service(request), source_of(request.match_info["source"])
     endpoint_set = EndpointSet.from_wire(require_object(await read_json(request), "EndpointSet"))
     if endpoint_set.service != service or endpoint_set.source != source:
-        raise ValidationError("service", "the body's service and source must match the path")
+        raise Contradiction("service", "the body's service and source must match the path")
     member = await request.app[HUB_KEY].roster.lookup(
         registry_of(request), Identity.of_source(source)
     )
@@ -363,7 +369,7 @@ async def _put_policy(request: web.Request) -> web.Response:
     service = _service(request)
     policy = TrafficPolicy.from_wire(require_object(await read_json(request), "TrafficPolicy"))
     if policy.service != service:
-        raise ValidationError("service", "the body's service must match the path")
+        raise Contradiction("service", "the body's service must match the path")
     return json_response({"revision": await registry_of(request).put_policy(policy)})
 
 

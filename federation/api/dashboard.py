@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from federation.api.http import HUB_KEY, json_response, registry_of
+from federation.api.openapi import DASHBOARD_PAGE_LIMIT
 from federation.api.operator_routes import members_status
 from federation.api.trust_routes import status_of
 from federation.model import (
@@ -33,7 +34,7 @@ from federation.registry import NotFound
 from federation.routing import choose, explained
 from federation.trust.identity import Identity, Role
 
-PAGE_LIMIT = 200  # services per page, at most
+PAGE_LIMIT = DASHBOARD_PAGE_LIMIT  # services per page, at most
 _PAGE = resources.files("federation.api").joinpath("dashboard.html")
 
 

@@ -6,87 +6,157 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from federation.model import (
+    MAX_ENDPOINTS_PER_SET,
+    MAX_PORTS_PER_ENDPOINT,
+    MAX_SHARDS,
+    MAX_WEIGHT,
+    NetworkMode,
+    Protocol,
+    SessionAffinity,
+)
+from federation.model.policy import MAX_FAILOVER_TARGETS, MAX_GRACE_SECONDS
+from federation.model.records import MAX_AFFINITY_TIMEOUT, MAX_ZONES
+from federation.model.validation import MAX_LABELS
+from federation.registry_tokens import MAX_TOKEN_TTL, MIN_TOKEN_TTL
+
+DASHBOARD_PAGE_LIMIT = 200  # services per page of /v1/dashboard
+
 if TYPE_CHECKING:
     from federation.api.http import Route
 
-_LABEL = {"type": "string", "maxLength": 63}
-_DNS = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+# Exactly as strict as the validators (federation/model/validation.py), so
+# that a request the document allows is refused only for what no schema can
+# say (a CSR that does not parse, a body that contradicts its path or its
+# publisher's registration: those are 404, 409 or 422, never 400).  The
+# patterns bound their repetitions, so a length limit holds inside them;
+# tests/unit/test_openapi.py holds them to the validators.
+_DNS_LABEL = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_1035 = "[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+_LABEL_TEXT = "([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+_LABEL_KEY = (
+    f"({_DNS_LABEL}(\\.{_DNS_LABEL}){{0,2}}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
+)
+_SOURCE_TEXT = f"(cluster|vm):{_DNS_LABEL}"
+
+
+def _pattern(regex: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^{regex}$"}
+
+
+_DNS = _pattern(_DNS_LABEL)
+_SERVICE_NAME = _pattern(_DNS_1035)
+_LABEL = _pattern(_LABEL_TEXT)
+_SOURCE = {**_pattern(_SOURCE_TEXT), "example": "cluster:east"}
+_IP = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
 _LOCALITY = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["region", "zone"],
-    "properties": {"region": _LABEL, "zone": _LABEL, "cluster": _LABEL, "network": _LABEL},
+    "properties": {"region": _LABEL, "zone": _LABEL, "cluster": _DNS, "network": _LABEL},
 }
 _PORT = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["port"],
     "properties": {
-        "name": _LABEL,
+        "name": {"anyOf": [_DNS, {"type": "string", "maxLength": 0}]},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "protocol": {"type": "string", "enum": ["TCP", "UDP", "SCTP"]},
+        "protocol": {"type": "string", "enum": [p.value for p in Protocol]},
     },
 }
-_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_PORTS = {"type": "array", "maxItems": MAX_PORTS_PER_ENDPOINT, "items": _PORT}
+_LABELS = {
+    "type": "object",
+    "maxProperties": MAX_LABELS,
+    "propertyNames": _pattern(_LABEL_KEY),
+    "additionalProperties": _LABEL,
+}
 _SERVICE = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["namespace", "name"],
-    "properties": {"namespace": _DNS, "name": _DNS},
+    "properties": {"namespace": _DNS, "name": _SERVICE_NAME},
 }
+_TIME = {"type": "number", "minimum": 0, "maximum": 1e11}
+_TOKEN_TTL = {"type": "number", "minimum": MIN_TOKEN_TTL, "maximum": MAX_TOKEN_TTL}
+_PEM = {"type": "string", "description": "PEM; one that does not parse is 422"}
+
+
+def _target(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A failover target naming at least ``name``."""
+    return {"required": [name], "properties": {name: {**schema, "minLength": 1}}}
+
 
 SCHEMAS: dict[str, Any] = {
     "Locality": _LOCALITY,
     "Cluster": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["name", "locality"],
         "properties": {
             "name": _DNS,
             "locality": {"$ref": "#/components/schemas/Locality"},
-            "networkMode": {"type": "string", "enum": ["flat", "gateway"]},
+            "networkMode": {"type": "string", "enum": [m.value for m in NetworkMode]},
             "labels": _LABELS,
+            "zones": {"type": "array", "maxItems": MAX_ZONES - 1, "items": _LABEL},
         },
     },
     "Workload": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["name", "namespace", "serviceAccount", "address", "locality"],
         "properties": {
             "name": _DNS,
             "namespace": _DNS,
             "serviceAccount": _DNS,
-            "address": {"type": "string"},
+            "address": _IP,
             "locality": {"$ref": "#/components/schemas/Locality"},
-            "ports": {"type": "array", "items": _PORT},
+            "ports": _PORTS,
             "labels": _LABELS,
-            "service": {"type": "string", "maxLength": 63},
+            "service": {"anyOf": [_SERVICE_NAME, {"type": "string", "maxLength": 0}]},
         },
     },
     "Endpoint": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["address", "locality"],
         "properties": {
-            "address": {"type": "string"},
-            "ports": {"type": "array", "items": _PORT},
+            "address": _IP,
+            "ports": _PORTS,
             "locality": {"$ref": "#/components/schemas/Locality"},
             "ready": {"type": "boolean"},
             "serving": {"type": "boolean"},
             "terminating": {"type": "boolean"},
-            "weight": {"type": "integer", "minimum": 0},
+            "weight": {"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT},
         },
     },
     "EndpointSet": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["service", "source", "generation"],
         "properties": {
             "service": _SERVICE,
-            "source": {"type": "string", "example": "cluster:east"},
-            "generation": {"type": "integer", "minimum": 0},
+            "source": _SOURCE,
+            "generation": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "shard": {"type": "integer", "minimum": 0, "maximum": MAX_SHARDS - 1},
             "endpoints": {
                 "type": "array",
-                "maxItems": 1000,
+                "maxItems": MAX_ENDPOINTS_PER_SET,
                 "items": {"$ref": "#/components/schemas/Endpoint"},
             },
-            "ports": {"type": "array", "maxItems": 100, "items": _PORT},
+            "ports": _PORTS,
             "stale": {"type": "boolean"},
-            "changedAt": {"type": "number"},
-            "staleSince": {"type": "number"},
+            "changedAt": _TIME,
+            "staleSince": _TIME,
+            "headless": {"type": "boolean"},
+            "sessionAffinity": {"type": "string", "enum": [a.value for a in SessionAffinity]},
+            "sessionAffinityTimeoutSeconds": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_AFFINITY_TIMEOUT,
+            },
+            "exportedAt": _TIME,
         },
     },
     "Heartbeat": {
@@ -96,77 +166,108 @@ SCHEMAS: dict[str, Any] = {
     },
     "TrafficPolicy": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["service"],
         "properties": {
             "service": _SERVICE,
             "failover": {
                 "type": "array",
+                "maxItems": MAX_FAILOVER_TARGETS,
                 "items": {
                     "type": "object",
-                    "properties": {"region": _LABEL, "zone": _LABEL, "cluster": _LABEL},
+                    "additionalProperties": False,
+                    "properties": {"region": _LABEL, "zone": _LABEL, "cluster": _DNS},
+                    "anyOf": [
+                        _target("region", _LABEL),
+                        _target("zone", _LABEL),
+                        _target("cluster", _DNS),
+                    ],
                 },
             },
-            "minHealthy": {"type": "integer", "minimum": 0},
-            "failbackHoldDownSeconds": {"type": "number", "minimum": 0},
-            "weights": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "staleGraceSeconds": {"type": ["number", "null"], "minimum": 0},
+            "minHealthy": {"type": "integer", "minimum": 0, "maximum": MAX_ENDPOINTS_PER_SET},
+            "failbackHoldDownSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+            "weights": {
+                "type": "object",
+                "propertyNames": _pattern(_SOURCE_TEXT),
+                "additionalProperties": {"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT},
+            },
+            "staleGraceSeconds": {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": MAX_GRACE_SECONDS},
+                    {"type": "null"},
+                ]
+            },
         },
     },
     "AddCluster": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["record"],
         "properties": {
             "record": {"$ref": "#/components/schemas/Cluster"},
-            "tokenTtlSeconds": {"type": "number"},
+            "tokenTtlSeconds": _TOKEN_TTL,
         },
     },
     "AddWorkload": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["record"],
         "properties": {
             "record": {"$ref": "#/components/schemas/Workload"},
-            "tokenTtlSeconds": {"type": "number"},
+            "tokenTtlSeconds": _TOKEN_TTL,
         },
     },
-    "TokenRequest": {"type": "object", "properties": {"tokenTtlSeconds": {"type": "number"}}},
+    "TokenRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"tokenTtlSeconds": _TOKEN_TTL},
+    },
     "Join": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["token", "csr"],
-        "properties": {"token": {"type": "string"}, "csr": {"type": "string"}},
+        "properties": {"token": {"type": "string"}, "csr": _PEM},
     },
-    "Renew": {"type": "object", "required": ["csr"], "properties": {"csr": {"type": "string"}}},
+    "Renew": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["csr"],
+        "properties": {"csr": _PEM},
+    },
     "IntermediateRequest": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["csr"],
         "properties": {
-            "csr": {"type": "string"},
+            "csr": _PEM,
             "lifetimeSeconds": {"type": "number", "minimum": 3600, "maximum": 31536000},
         },
     },
     "WorkloadCertRequest": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["csr", "namespace", "serviceAccount"],
-        "properties": {
-            "csr": {"type": "string"},
-            "namespace": _DNS,
-            "serviceAccount": _DNS,
-        },
+        "properties": {"csr": _PEM, "namespace": _DNS, "serviceAccount": _DNS},
     },
     "RotateRequest": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "certificate": {"type": "string"},
-            "key": {"type": "string"},
-            "csr": {"type": "string", "description": "the caller's credential, new root"},
+            "certificate": _PEM,
+            "key": _PEM,
+            "csr": {**_PEM, "description": "the caller's credential, under the new root"},
         },
+        "dependentRequired": {"certificate": ["key"], "key": ["certificate"]},
     },
     "AdminRequest": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["name", "csr"],
-        "properties": {"name": _DNS, "csr": {"type": "string"}},
+        "properties": {"name": _DNS, "csr": _PEM},
     },
     "Ack": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["version"],
         "properties": {"version": {"type": "integer", "minimum": 1}},
     },
@@ -182,11 +283,32 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-_PARAMETER_SCHEMAS = {
-    "namespace": _DNS,
-    "name": {"type": "string", "maxLength": 63},
-    "source": {"type": "string", "example": "cluster:east"},
+# Path parameters: what each route's own validator takes.
+_PARAMETER_SCHEMAS = {"namespace": _DNS, "name": _DNS, "source": _SOURCE}
+_SERVICE_PATHS = ("/v1/services/", "/v1/policies/", "/v1/dashboard/route/")
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_QUERIES: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("GET", "/v1/dashboard"): [
+        _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9 - 1}),
+        _query("limit", {"type": "integer", "minimum": 0, "maximum": DASHBOARD_PAGE_LIMIT}),
+        _query("filter", {"type": "string", "maxLength": 253}),
+    ],
+    ("GET", "/v1/dashboard/route/{namespace}/{name}"): [_query("from", _DNS, required=True)],
+    ("DELETE", "/v1/services/{namespace}/{name}/sources/{source}"): [
+        _query("shard", {"type": "integer", "minimum": 0, "maximum": MAX_SHARDS - 1})
+    ],
 }
+
+
+def _parameter(route_path: str, name: str) -> dict[str, Any]:
+    if name == "name" and route_path.startswith(_SERVICE_PATHS):
+        return _SERVICE_NAME
+    return _PARAMETER_SCHEMAS[name]
 
 
 _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: under way"}
@@ -220,9 +342,12 @@ def document(routes: list[Route]) -> dict[str, Any]:
         params = re.findall(r"{(\w+)}", route.path)
         if params:
             operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": _PARAMETER_SCHEMAS[p]}
+                {"name": p, "in": "path", "required": True, "schema": _parameter(route.path, p)}
                 for p in params
             ]
+        queries = _QUERIES.get((route.method, route.path))
+        if queries:
+            operation["parameters"] = operation.get("parameters", []) + queries
         if route.path == "/v1/watch":
             operation["parameters"] = [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},

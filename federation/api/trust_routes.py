@@ -19,7 +19,8 @@ from federation.api.http import (
 )
 from federation.model import ValidationError
 from federation.model.validation import check_dns_label
-from federation.registry import Forbidden, Invalid
+from federation.registry import Forbidden
+from federation.registry_errors import Unprocessable
 from federation.registry_trust import Issued
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
@@ -158,7 +159,7 @@ async def _rotate(request: web.Request) -> web.Response:
         try:
             imported = certs.load_root(cert.encode(), key.encode(), registry.clock.now())
         except certs.CertificateError as err:
-            raise Invalid(str(err)) from None
+            raise Unprocessable(str(err)) from None
     csr = body.get("csr")  # for the admin's own credential, under the new issuing root
     if csr is not None:
         if not isinstance(csr, str):
@@ -166,7 +167,7 @@ async def _rotate(request: web.Request) -> web.Response:
         try:
             certs.load_csr(csr)  # before anything changes
         except certs.CertificateError as err:
-            raise Invalid(str(err)) from None
+            raise Unprocessable(str(err)) from None
     await registry_of(request).trust.rotate(imported)
     answer = await status_of(request)
     if csr is not None:

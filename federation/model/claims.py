@@ -9,10 +9,10 @@ traffic.  A contradiction names the field, as the API's 422 does."""
 from __future__ import annotations
 
 from federation.model.records import Cluster, EndpointSet, Workload
-from federation.model.validation import ValidationError
+from federation.model.validation import Inconsistent
 
 
-class Contradiction(ValidationError):
+class Contradiction(Inconsistent):
     """A record contradicts what its publisher was registered with."""
 
 

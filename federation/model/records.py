@@ -20,6 +20,7 @@ from typing import Any, NewType
 from federation.model.validation import (
     MAX_LABELS,
     Fields,
+    Inconsistent,
     ValidationError,
     check_bool,
     check_dns_label,
@@ -244,7 +245,7 @@ class Endpoint:
             raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
         names = [p.name for p in self.ports]
         if len(set(names)) != len(names):
-            raise ValidationError("ports", "port names must be unique")
+            raise Inconsistent("ports", "port names must be unique")
         check_int("weight", self.weight, 0, MAX_WEIGHT)
 
     @property

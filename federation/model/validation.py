@@ -38,10 +38,18 @@ class ValidationError(ValueError):
 
     def within(self, prefix: str) -> ValidationError:
         """The same error seen from an enclosing record."""
+        kind = type(self)  # an Inconsistent error stays one
         if not self.path:
-            return ValidationError(prefix, self.message)
+            return kind(prefix, self.message)
         joiner = "" if self.path.startswith("[") else "."
-        return ValidationError(f"{prefix}{joiner}{self.path}", self.message)
+        return kind(f"{prefix}{joiner}{self.path}", self.message)
+
+
+class Inconsistent(ValidationError):
+    """Every field is valid on its own, the record as a whole is not (two
+    ports of one name; a record that contradicts its path or its
+    publisher).  The API answers 422 for these, 400 for what its document
+    already forbids."""
 
 
 # -- field checks -------------------------------------------------------------
@@ -133,6 +141,11 @@ def memo_wire(
 
 
 def check_int(path: str, value: object, low: int, high: int) -> int:
+    """An integer in ``low..high``.  ``80.0`` is the integer 80, as JSON
+    Schema's ``integer`` (and so the API document) has it; ``80.5`` and
+    ``true`` are not integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(path, f"expected an integer, got {type(value).__name__}")
     if not low <= value <= high:

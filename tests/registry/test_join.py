@@ -51,7 +51,7 @@ async def test_unknown_and_expired_tokens_are_401(sqlite_harness: Harness) -> No
 
 async def test_a_bad_csr_does_not_burn_the_token(sqlite_harness: Harness) -> None:
     token = await sqlite_harness.add_cluster("east")
-    assert await join_status(sqlite_harness, token, csr="not a csr") == 400
+    assert await join_status(sqlite_harness, token, csr="not a csr") == 422  # valid, unparseable
     assert await join_status(sqlite_harness, token) == 200
 
 
