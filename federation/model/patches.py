@@ -98,22 +98,8 @@ def patched(current: EndpointSet, delta: object) -> EndpointSet:
     unknown = sorted(str(k) for k in changes if k not in PATCH_FIELDS)
     if unknown:
         raise ValidationError(f"fields.{unknown[0]}", "not a field a delta may change")
-    header = {
-        "service": current.service.to_wire(),
-        "source": str(current.source),
-        "generation": current.generation,
-        "shard": current.shard,
-        "ports": [p.to_wire() for p in current.ports],
-        "stale": current.stale,
-        "changedAt": current.changed_at,
-        "staleSince": current.stale_since,
-        "headless": current.headless,
-        "sessionAffinity": current.session_affinity.value,
-        "sessionAffinityTimeoutSeconds": current.affinity_timeout,
-        "exportedAt": current.exported_at,
-    }
     try:
-        base = EndpointSet.from_wire({**header, **changes})
+        base = EndpointSet.from_wire({**current.header_wire(), **changes})
     except ValidationError as err:
         raise err.within("fields") from None
     endpoints = _spliced(current.endpoints, f.get("endpoints", []))

@@ -335,12 +335,15 @@ class EndpointSet:
         check_number("exportedAt", self.exported_at, 0.0, 1e11)
 
     def to_wire(self) -> dict[str, Any]:
+        return {**self.header_wire(), "endpoints": [e.to_wire() for e in self.endpoints]}
+
+    def header_wire(self) -> dict[str, Any]:
+        """Every field but the endpoints (what a delta's fields change)."""
         wire = {
             "service": self.service.to_wire(),
             "source": str(self.source),
             "generation": self.generation,
             "shard": self.shard,
-            "endpoints": [e.to_wire() for e in self.endpoints],
             "ports": [p.to_wire() for p in self.ports],
             "stale": self.stale,
             "changedAt": self.changed_at,
