@@ -404,6 +404,7 @@ def crd(
     version: str = "v1alpha1",
     *,
     status: bool = False,
+    columns: tuple[tuple[str, str, str], ...] = (),
 ) -> Obj:
     """A namespaced CustomResourceDefinition (MCS by default) that accepts
     any spec; with ``status``, its status is a subresource (as upstream's
@@ -433,12 +434,21 @@ def crd(
     }
     if status:
         definition["spec"]["versions"][0]["subresources"] = {"status": {}}
+    if columns:
+        definition["spec"]["versions"][0]["additionalPrinterColumns"] = [
+            {"name": name, "type": kind, "jsonPath": path} for name, kind, path in columns
+        ]
     return definition
 
 
-MCS_CRDS = (
-    crd("ServiceExport", "serviceexports", status=True),
-    crd("ServiceImport", "serviceimports"),
+_AGE = ("Age", "date", ".metadata.creationTimestamp")
+MCS_CRDS = (  # the printer columns upstream's CRDs declare
+    crd("ServiceExport", "serviceexports", status=True, columns=(_AGE,)),
+    crd(
+        "ServiceImport",
+        "serviceimports",
+        columns=(("Type", "string", ".spec.type"), ("IP", "string", ".spec.ips"), _AGE),
+    ),
 )
 
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CAPACITY = 8192
 MAX_BYTES = 64 * 1024 * 1024  # the buffer's lines, whatever their count
+COALESCE = 0.005  # seconds a change may wait for the next before streams wake
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,16 @@ class Lag:
 
 class WatchHub:
     def __init__(
-        self, registry: Registry, capacity: int = CAPACITY, max_bytes: int = MAX_BYTES
+        self,
+        registry: Registry,
+        capacity: int = CAPACITY,
+        max_bytes: int = MAX_BYTES,
+        coalesce: float = COALESCE,
     ) -> None:
         self.registry = registry
+        self.coalesce = coalesce
+        self._soon: asyncio.TimerHandle | None = None
+        self._streams_wake: asyncio.Future[None] | None = None
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._bytes = 0  # the lines in _entries
@@ -88,6 +96,9 @@ class WatchHub:
                 await self._task
             self._task = None
         self._notify()
+        if self._soon is not None:
+            self._soon.cancel()
+        self._notify_streams()
 
     @property
     def head(self) -> int:
@@ -191,16 +202,36 @@ class WatchHub:
         self._base = self._head = revision
         self._epoch += 1
         self._notify()
+        self._notify_streams()
 
     def _notify(self) -> None:
+        """Wake what waits on the head (``caught_up``) now, and the streams
+        within ``coalesce`` seconds: under churn each stream then writes a
+        few changes at a time instead of waking (and writing a TLS record)
+        once per change per stream."""
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         self._wake = None
+        if self.coalesce <= 0:
+            self._notify_streams()
+        elif self._soon is None:
+            self._soon = asyncio.get_running_loop().call_later(self.coalesce, self._notify_streams)
+
+    def _notify_streams(self) -> None:
+        self._soon = None
+        if self._streams_wake is not None and not self._streams_wake.done():
+            self._streams_wake.set_result(None)
+        self._streams_wake = None
 
     def _waiter(self) -> asyncio.Future[None]:
         if self._wake is None:
             self._wake = asyncio.get_running_loop().create_future()
         return self._wake
+
+    def _stream_waiter(self) -> asyncio.Future[None]:
+        if self._streams_wake is None:
+            self._streams_wake = asyncio.get_running_loop().create_future()
+        return self._streams_wake
 
 
 class Subscription:
@@ -216,7 +247,7 @@ class Subscription:
         ``Compacted`` if the cursor fell out of the buffer."""
         entries = self._take()
         if not entries:
-            waiter = self.hub._waiter()
+            waiter = self.hub._stream_waiter()
             await asyncio.wait([waiter], timeout=timeout)
             entries = self._take()
         if not entries and self.hub._head > self.revision:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from federation.sim.kube import tables
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.rbac import Grant, Request
 from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
@@ -105,6 +106,8 @@ async def _resource(request: web.Request) -> web.StreamResponse:
     if request.method == "GET":
         if query.get("watch", "").lower() in ("1", "true"):
             return await _stream_watch(request, api, target, query)
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return _json(_table(api, target, query))
         if target.name is None:
             return _json(api.list(target, query))
         return _json(api.store.get(target.rt, target.namespace or "", target.name))
@@ -122,6 +125,18 @@ async def _resource(request: web.Request) -> web.StreamResponse:
         status, body = api.delete(target)
         return _json(body, status)
     raise KubeError(405, "MethodNotAllowed", f"{request.method} is not supported")
+
+
+def _table(api: KubeApi, target: Any, query: dict[str, str]) -> dict[str, Any]:
+    """``kubectl get``'s view: the object (or list) as a meta.k8s.io Table."""
+    include = query.get("includeObject", "Metadata")
+    if target.name is None:
+        listed = api.list(target, query)
+        return tables.table(
+            target.rt, listed.get("items") or [], listed["metadata"]["resourceVersion"], include
+        )
+    obj = api.store.get(target.rt, target.namespace or "", target.name)
+    return tables.table(target.rt, [obj], obj["metadata"].get("resourceVersion", ""), include)
 
 
 async def _stream_watch(

@@ -41,6 +41,8 @@ class ResourceType:
     # With it, writes to the object keep the stored status and only
     # ``/status`` changes it; without it, ``/status`` is not served.
     status_subresource: bool | None = None
+    # A CRD version's additionalPrinterColumns: (name, type, priority, jsonPath).
+    printer_columns: tuple[tuple[str, str, int, str], ...] = ()
 
     @property
     def api_version(self) -> str:

@@ -88,6 +88,14 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
     scope = spec.get("scope")
     served = [v for v in spec.get("versions") or [] if v.get("served", True)]
     versions = [v.get("name") for v in served]
+    printers = {
+        v.get("name"): tuple(
+            (str(c.get("name", "")), str(c.get("type") or "string"), int(c.get("priority") or 0),
+             str(c.get("jsonPath", "")))
+            for c in v.get("additionalPrinterColumns") or []
+        )
+        for v in served
+    }  # fmt: skip
     with_status = {
         v.get("name"): "status"
         in ((v.get("subresources") or {}) | (spec.get("subresources") or {}))
@@ -115,6 +123,7 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
             singular=names.get("singular", kind.lower()),
             short_names=tuple(names.get("shortNames", [])),
             status_subresource=with_status[version],
+            printer_columns=printers[version],
         )
         for version in versions
     ]

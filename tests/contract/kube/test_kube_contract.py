@@ -7,6 +7,8 @@ emulator and against a real cluster (FEDERATION_TEST_KUBECONFIG).
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -352,3 +354,52 @@ async def test_a_service_export_status_moves_through_its_subresource(kube: Kube)
     )  # fmt: skip
     assert replaced["metadata"]["labels"] == {"a": "b"}
     assert replaced["status"]["conditions"][0]["reason"] == "Valid"  # kept
+
+
+def kubectl(kubeconfig: Any, *args: str) -> str:
+    from tests.integration.test_sim_kubeapi import find_kubectl
+
+    done = subprocess.run(
+        [find_kubectl(), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_kubectl_get_prints_the_apiservers_columns(kube: Kube) -> None:
+    """``kubectl get`` prints what the server's Table says (as=Table)."""
+    ns = kube.namespace
+    await kube.core.create_namespaced_service(ns, {
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    })  # fmt: skip
+    await kube.discovery.create_namespaced_endpoint_slice(
+        ns, endpoint_slice("web-manual", "web", address="10.1.2.3")
+    )
+
+    def get(*args: str) -> list[list[str]]:
+        out = kubectl(kube.kubeconfig, "-n", ns, "get", *args)
+        return [re.split(r"\s{2,}", line.strip()) for line in out.strip().splitlines()]
+
+    services = await asyncio.to_thread(get, "services")
+    assert services[0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert services[1][:2] == ["web", "ClusterIP"] and services[1][3:5] == ["<none>", "80/TCP"]
+    wide = await asyncio.to_thread(get, "services", "-o", "wide")
+    assert wide[0][-1] == "SELECTOR" and wide[1][-1] == "app=web"
+    slices = await asyncio.to_thread(get, "endpointslices", "web-manual")
+    assert slices == [["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+                      ["web-manual", "IPv4", "8080", "10.1.2.3", slices[1][4]]]  # fmt: skip
+
+
+async def test_kubectl_get_prints_a_crds_printer_columns(kube: Kube) -> None:
+    await served_crd(kube, MCS_CRDS[1])
+    group, version, ns = "multicluster.x-k8s.io", "v1alpha1", kube.namespace
+    await kube.custom.create_namespaced_custom_object(group, version, ns, "serviceimports", {
+        "apiVersion": f"{group}/{version}", "kind": "ServiceImport", "metadata": {"name": "echo"},
+        "spec": {"type": "ClusterSetIP", "ips": ["10.9.0.1"], "ports": [{"port": 80}]},
+    })  # fmt: skip
+    out = await asyncio.to_thread(kubectl, kube.kubeconfig, "-n", ns, "get", "serviceimports")
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.strip().splitlines()]
+    assert rows[0] == ["NAME", "TYPE", "IP", "AGE"]
+    assert rows[1][:3] == ["echo", "ClusterSetIP", '["10.9.0.1"]']
