@@ -30,6 +30,7 @@ from federation.model import (
     SessionAffinity,
     SourceRef,
 )
+from federation.model.validation import DNS1123_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,12 @@ def _ports(raw: Iterable[Obj]) -> tuple[EndpointPort, ...]:
     )
 
 
+def _hostname(value: object) -> str:
+    """A slice endpoint's hostname, if it is one DNS can carry."""
+    text = value if isinstance(value, str) else ""
+    return text if len(text) <= 63 and DNS1123_LABEL.fullmatch(text) else ""
+
+
 def _node_locality(site: Site, node: Obj | None, zone: str | None) -> Locality:
     labels = (node or {}).get("metadata", {}).get("labels", {})
     return Locality(
@@ -194,6 +201,7 @@ def endpoint_set_of(
                     ready=conditions.get("ready") is not False,
                     serving=conditions.get("serving", conditions.get("ready")) is not False,
                     terminating=bool(conditions.get("terminating", False)),
+                    hostname=_hostname(raw.get("hostname")),
                 )
                 found[address] = (endpoint, node_name)
     if site.mode is NetworkMode.FLAT:

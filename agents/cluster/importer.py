@@ -238,8 +238,10 @@ def _source_slices(
     return out, left_out
 
 
-def _members(chunk: list[Chosen]) -> tuple[tuple[str, int, str], ...]:
-    return tuple((c.address, c.weight, c.endpoint.locality.zone) for c in chunk)
+def _members(chunk: list[Chosen]) -> tuple[tuple[str, int, str, str], ...]:
+    return tuple(
+        (c.address, c.weight, c.endpoint.locality.zone, c.endpoint.hostname) for c in chunk
+    )
 
 
 def weighted(choice: Choice) -> bool:
@@ -461,6 +463,7 @@ def _slice(
                 "addresses": [c.address],
                 "conditions": {"ready": True, "serving": True, "terminating": False},
                 "zone": c.endpoint.locality.zone,
+                **({"hostname": c.endpoint.hostname} if c.endpoint.hostname else {}),
             }
             for c in members
         ],

@@ -129,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
             "serving": {"type": "boolean"},
             "terminating": {"type": "boolean"},
             "weight": {"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT},
+            "hostname": {"anyOf": [_DNS, {"type": "string", "maxLength": 0}]},
         },
     },
     "EndpointSet": {

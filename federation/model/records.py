@@ -227,9 +227,15 @@ class EndpointPort:
         )
 
 
+def _hostname(value: object) -> str:
+    return check_dns_label("hostname", value) if value != "" else ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
-    """One backend address with EndpointSlice-style conditions."""
+    """One backend address with EndpointSlice-style conditions, and the
+    ``hostname`` its slice gives it (a headless Service's pod: DNS answers
+    ``<hostname>.<cluster>.<svc>.<ns>.svc.clusterset.local``)."""
 
     address: str
     ports: tuple[EndpointPort, ...]
@@ -238,9 +244,12 @@ class Endpoint:
     serving: bool = True
     terminating: bool = False
     weight: int = 1
+    hostname: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", check_ip("address", self.address))
+        if self.hostname:
+            check_dns_label("hostname", self.hostname)
         if len(self.ports) > MAX_PORTS_PER_ENDPOINT:
             raise ValidationError("ports", f"at most {MAX_PORTS_PER_ENDPOINT} ports")
         names = [p.name for p in self.ports]
@@ -261,6 +270,7 @@ class Endpoint:
             "serving": self.serving,
             "terminating": self.terminating,
             "weight": self.weight,
+            **({"hostname": self.hostname} if self.hostname else {}),
         }
 
     @classmethod
@@ -274,11 +284,14 @@ class Endpoint:
             serving=check_bool("serving", f.get("serving", True)),
             terminating=check_bool("terminating", f.get("terminating", False)),
             weight=check_int("weight", f.get("weight", 1), 0, MAX_WEIGHT),
+            hostname=check_dns_label("hostname", f.get("hostname"))
+            if f.get("hostname", "")
+            else "",
         )
 
 
 _ENDPOINT_FIELDS = frozenset(
-    {"address", "ports", "locality", "ready", "serving", "terminating", "weight"}
+    {"address", "ports", "locality", "ready", "serving", "terminating", "weight", "hostname"}
 )
 _SET_FIELDS = frozenset(
     {"service", "source", "generation", "endpoints", "ports", "stale", "changedAt", "staleSince"}

@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from agents.cluster.kube import SERVICE_IMPORTS
+from agents.cluster.kube import ENDPOINT_SLICES, SERVICE_IMPORTS, SERVICES
 from federation.sim import echo
 from federation.sim.world import World
 from tests.integration.test_cluster_agent import NS, echo_world, kill_all, routed_to
@@ -77,3 +77,46 @@ async def test_unknown_names_are_nxdomain_and_other_zones_refused(tmp_path: Path
         await eventually(lambda: import_ips(world, "west"), what="ServiceImport ips")
         with pytest.raises(dns.resolver.NoAnswer):  # the name exists, without AAAA
             await resolver(world, "west").resolve(NAME, "AAAA")
+
+
+async def test_a_headless_export_answers_per_endpoint_and_per_hostname(tmp_path: Path) -> None:
+    async with echo_world(tmp_path) as world:
+        kube = world.members["east1"].kube
+        assert kube is not None
+        await kube.create(SERVICES, NS, {
+            "metadata": {"name": "db"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]},
+        })  # fmt: skip
+        await kube.create(ENDPOINT_SLICES, NS, {
+            "metadata": {"name": "db-pods", "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["127.1.1.20"], "hostname": "db-0", "conditions": {"ready": True}},
+                {"addresses": ["127.1.1.21"], "hostname": "db-1", "conditions": {"ready": True}},
+            ],
+        })  # fmt: skip
+        await world.export("east1", NS, "db")
+        west = world.members["west"].kube
+        assert west is not None
+
+        async def headless() -> bool:
+            found = await west.get(SERVICE_IMPORTS, NS, "db")
+            return bool(found) and found["spec"]["type"] == "Headless"
+
+        await eventually(headless, what="west importing db as Headless")
+        name = f"db.{NS}.svc.clusterset.local"
+
+        async def resolved() -> list[str]:
+            try:
+                answer = await resolver(world, "west").resolve(name, "A")
+            except dns.resolver.NXDOMAIN:
+                return []
+            return sorted(r.address for r in answer)
+
+        await eventually(lambda: resolved(), what="db's endpoints in west's DNS")
+        assert await resolved() == ["127.1.1.20", "127.1.1.21"]
+        pod = await resolver(world, "west").resolve(f"db-1.east1.{name}", "A")
+        assert [r.address for r in pod] == ["127.1.1.21"]
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            await resolver(world, "west").resolve(f"db-9.east1.{name}", "A")
