@@ -42,6 +42,11 @@ def add_command(kinds: Any) -> None:
         help="NS/NAME=HOST:PORT pins a service's local address (repeatable)",
     )
     vm.add_argument("--listen", default="127.0.0.1:9471", help="health and metrics")
+    vm.add_argument(
+        "--dns",
+        metavar="HOST:PORT",
+        help="answer <svc>.<ns>.svc.clusterset.local here (UDP and TCP) with the forwarders",
+    )
     vm.set_defaults(handler=_run)
 
 
@@ -142,6 +147,7 @@ async def _agent(
             probe=Probe(args.probe),
             probe_interval=args.probe_interval,
             pinned=pinned,
+            dns=parse_listen(args.dns) if args.dns else None,
         )
         print(
             f"vm {record.name}: endpoint of {record.namespace}/{record.service or '-'}; "

@@ -32,6 +32,7 @@ from agents.telemetry import LinkMetrics
 from agents.view import View, follow, keep_alive
 from agents.vm import saved
 from agents.vm.forwarder import Forwarder
+from agents.vm.resolver import VMResolver
 from federation.clock import Clock, SystemClock
 from federation.model import (
     Endpoint,
@@ -112,6 +113,7 @@ class VMAgent:
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
         pinned: dict[ServiceRef, tuple[str, int]] | None = None,
+        dns: tuple[str, int] | None = None,
     ) -> None:
         self.client = client
         self.record = record
@@ -126,6 +128,8 @@ class VMAgent:
         )
         self.credentials = CredentialKeeper(client, self.clock, keep_in(state_dir / "certs"))
         self.forwarder = Forwarder(record.locality, state_dir, pinned=pinned, now=self.clock.now)
+        # clusterset.local for the VM's applications, if asked for (--dns).
+        self.resolver = VMResolver(self.forwarder, *dns) if dns is not None else None
         self.metrics = VMMetrics()
         self.view = View()
         self.healthy: bool | None = None
@@ -137,10 +141,13 @@ class VMAgent:
     # -- running -------------------------------------------------------------------
 
     async def run(self) -> None:
-        if not self.view.loaded and saved.seed_view(self.state_dir, self.view):
-            log.info("starting from the view saved in %s", self.state_dir / "view.json")
-            await self._route()  # forward now, whatever the registry's state
         try:
+            if self.resolver is not None:
+                await self.resolver.start()
+                log.info("answering clusterset.local on %s:%d", *self.resolver.address)
+            if not self.view.loaded and saved.seed_view(self.state_dir, self.view):
+                log.info("starting from the view saved in %s", self.state_dir / "view.json")
+                await self._route()  # forward now, whatever the registry's state
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._follow())
                 group.create_task(self.credentials.run())
@@ -154,6 +161,8 @@ class VMAgent:
                 if self.service is not None:
                     group.create_task(self._health())
         finally:
+            if self.resolver is not None:
+                await self.resolver.stop()
             await self.forwarder.close()
 
     async def _follow(self) -> None:
