@@ -54,6 +54,8 @@ from agents.cluster.exporter import (
 from agents.cluster.imports import Imports
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
+    EVENTS,
+    MCS_GROUP,
     NODES,
     SERVICE_EXPORTS,
     SERVICE_IMPORTS,
@@ -428,6 +430,42 @@ class ClusterAgent:
                 SERVICE_EXPORTS, service.namespace, service.name, body
             )
         self.informers[SERVICE_EXPORTS].store(written)
+        await self._export_events(export, wanted)
+
+    async def _export_events(self, before: Obj, wanted: list[Obj]) -> None:
+        """An Event on the ServiceExport where a user looks first, when it
+        turns invalid or conflicted (once per transition, as its condition
+        changes).  An Event the apiserver refuses is logged, never retried."""
+        held = {c.get("type"): c for c in (before.get("status") or {}).get("conditions") or []}
+        for condition in wanted:
+            if condition["type"] not in ("Valid", "Conflict"):
+                continue
+            bad = (condition["type"] == "Valid") == (condition["status"] == "False")
+            old = held.get(condition["type"]) or {}
+            if not bad or (old.get("status"), old.get("reason")) == (
+                condition["status"],
+                condition["reason"],
+            ):
+                continue
+            event = {
+                "metadata": {"generateName": f"{before['metadata']['name']}.",
+                             "namespace": before["metadata"]["namespace"]},
+                "involvedObject": {
+                    "apiVersion": f"{MCS_GROUP}/v1alpha1", "kind": "ServiceExport",
+                    "namespace": before["metadata"]["namespace"],
+                    "name": before["metadata"]["name"], "uid": before["metadata"].get("uid"),
+                },
+                "reason": condition["reason"], "message": condition["message"],
+                "type": "Warning", "source": {"component": "federation-agent"},
+                "reportingComponent": "federation-agent", "count": 1,
+                "firstTimestamp": condition["lastTransitionTime"],
+                "lastTimestamp": condition["lastTransitionTime"],
+            }  # fmt: skip
+            try:
+                await self.kube.create(EVENTS, before["metadata"]["namespace"], event)
+            except KubeError as err:
+                where = f"{before['metadata']['namespace']}/{before['metadata']['name']}"
+                log.warning("cannot record an Event on ServiceExport %s: %s", where, err)
 
     def _local_set(self, service: ServiceRef, local: Local) -> EndpointSet:
         endpoints, ports, shape = local

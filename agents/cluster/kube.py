@@ -56,6 +56,7 @@ CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespace
 MCS_GROUP = "multicluster.x-k8s.io"
 SERVICE_EXPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceexports")
 SERVICE_IMPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceimports")
+EVENTS = Kind("", "v1", "events")
 ISTIO_GROUP = "networking.istio.io"
 WORKLOAD_ENTRIES = Kind(ISTIO_GROUP, "v1beta1", "workloadentries")  # served by Istio 1.8+
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from federation.clock import Clock
-from federation.sim import echo
+from federation.sim import echo, events
 from federation.sim.kube.objects import Obj, now_rfc3339
 from federation.sim.kube.resources import NODE, POD
 from federation.sim.local import LocalClient
@@ -147,6 +147,9 @@ class Kubelet:
             nodes = [n["metadata"]["name"] for n in self.client.list(NODE)]
             spec["nodeName"] = nodes[self._next_node % len(nodes)]
             self._next_node += 1
+            events.record(self.client, obj, "Scheduled",
+                          f"Successfully assigned {meta['namespace']}/{meta['name']} to "
+                          f"{spec['nodeName']}", component="default-scheduler")  # fmt: skip
         if FINALIZER not in meta.setdefault("finalizers", []):
             meta["finalizers"].append(FINALIZER)
         obj = self.client.update(POD, obj)
@@ -161,6 +164,7 @@ class Kubelet:
             }
             self._failed.add(meta["uid"])
             self.client.update(POD, obj, status=True)
+            events.record(self.client, obj, "Failed", obj["status"]["message"], type_="Warning")
             return
         ip = self.pod_ip(spec["nodeName"])
         port = int(ports[0].get("containerPort", 8080))
@@ -180,11 +184,15 @@ class Kubelet:
             "conditions": _conditions(False),
         }
         self.client.update(POD, obj, status=True)
+        events.record(self.client, obj, "Started", f"Started container {_container(obj)}")
         self.client.log.info(
             "pod %s/%s running at %s:%d", running.namespace, running.name, ip, port
         )
 
     async def _terminate(self, running: RunningPod, grace: float) -> None:
+        pod = self.client.get(POD, running.namespace, running.name)
+        if pod is not None:
+            events.record(self.client, pod, "Killing", f"Stopping container {_container(pod)}")
         await self.clock.sleep(grace)
         await self._stop(running)
         self._release(self.client.get(POD, running.namespace, running.name))
@@ -252,8 +260,17 @@ class Kubelet:
         running.ready = ok
         obj.setdefault("status", {})["conditions"] = _conditions(ok)
         self.client.update(POD, obj, status=True)
+        if not ok:
+            events.record(self.client, obj, "Unhealthy",
+                          "Readiness probe failed: GET /healthz did not answer 2xx or 3xx",
+                          type_="Warning")  # fmt: skip
         state = "ready" if ok else "not ready"
         self.client.log.info("pod %s/%s is %s", running.namespace, running.name, state)
+
+
+def _container(pod: Obj) -> str:
+    containers = pod.get("spec", {}).get("containers") or [{}]
+    return str(containers[0].get("name") or "main")
 
 
 def _conditions(ready: bool) -> list[Obj]:

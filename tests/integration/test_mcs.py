@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cluster.importer import WEIGHTS_ANNOTATION
-from agents.cluster.kube import SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, Kube
+from agents.cluster.kube import EVENTS, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, Kube
 from federation.model import ServiceRef, TrafficPolicy
 from federation.sim.world import World
 from tests.integration.test_cluster_agent import NS, echo_world, routed_to
@@ -79,6 +79,10 @@ async def test_a_port_conflict_is_reported_on_every_export_and_the_oldest_wins(
             await eventually(lambda n=name: conflict(world, n), what=f"{name}: PortConflict")
         message = (await conditions(world, "east2"))["Conflict"]["message"]
         assert "east2" in message and "in east1" in message  # the loser, and the oldest
+        events, _ = await kube.list(EVENTS, NS)
+        (warned,) = [e for e in events if e["involvedObject"]["kind"] == "ServiceExport"]
+        assert (warned["reason"], warned["type"]) == ("PortConflict", "Warning")
+        assert warned["source"]["component"] == "federation-agent"
         imported = await kube_of(world, "west").get(SERVICE_IMPORTS, NS, "echo")
         assert imported is not None
         assert [p["port"] for p in imported["spec"]["ports"]] == [winner_port]

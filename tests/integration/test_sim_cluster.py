@@ -14,7 +14,7 @@ import pytest
 
 from federation.sim import echo
 from federation.sim.cluster import SimCluster
-from federation.sim.kube.resources import ENDPOINT_SLICE, NODE, POD, SERVICE
+from federation.sim.kube.resources import ENDPOINT_SLICE, EVENT, NODE, POD, SERVICE
 from tests.support import eventually
 
 NS = "shop"
@@ -215,3 +215,22 @@ async def test_unreachable_through_the_admin_endpoint(east: SimCluster) -> None:
             f"{east.url}/api/v1/namespaces", headers=headers, ssl=ssl_ctx
         ) as answer:
             assert answer.status == 200
+
+
+async def test_the_kubelet_records_the_events_a_real_one_records(east: SimCluster) -> None:
+    def reasons(pod: str) -> list[str]:
+        return [
+            e["reason"]
+            for e in east.client.list(EVENT, NS)
+            if e["involvedObject"]["name"] == pod and e["involvedObject"]["kind"] == "Pod"
+        ]
+
+    east.run_echo(NS, "echo", replicas=1)
+    await eventually(lambda: all_ready(east, "echo", {"echo-0"}), what="ready")
+    assert "Started" in reasons("echo-0")  # run_echo binds its pods: no Scheduled, as in kube
+    await east.kill_backend(NS, "echo-0")
+    await eventually(lambda: "Unhealthy" in reasons("echo-0"), what="an Unhealthy event")
+    east.delete_pod(NS, "echo-0")
+    await eventually(lambda: "Killing" in reasons("echo-0"), what="a Killing event")
+    unhealthy = next(e for e in east.client.list(EVENT, NS) if e["reason"] == "Unhealthy")
+    assert unhealthy["type"] == "Warning" and unhealthy["source"]["component"] == "kubelet"

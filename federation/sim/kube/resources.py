@@ -29,6 +29,7 @@ BUILTIN = (
     _builtin("", "pods", "Pod", True, "po"),
     _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice", True),
     _builtin("coordination.k8s.io", "leases", "Lease", True),
+    _builtin("", "events", "Event", True, "ev"),
     _builtin(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -46,6 +47,7 @@ NODE = BUILTIN[2]
 SECRET = BUILTIN[3]
 POD = BUILTIN[5]
 ENDPOINT_SLICE = BUILTIN[6]
+EVENT = BUILTIN[8]
 
 
 class Registry:

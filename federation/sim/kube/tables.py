@@ -180,6 +180,21 @@ def _created_at(obj: Obj) -> Cell:
     return str(obj.get("metadata", {}).get("creationTimestamp", ""))
 
 
+def _since(stamp: object) -> Cell:
+    return age({"metadata": {"creationTimestamp": stamp}}) if stamp else "<unknown>"
+
+
+def _involved(obj: Obj) -> Cell:
+    involved = obj.get("involvedObject") or {}
+    return f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
+
+
+def _source(obj: Obj) -> Cell:
+    source = obj.get("source") or {}
+    host = source.get("host")
+    return f"{source.get('component', '')}, {host}" if host else str(source.get("component", ""))
+
+
 NAME: Column = ("Name", "string", 0, _name)
 AGE: Column = ("Age", "string", 0, age)
 COLUMNS: dict[str, list[Column]] = {
@@ -225,6 +240,18 @@ COLUMNS: dict[str, list[Column]] = {
         NAME,
         ("Holder", "string", 0, lambda o: str(o.get("spec", {}).get("holderIdentity") or "")),
         AGE,
+    ],
+    "/events": [
+        ("Last Seen", "string", 0, lambda o: _since(o.get("lastTimestamp"))),
+        ("Type", "string", 0, lambda o: str(o.get("type") or "")),
+        ("Reason", "string", 0, lambda o: str(o.get("reason") or "")),
+        ("Object", "string", 0, _involved),
+        ("Message", "string", 0, lambda o: str(o.get("message") or "")),
+        ("Subobject", "string", 1, lambda o: str(o.get("involvedObject", {}).get("fieldPath") or "")),
+        ("Source", "string", 1, _source),
+        ("First Seen", "string", 1, lambda o: _since(o.get("firstTimestamp"))),
+        ("Count", "string", 1, lambda o: int(o.get("count") or 1)),
+        ("Name", "string", 1, _name),
     ],
     "apiextensions.k8s.io/customresourcedefinitions": [
         NAME, ("Created At", "date", 0, _created_at),

@@ -403,3 +403,32 @@ async def test_kubectl_get_prints_a_crds_printer_columns(kube: Kube) -> None:
     rows = [re.split(r"\s{2,}", line.strip()) for line in out.strip().splitlines()]
     assert rows[0] == ["NAME", "TYPE", "IP", "AGE"]
     assert rows[1][:3] == ["echo", "ClusterSetIP", '["10.9.0.1"]']
+
+
+async def test_events_are_created_listed_and_watched(kube: Kube) -> None:
+    ns = kube.namespace
+    body = {
+        "metadata": {"generateName": "web."},
+        "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": ns, "name": "web"},
+        "reason": "Tested", "message": "an event the contract records", "type": "Normal",
+        "source": {"component": "federation-contract-test"},
+        "firstTimestamp": "2026-12-02T00:00:00Z", "lastTimestamp": "2026-12-02T00:00:00Z",
+        "count": 1,
+    }  # fmt: skip
+    listed = await kube.core.list_namespaced_event(ns)
+    created = await kube.core.create_namespaced_event(ns, body)
+    assert created.metadata.name.startswith("web.")
+    stream = watch.Watch()
+    seen = []
+    async with asyncio.timeout(20):
+        async for change in stream.stream(
+            kube.core.list_namespaced_event, ns,
+            resource_version=listed.metadata.resource_version, timeout_seconds=10,
+        ):  # fmt: skip
+            seen.append((change["type"], change["object"].metadata.name, change["object"].reason))
+            if change["object"].metadata.name == created.metadata.name:
+                break
+    stream.stop()
+    assert ("ADDED", created.metadata.name, "Tested") in seen
+    again = await kube.core.list_namespaced_event(ns)
+    assert [e.reason for e in again.items if e.metadata.name == created.metadata.name] == ["Tested"]
