@@ -96,6 +96,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     response.enable_chunked_encoding()
     metrics.watch_streams.inc()
+    loop = asyncio.get_running_loop()
+    bookmarked = loop.time()
     try:
         await response.prepare(request)
         while True:
@@ -107,15 +109,18 @@ async def watch(request: web.Request) -> web.StreamResponse:
             if (revoked := _revoked(request)) is not None:
                 await response.write(revoked)
                 break
-            if entries:
-                for entry in entries:
-                    sent = "PATCH" if deltas and entry.patch is not None else entry.type
-                    metrics.events_sent.labels(sent).inc()
-                for batch in _batches(entries, deltas):
-                    await response.write(batch)
-            else:
+            for entry in entries:
+                sent = "PATCH" if deltas and entry.patch is not None else entry.type
+                metrics.events_sent.labels(sent).inc()
+            for batch in _batches(entries, deltas):
+                await response.write(batch)
+            now = loop.time()
+            # A bookmark when idle for an interval, and at least every
+            # interval under constant traffic too, as a progress mark.
+            if not entries or now - bookmarked >= interval:
                 metrics.events_sent.labels("BOOKMARK").inc()
                 await response.write(_line({"type": "BOOKMARK", "revision": subscription.revision}))
+                bookmarked = now
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

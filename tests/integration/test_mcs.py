@@ -124,5 +124,8 @@ async def test_weights_kube_proxy_cannot_honour_are_said_not_dropped(tmp_path: P
         await eventually(said, what="the ServiceImport saying weights are not enforced")
         agent = world.members["east2"].agent
         assert agent is not None
-        gauge = agent.metrics.registry.get_sample_value("federation_agent_unenforced_weights")
-        assert gauge == 1.0
+        registry = agent.metrics.registry
+        await eventually(  # set right after the write the annotation came with
+            lambda: registry.get_sample_value("federation_agent_unenforced_weights") == 1.0,
+            what="the gauge counting the service",
+        )
