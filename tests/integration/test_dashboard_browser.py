@@ -24,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from federation.cli_dashboard import proxy_app
+from federation.cli.dashboard import proxy_app
 from federation.sim.world import World
 from tests.integration.test_cluster_agent import echo_world, kill_all, routed_to
 from tests.support import eventually

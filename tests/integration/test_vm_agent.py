@@ -17,7 +17,7 @@ from cryptography import x509
 
 from agents.cluster.kube import CRDS, ISTIO_GROUP, WORKLOAD_ENTRIES, Kube, crd
 from agents.vm.agent import Probe, VMAgent
-from federation.cli_vm import start
+from federation.cli.vm import start
 from federation.model import EndpointPort, Locality, ServiceRef, TrafficPolicy
 from federation.model import Workload as VMRecord
 from federation.sim import echo

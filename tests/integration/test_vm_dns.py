@@ -11,7 +11,7 @@ from pathlib import Path
 import dns.asyncresolver
 
 from agents.vm.agent import Probe, VMAgent
-from federation.cli_vm import start
+from federation.cli.vm import start
 from federation.model import Locality, ServiceRef
 from federation.model import Workload as VMRecord
 from federation.sim import echo

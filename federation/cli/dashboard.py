@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from agents.client import RegistryClient
-from federation.cli_common import UsageError, _admin
+from federation.cli.common import UsageError, _admin
 
 FORWARDED = ("/v1/dashboard", "/v1/watch", "/v1/status", "/v1/ca/status")
 CLIENT_KEY = web.AppKey("client", RegistryClient)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.client import RegistryClient
-from federation.cli_common import (
+from federation.cli.common import (
     CONFIG_ENV,
     KEY_ENV,
     REGISTRY_HELP,

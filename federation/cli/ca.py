@@ -28,7 +28,7 @@ from agents.cluster.trust import (
     request_intermediate,
     write_cacerts,
 )
-from federation.cli_common import (
+from federation.cli.common import (
     AdminClient,
     UsageError,
     _admin,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cluster.kube import Kube, KubeError
-from federation.cli_common import UsageError
+from federation.cli.common import UsageError
 from federation.failover import Scenario
 from federation.sim.kubelet import ECHO_IMAGE
 

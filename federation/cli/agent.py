@@ -22,7 +22,7 @@ from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import Kube, KubeError
 from agents.credentials import Keep, keep_in
-from federation.cli_common import REGISTRY_HELP, UsageError, _admin, emit
+from federation.cli.common import REGISTRY_HELP, UsageError, _admin, emit
 from federation.model import (
     Cluster,
     EndpointSet,

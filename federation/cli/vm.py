@@ -19,8 +19,8 @@ from typing import Any
 from agents.client import Credentials, RegistryClient, RegistryError
 from agents.vm import saved
 from agents.vm.agent import Probe, VMAgent
-from federation.cli_agent import serve_until_signal, stop_on_signals
-from federation.cli_common import REGISTRY_HELP, UsageError
+from federation.cli.agent import serve_until_signal, stop_on_signals
+from federation.cli.common import REGISTRY_HELP, UsageError
 from federation.model import ServiceRef, ValidationError, Workload
 from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.client import RegistryClient
-from federation.cli_common import _admin, age, confirm_removal, emit, until
+from federation.cli.common import _admin, age, confirm_removal, emit, until
 from federation.trust import ca as certs
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from agents.client import RegistryClient
-from federation.cli_common import UsageError, _admin, emit
+from federation.cli.common import UsageError, _admin, emit
 from federation.model import ServiceRef, TrafficPolicy, ValidationError
 
 API_VERSION = "federation.io/v1alpha1"

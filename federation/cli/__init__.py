@@ -13,17 +13,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from agents.client import RegistryError
-from federation import (
-    cli_admin,
-    cli_agent,
-    cli_ca,
-    cli_common,
-    cli_dashboard,
-    cli_failover,
-    cli_policy,
-    cli_registry,
-    cli_vm,
-)
+from federation.cli import admin, agent, ca, common, dashboard, failover, policy, registry, vm
 from federation.model import ValidationError
 from federation.sim import cli as sim_cli
 
@@ -57,15 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="One control plane for services across Kubernetes clusters and VMs.",
     )
     parser.add_argument("--version", action="version", version=f"fedctl {_version()}")
-    cli_registry.add_client_flags(parser)
+    registry.add_client_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    cli_registry.add_commands(commands)
-    cli_vm.add_command(cli_agent.add_commands(commands))
-    cli_ca.add_commands(commands)
-    cli_policy.add_commands(commands)
-    cli_admin.add_commands(commands)
-    cli_dashboard.add_commands(commands)
-    cli_failover.add_command(commands)
+    registry.add_commands(commands)
+    vm.add_command(agent.add_commands(commands))
+    ca.add_commands(commands)
+    policy.add_commands(commands)
+    admin.add_commands(commands)
+    dashboard.add_commands(commands)
+    failover.add_command(commands)
     sim_cli.add_commands(commands)
     completion = commands.add_parser("completion", help="shell completion: bash or zsh")
     completion.add_argument("shell", choices=["bash", "zsh"])
@@ -100,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args))
     except (
         CommandError,
-        cli_common.UsageError,
+        common.UsageError,
         sim_cli.SimUsageError,
         ValidationError,
         RegistryError,
@@ -111,7 +101,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("fedctl: interrupted\n")
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
