@@ -18,7 +18,7 @@ from federation.model import (
 from federation.model.policy import MAX_FAILOVER_TARGETS, MAX_GRACE_SECONDS
 from federation.model.records import MAX_AFFINITY_TIMEOUT, MAX_ZONES
 from federation.model.validation import MAX_LABELS
-from federation.registry_tokens import MAX_TOKEN_TTL, MIN_TOKEN_TTL
+from federation.registry.tokens import MAX_TOKEN_TTL, MIN_TOKEN_TTL
 
 DASHBOARD_PAGE_LIMIT = 200  # services per page of /v1/dashboard
 

@@ -28,7 +28,7 @@ from federation.api.app import build_app
 from federation.api.http import HEALTH_KEY, Settings
 from federation.api.listener import Guard, Limits, listen
 from federation.registry import Registry
-from federation.registry_trust import BUNDLE
+from federation.registry.trust import BUNDLE
 from federation.store import StoreError
 from federation.trust import ca as certs
 

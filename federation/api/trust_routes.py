@@ -20,8 +20,8 @@ from federation.api.http import (
 from federation.model import ValidationError
 from federation.model.validation import check_dns_label
 from federation.registry import Forbidden
-from federation.registry_errors import Unprocessable
-from federation.registry_trust import Issued
+from federation.registry.errors import Unprocessable
+from federation.registry.trust import Issued
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
 from federation.trust.rotation import TrustState, jwks

@@ -15,7 +15,7 @@ the trust bundle's version and the rotation phase.  A rotation walks:
 - Retiring: the old root has left the bundle (N+2) and its key is gone;
   once every agent has acknowledged N+2 the rotation is over.
 
-Each transition is a pure function; ``TrustDomain`` (``registry_trust``)
+Each transition is a pure function; ``TrustDomain`` (``registry.trust``)
 applies them in guarded store transactions.
 """
 

@@ -26,7 +26,7 @@ from agents.client import RegistryClient, RegistryError
 from agents.credentials import CredentialKeeper
 from federation.clock import SystemClock
 from federation.model import SourceRef
-from federation.registry_leader import current_leader
+from federation.registry.leader import current_leader
 from federation.sim.etcd_process import EtcdCluster
 from federation.store import DEFAULT_PREFIX, EventType, Store, open_store
 from federation.trust.rotation import Phase

@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from federation.clock import Clock
-from federation.registry_errors import Conflict, Invalid, MissingEncryptionKey, Unprocessable
-from federation.registry_leader import Fence
+from federation.registry.errors import Conflict, Invalid, MissingEncryptionKey, Unprocessable
+from federation.registry.leader import Fence
 from federation.store import Compare, Put, Store
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role

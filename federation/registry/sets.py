@@ -3,7 +3,7 @@ source's shards through its index.
 
 Every write is one store transaction guarded by what it read.  The
 publish guard remembers, per shard, the mod revisions and a digest of what
-this replica last wrote (``registry_publish``), never a decoded set: a
+this replica last wrote (``registry.publish``), never a decoded set: a
 bounded LRU of small entries, so a publish is one round trip when the
 replica wrote the shard before."""
 
@@ -23,9 +23,9 @@ from federation.model import (
     keys,
 )
 from federation.model.keys import ShardKey
-from federation.registry_errors import Conflict, NotFound, TooLarge
-from federation.registry_leader import Fence
-from federation.registry_publish import (
+from federation.registry.errors import Conflict, NotFound, TooLarge
+from federation.registry.leader import Fence
+from federation.registry.publish import (
     Guard,
     PublishState,
     is_newer,

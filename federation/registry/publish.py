@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from federation.model import EndpointSet, encode
-from federation.registry_errors import Conflict
+from federation.registry.errors import Conflict
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ Every write is one store transaction guarded by a compare on what it read, so
 nothing is ever half written and concurrent replicas cannot lose updates.
 Authorization is the API layer's job; this module trusts its caller.  Key
 strings are built and parsed only in ``federation.model.keys``; endpoint
-sets (publish, withdraw, stale marking) live in ``registry_sets``, join tokens
-in ``registry_tokens``, admin credentials in ``registry_admins``.  Nothing
+sets (publish, withdraw, stale marking) live in ``registry.sets``, join tokens
+in ``registry.tokens``, admin credentials in ``registry.admins``.  Nothing
 keeps decoded copies of endpoint sets: the publish guard remembers a digest
 per shard, and snapshots and watches pass the stored bytes through.
 """
@@ -43,8 +43,8 @@ from federation.model import (
     patches,
 )
 from federation.model.keys import ShardKey
-from federation.registry_admins import Admins, load_csr
-from federation.registry_errors import (
+from federation.registry.admins import Admins, load_csr
+from federation.registry.errors import (
     Conflict,
     Forbidden,
     Invalid,
@@ -54,16 +54,16 @@ from federation.registry_errors import (
     Revoked,
     Unauthorized,
 )
-from federation.registry_leader import (
+from federation.registry.leader import (
     DEFAULT_LEADER_TTL,
     Election,
     Fence,
     Leader,
     current_leader,
 )
-from federation.registry_sets import TXN_OPS, EndpointSets
-from federation.registry_tokens import Tokens
-from federation.registry_trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
+from federation.registry.sets import TXN_OPS, EndpointSets
+from federation.registry.tokens import Tokens
+from federation.registry.trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
