@@ -20,7 +20,6 @@ import os
 import random
 import ssl
 import tempfile
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from cryptography import x509
 from agents.errors import REVOKED_RETRY, BadURL, RegistryError, Revoked, UnreadableStream, why
 from agents.joining import descends_from_pin, fetch_pinned_ca, registry_urls
 from agents.stream import (
+    BROKEN_WARN_EVERY,
     CHUNK,
     MAX_LINE,
     Ahead,
@@ -40,6 +40,7 @@ from agents.stream import (
     Event,
     Gone,
     Relist,
+    StreamState,
     Synced,
     check_status,
     json_body,
@@ -117,31 +118,6 @@ def load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) ->
         cert.write_bytes(cert_pem)
         key.write_bytes(key_pem)
         context.load_cert_chain(cert, key)
-
-
-BROKEN_WARN_EVERY = 60.0  # seconds between warnings while the registry stays unreachable
-
-
-@dataclass
-class StreamState:
-    """The registry stream as the agent's metrics tell it: connected while
-    lines arrive, when the last one came (wall clock; bookmarks count), and
-    how often it broke."""
-
-    connected: bool = False
-    last_line_at: float = 0.0
-    breaks: int = 0
-    breaks_in_a_row: int = 0
-
-    def line(self) -> None:
-        self.connected = True
-        self.last_line_at = time.time()
-        self.breaks_in_a_row = 0
-
-    def broke(self) -> None:
-        self.connected = False
-        self.breaks += 1
-        self.breaks_in_a_row += 1
 
 
 class RegistryClient:

@@ -4,6 +4,7 @@ status becomes one of those or an error."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,31 @@ class Bookmark:
 
 
 Change = Relist | Synced | Event | Bookmark
+
+BROKEN_WARN_EVERY = 60.0  # seconds between warnings while the registry stays unreachable
+
+
+@dataclass
+class StreamState:
+    """The registry stream as the agent's metrics tell it: connected while
+    lines arrive, when the last one came (wall clock; bookmarks count), and
+    how often it broke."""
+
+    connected: bool = False
+    last_line_at: float = 0.0
+    breaks: int = 0
+    breaks_in_a_row: int = 0
+
+    def line(self) -> None:
+        self.connected = True
+        self.last_line_at = time.time()
+        self.breaks_in_a_row = 0
+
+    def broke(self) -> None:
+        self.connected = False
+        self.breaks += 1
+        self.breaks_in_a_row += 1
+
 
 MAX_LINE = 4 * 1024 * 1024  # well over the largest legal record (MAX_SET_BYTES)
 CHUNK = 64 * 1024
@@ -97,6 +123,19 @@ async def json_body(answer: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 __all__ = [
-    "CHUNK", "MAX_LINE", "Ahead", "Bookmark", "Change", "Event", "Gone", "Relist", "Synced",
-    "check_status", "json_body", "parse_line", "raise_error_line",
+    "BROKEN_WARN_EVERY",
+    "CHUNK",
+    "MAX_LINE",
+    "Ahead",
+    "Bookmark",
+    "Change",
+    "Event",
+    "Gone",
+    "Relist",
+    "StreamState",
+    "Synced",
+    "check_status",
+    "json_body",
+    "parse_line",
+    "raise_error_line",
 ]  # fmt: skip

@@ -39,7 +39,8 @@ from agents.client import (
     Revoked,
     Synced,
 )
-from agents.cluster import importer, mcs
+from agents.cluster import export_status, importer, mcs
+from agents.cluster.crds import ensure_crds
 from agents.cluster.exporter import (
     GATEWAY_SUFFIX,
     SERVICE_NAME,
@@ -49,13 +50,12 @@ from agents.cluster.exporter import (
     companion_service,
     endpoint_set_of,
     has_node_ports,
+    local_set,
     managed,
 )
 from agents.cluster.imports import Imports
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
-    EVENTS,
-    MCS_GROUP,
     NODES,
     SERVICE_EXPORTS,
     SERVICE_IMPORTS,
@@ -66,7 +66,6 @@ from agents.cluster.kube import (
     Kube,
     KubeError,
     Obj,
-    ensure_crds,
 )
 from agents.cluster.leader import LeaderElector
 from agents.cluster.metrics import AgentMetrics
@@ -77,7 +76,7 @@ from agents.credentials import CredentialKeeper, Keep
 from agents.progress import Progress
 from agents.view import View, follow, keep_alive
 from federation.clock import Clock, SystemClock
-from federation.model import EndpointSet, NetworkMode, ServiceRef
+from federation.model import NetworkMode, ServiceRef
 from federation.routing import Choice
 
 log = logging.getLogger(__name__)
@@ -411,75 +410,15 @@ class ClusterAgent:
         if obj is not None and local is not None:
             own = str(self.site.source)
             sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
-            sets.append(self._local_set(service, local))
+            sets.append(local_set(self.site.source, service, local))
             derived = mcs.derive(sets)
         now = dt.datetime.fromtimestamp(self.wall(), dt.UTC)
         wanted = mcs.export_conditions(export, obj, derived, now)
         if mcs.same_conditions(export, wanted):
             return
-        body = {**export, "status": {**(export.get("status") or {}), "conditions": wanted}}
-        try:
-            written = await self.kube.replace_status(
-                SERVICE_EXPORTS, service.namespace, service.name, body
-            )
-        except KubeError as err:
-            if err.status != 404:
-                raise
-            # An older CRD without the status subresource: status is the object's.
-            written = await self.kube.replace(
-                SERVICE_EXPORTS, service.namespace, service.name, body
-            )
+        written = await export_status.write_conditions(self.kube, export, wanted)
         self.informers[SERVICE_EXPORTS].store(written)
-        await self._export_events(export, wanted)
-
-    async def _export_events(self, before: Obj, wanted: list[Obj]) -> None:
-        """An Event on the ServiceExport where a user looks first, when it
-        turns invalid or conflicted (once per transition, as its condition
-        changes).  An Event the apiserver refuses is logged, never retried."""
-        held = {c.get("type"): c for c in (before.get("status") or {}).get("conditions") or []}
-        for condition in wanted:
-            if condition["type"] not in ("Valid", "Conflict"):
-                continue
-            bad = (condition["type"] == "Valid") == (condition["status"] == "False")
-            old = held.get(condition["type"]) or {}
-            if not bad or (old.get("status"), old.get("reason")) == (
-                condition["status"],
-                condition["reason"],
-            ):
-                continue
-            event = {
-                "metadata": {"generateName": f"{before['metadata']['name']}.",
-                             "namespace": before["metadata"]["namespace"]},
-                "involvedObject": {
-                    "apiVersion": f"{MCS_GROUP}/v1alpha1", "kind": "ServiceExport",
-                    "namespace": before["metadata"]["namespace"],
-                    "name": before["metadata"]["name"], "uid": before["metadata"].get("uid"),
-                },
-                "reason": condition["reason"], "message": condition["message"],
-                "type": "Warning", "source": {"component": "federation-agent"},
-                "reportingComponent": "federation-agent", "count": 1,
-                "firstTimestamp": condition["lastTransitionTime"],
-                "lastTimestamp": condition["lastTransitionTime"],
-            }  # fmt: skip
-            try:
-                await self.kube.create(EVENTS, before["metadata"]["namespace"], event)
-            except KubeError as err:
-                where = f"{before['metadata']['namespace']}/{before['metadata']['name']}"
-                log.warning("cannot record an Event on ServiceExport %s: %s", where, err)
-
-    def _local_set(self, service: ServiceRef, local: Local) -> EndpointSet:
-        endpoints, ports, shape = local
-        return EndpointSet(
-            service=service,
-            source=self.site.source,
-            generation=0,
-            endpoints=endpoints,
-            ports=ports,
-            headless=shape.headless,
-            session_affinity=shape.session_affinity,
-            affinity_timeout=shape.affinity_timeout,
-            exported_at=shape.exported_at,
-        )
+        await export_status.record_events(self.kube, export, wanted)
 
     async def _withdraw(self, service: ServiceRef, shard: int | None) -> None:
         try:
@@ -526,7 +465,7 @@ class ClusterAgent:
         sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
         local = await self._local(service)
         if local is not None:
-            sets.append(self._local_set(service, local))
+            sets.append(local_set(self.site.source, service, local))
         return await self.imports.reconcile(service, sets, self.clock.now())
 
     @property

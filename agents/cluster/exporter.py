@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agents.cluster import shards
 from agents.cluster.kube import Obj
@@ -51,6 +52,15 @@ class Shape:
     session_affinity: SessionAffinity = SessionAffinity.NONE
     affinity_timeout: int = 0
     exported_at: float = 0.0
+
+    def fields(self) -> dict[str, Any]:
+        """The EndpointSet fields this shape sets."""
+        return {
+            "headless": self.headless,
+            "session_affinity": self.session_affinity,
+            "affinity_timeout": self.affinity_timeout,
+            "exported_at": self.exported_at,
+        }
 
     @classmethod
     def of_set(cls, endpoint_set: EndpointSet) -> Shape:
@@ -172,6 +182,16 @@ def companion_service(service: Obj) -> Obj:
             ],
         },
     }
+
+
+def local_set(source: SourceRef, service: ServiceRef, local: Local) -> EndpointSet:
+    """This cluster's own set of ``service`` as it is here now (generation
+    0: not what was published, what routing and ``mcs`` compare)."""
+    endpoints, ports, shape = local
+    return EndpointSet(
+        service=service, source=source, generation=0, endpoints=endpoints, ports=ports,
+        **shape.fields(),
+    )  # fmt: skip
 
 
 def endpoint_set_of(
@@ -331,10 +351,7 @@ class Exporter:
                 endpoints=wanted[n],
                 ports=ports,
                 changed_at=self.wall(),
-                headless=shape.headless,
-                session_affinity=shape.session_affinity,
-                affinity_timeout=shape.affinity_timeout,
-                exported_at=shape.exported_at,
+                **shape.fields(),
             )
             for n in changed
         )
@@ -376,6 +393,7 @@ __all__ = [
     "companion_service",
     "endpoint_set_of",
     "has_node_ports",
+    "local_set",
     "managed",
     "shape_of",
 ]

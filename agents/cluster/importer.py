@@ -11,7 +11,7 @@ materialized and can still fail over.  Everything created carries
 objects with that label, and only when the registry says a service is gone
 (or, at start, after a successful snapshot).
 
-Where Istio's CRDs are installed, ``workload_entries`` adds an Istio
+Where Istio's CRDs are installed, ``istio.workload_entries`` adds an Istio
 WorkloadEntry for each VM endpoint the same routing choice picked, carrying
 the VM's service account, locality and labels, so the mesh knows the VM's
 identity."""
@@ -30,7 +30,6 @@ from agents.cluster.kube import (
     ENDPOINT_SLICES,
     SERVICE_IMPORTS,
     SERVICES,
-    WORKLOAD_ENTRIES,
     Kind,
     Obj,
 )
@@ -39,9 +38,7 @@ from federation.model import (
     EndpointSet,
     ServiceRef,
     SessionAffinity,
-    SourceKind,
     SourceRef,
-    Workload,
 )
 from federation.model.addresses import refused_by_kubernetes
 from federation.routing import Choice, Chosen
@@ -63,7 +60,6 @@ LEFT_OUT_SHOWN = 20
 SLICE_MANAGER = "cluster-agent.federation.io"
 MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
 MCS_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
-VM_LABEL = "federation.io/vm"
 MAX_PER_SLICE = 100
 
 
@@ -79,7 +75,7 @@ def global_name(service: ServiceRef, suffix: str) -> str:
     return f"{service.name}{suffix}"[:63].rstrip("-")
 
 
-def _labels(service: ServiceRef) -> dict[str, str]:
+def labels_of(service: ServiceRef) -> dict[str, str]:
     return {MANAGED_BY: AGENT, SERVICE_LABEL: service.name}
 
 
@@ -267,7 +263,7 @@ def materialize(
     (the ServiceImport's ``spec.ips``, as GKE's derived Services do)."""
     bodies = bodies if bodies is not None else Bodies()
     name = global_name(service, suffix)
-    labels = _labels(service)
+    labels = labels_of(service)
     derived = mcs.derive(sets)
     ports = derived.ports or _service_ports(sets)
     affinity: dict[str, Any] = {}
@@ -372,54 +368,6 @@ def _saved(sets: list[EndpointSet], choice: Choice, bodies: Bodies) -> dict[str,
     }
 
 
-def workload_entries(
-    service: ServiceRef, choice: Choice, workloads: dict[str, Workload], suffix: str
-) -> tuple[list[Desired], set[str]]:
-    """A WorkloadEntry per chosen VM endpoint whose Workload is known; and
-    the names of entries of chosen VMs not known here (kept as they are:
-    after a restart during a registry outage the view has no Workloads)."""
-    out: list[Desired] = []
-    unknown: set[str] = set()
-    for chosen in choice.endpoints:
-        source = SourceRef.parse(chosen.source)
-        if source.kind is not SourceKind.VM:
-            continue
-        name = f"{global_name(service, suffix)}-{source.name}"[:253]
-        workload = workloads.get(source.name)
-        if workload is None:
-            unknown.add(name)
-            continue
-        locality = chosen.endpoint.locality
-        spec: Obj = {
-            "address": chosen.address,
-            "ports": {p.name or f"port-{p.port}": p.port for p in chosen.endpoint.ports},
-            "labels": {**workload.labels, SERVICE_LABEL: service.name, VM_LABEL: source.name},
-            "locality": "/".join(x for x in (locality.region, locality.zone) if x),
-            "serviceAccount": workload.service_account,
-            "weight": chosen.weight,
-        }
-        if locality.network:
-            spec["network"] = locality.network
-        out.append(
-            Desired(
-                WORKLOAD_ENTRIES,
-                service.namespace,
-                name,
-                {
-                    "apiVersion": "networking.istio.io/v1beta1",
-                    "kind": "WorkloadEntry",
-                    "metadata": {
-                        "name": name,
-                        "namespace": service.namespace,
-                        "labels": {**_labels(service), VM_LABEL: source.name},
-                    },
-                    "spec": spec,
-                },
-            )
-        )
-    return out, unknown
-
-
 def _group_order(item: tuple[tuple[str, tuple[EndpointPort, ...]], list[Chosen]]) -> str:
     (family, ports), _ = item
     return family + ",".join(f"{p.name}:{p.port}" for p in ports)
@@ -450,7 +398,7 @@ def _slice(
             "name": slice_name,
             "namespace": service.namespace,
             "labels": {
-                **_labels(service),
+                **labels_of(service),
                 SERVICE_NAME: name,
                 "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
                 MCS_SERVICE_NAME: service.name,
@@ -528,8 +476,8 @@ __all__ = [
     "differs",
     "global_name",
     "holdable",
+    "labels_of",
     "materialize",
     "merged",
     "sets_from_import",
-    "workload_entries",
 ]

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agents.cluster import importer
+from agents.cluster import importer, istio
 from agents.cluster.exporter import managed
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
@@ -98,7 +98,7 @@ class Imports:
             )
             desired, keep = done.objects, set[str]()
             if WORKLOAD_ENTRIES in self.informers:
-                entries, keep = importer.workload_entries(
+                entries, keep = istio.workload_entries(
                     service, choice, self.view.workloads, self.suffix
                 )
                 desired += entries

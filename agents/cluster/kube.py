@@ -398,81 +398,6 @@ def _version(obj: Obj) -> object:
     return obj["metadata"].get("resourceVersion")
 
 
-def crd(
-    kind: str,
-    plural: str,
-    group: str = MCS_GROUP,
-    version: str = "v1alpha1",
-    *,
-    status: bool = False,
-    columns: tuple[tuple[str, str, str], ...] = (),
-) -> Obj:
-    """A namespaced CustomResourceDefinition (MCS by default) that accepts
-    any spec; with ``status``, its status is a subresource (as upstream's
-    ServiceExport has it)."""
-    definition: Obj = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": version,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-    if status:
-        definition["spec"]["versions"][0]["subresources"] = {"status": {}}
-    if columns:
-        definition["spec"]["versions"][0]["additionalPrinterColumns"] = [
-            {"name": name, "type": kind, "jsonPath": path} for name, kind, path in columns
-        ]
-    return definition
-
-
-_AGE = ("Age", "date", ".metadata.creationTimestamp")
-MCS_CRDS = (  # the printer columns upstream's CRDs declare
-    crd("ServiceExport", "serviceexports", status=True, columns=(_AGE,)),
-    crd(
-        "ServiceImport",
-        "serviceimports",
-        columns=(("Type", "string", ".spec.type"), ("IP", "string", ".spec.ips"), _AGE),
-    ),
-)
-
-
-async def ensure_crds(kube: Kube) -> None:
-    """Install the MCS CRDs where they are missing (needs the right to)."""
-    for definition in MCS_CRDS:
-        if await kube.get(CRDS, None, definition["metadata"]["name"]) is None:
-            try:
-                await kube.create(CRDS, None, definition)
-            except KubeError as err:
-                if err.status != 409:
-                    raise
-    for kind in (SERVICE_EXPORTS, SERVICE_IMPORTS):  # served once established
-        for _ in range(50):
-            try:
-                await kube.list(kind)
-                break
-            except KubeError as err:
-                if err.status != 404:
-                    raise
-                await asyncio.sleep(0.1)
-
-
 async def put(kube: Kube, kind: Kind, body: Obj, current: Obj | None) -> Obj:
     """Create ``body`` (making its namespace if needed) or replace
     ``current`` with it at ``current``'s resourceVersion (409 if it moved)."""
@@ -511,7 +436,6 @@ __all__ = [
     "Kube",
     "KubeError",
     "Obj",
-    "ensure_crds",
     "ensure_namespace",
     "key_of",
     "put",

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from federation.api import dashboard, watch
 from federation.api.auth import Access, authorize, peer_identity
@@ -38,7 +37,7 @@ from federation.api.http import (
 )
 from federation.api.hub import WatchHub
 from federation.api.openapi import document
-from federation.api.operator_routes import OPERATOR_ROUTES
+from federation.api.operator_routes import OPERATOR_ROUTES, metrics_page
 from federation.api.trust_routes import TRUST_ROUTES, issued_response
 from federation.model import (
     MAX_SHARDS,
@@ -70,7 +69,6 @@ from federation.registry import (
 )
 from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
 from federation.trust.identity import Identity, Role
-from federation.trust.rotation import Phase
 
 log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
@@ -401,47 +399,6 @@ async def _readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "revision": revision})
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS_KEY]
-    try:
-        issued = await registry_of(request).trust.issued()
-    except StoreError as err:
-        log.warning("metrics: cannot read the issued certificates: %s", err)
-    else:
-        metrics.cert_expiry.clear()
-        for record in issued:
-            metrics.cert_expiry.labels(record["identity"], record["kind"]).set(
-                float(record["notAfter"])
-            )
-    try:
-        alive = await registry_of(request).liveness_records()
-    except StoreError as err:
-        log.warning("metrics: cannot read liveness: %s", err)
-    else:
-        hub = request.app[HUB_KEY]
-        metrics.lag_changes.clear()
-        metrics.lag_seconds.clear()
-        for source, live in alive.items():
-            if live.applied is not None:
-                kind, _, name = source.partition(":")
-                lag = hub.lag(live.applied)
-                metrics.lag_changes.labels(kind, name).set(lag.changes)
-                metrics.lag_seconds.labels(kind, name).set(lag.seconds)
-    metrics.stale_sources.set(len(request.app[HUB_KEY].summary.stale_sources()))
-    try:
-        phase = (await registry_of(request).trust.refresh()).phase
-    except StoreError as err:
-        log.warning("metrics: cannot read the trust state: %s", err)
-    else:
-        for each in Phase:
-            metrics.rotation_phase.labels(each.value).set(int(each is phase))
-    election = registry_of(request).election
-    metrics.leading.set(int(election.leading))
-    metrics.leader_terms.set(election.terms)
-    body = generate_latest(metrics.registry)
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
-
-
 async def _openapi(request: web.Request) -> web.Response:
     return json_response(document(ROUTES))
 
@@ -465,7 +422,7 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/healthz", _healthz, Access.OPEN, "Liveness"),
     Route("GET", "/readyz", _readyz, Access.OPEN, "Readiness: the store answers"),
-    Route("GET", "/metrics", _metrics, Access.OPEN, "Prometheus metrics"),
+    Route("GET", "/metrics", metrics_page, Access.OPEN, "Prometheus metrics"),
     Route("GET", "/openapi.json", _openapi, Access.OPEN, "This document"),
     Route(
         "POST",

@@ -1,15 +1,19 @@
 """What an operator reads and manages beside the federation itself: the
-status (counts, members, leader, rotation) and named admin credentials."""
+status (counts, members, leader, rotation), the metrics and named admin
+credentials."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from federation.api.auth import Access
 from federation.api.http import (
     HUB_KEY,
+    METRICS_KEY,
     Route,
     json_response,
     read_json,
@@ -21,7 +25,11 @@ from federation.api.trust_routes import issued_fields
 from federation.model import ValidationError
 from federation.model.validation import check_dns_label
 from federation.registry import Liveness, Registry
+from federation.store import StoreError
 from federation.trust.identity import Identity, Role
+from federation.trust.rotation import Phase
+
+log = logging.getLogger("federation.api")
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -131,6 +139,48 @@ async def _remove_admin(request: web.Request) -> web.Response:
     name = check_dns_label("name", request.match_info["name"])
     await registry_of(request).admins.remove(name)
     return json_response({"revoked": f"admin/{name}"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus text, the gauges read from the store and the hub first."""
+    metrics = request.app[METRICS_KEY]
+    try:
+        issued = await registry_of(request).trust.issued()
+    except StoreError as err:
+        log.warning("metrics: cannot read the issued certificates: %s", err)
+    else:
+        metrics.cert_expiry.clear()
+        for record in issued:
+            metrics.cert_expiry.labels(record["identity"], record["kind"]).set(
+                float(record["notAfter"])
+            )
+    try:
+        alive = await registry_of(request).liveness_records()
+    except StoreError as err:
+        log.warning("metrics: cannot read liveness: %s", err)
+    else:
+        hub = request.app[HUB_KEY]
+        metrics.lag_changes.clear()
+        metrics.lag_seconds.clear()
+        for source, live in alive.items():
+            if live.applied is not None:
+                kind, _, name = source.partition(":")
+                lag = hub.lag(live.applied)
+                metrics.lag_changes.labels(kind, name).set(lag.changes)
+                metrics.lag_seconds.labels(kind, name).set(lag.seconds)
+    metrics.stale_sources.set(len(request.app[HUB_KEY].summary.stale_sources()))
+    try:
+        phase = (await registry_of(request).trust.refresh()).phase
+    except StoreError as err:
+        log.warning("metrics: cannot read the trust state: %s", err)
+    else:
+        for each in Phase:
+            metrics.rotation_phase.labels(each.value).set(int(each is phase))
+    election = registry_of(request).election
+    metrics.leading.set(int(election.leading))
+    metrics.leader_terms.set(election.terms)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 OPERATOR_ROUTES = [

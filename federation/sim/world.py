@@ -18,8 +18,9 @@ from pathlib import Path
 
 from agents.client import Credentials, RegistryClient
 from agents.cluster.agent import ClusterAgent
+from agents.cluster.crds import ensure_crds
 from agents.cluster.exporter import Site
-from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_crds, ensure_namespace
+from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_namespace
 from agents.credentials import keep_in
 from agents.vm.agent import Probe, VMAgent
 from federation.api.http import Settings

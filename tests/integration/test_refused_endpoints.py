@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.client import RegistryClient
 from agents.cluster import importer
+from agents.cluster.crds import ensure_crds
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
     MCS_GROUP,
@@ -27,7 +28,6 @@ from agents.cluster.kube import (
     SERVICES,
     Informer,
     Kube,
-    ensure_crds,
     ensure_namespace,
 )
 from agents.cluster.writer import Writer

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client, config, watch
 
-from agents.cluster.kube import crd
+from agents.cluster.crds import crd
 from federation.sim.kube.app import SimKubeServer
 from tests.support import eventually
 

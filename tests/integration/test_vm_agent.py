@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from agents.cluster.kube import CRDS, ISTIO_GROUP, WORKLOAD_ENTRIES, Kube, crd
+from agents.cluster.crds import crd
+from agents.cluster.kube import CRDS, ISTIO_GROUP, WORKLOAD_ENTRIES, Kube
 from agents.vm.agent import Probe, VMAgent
 from federation.cli.vm import start
 from federation.model import EndpointPort, Locality, ServiceRef, TrafficPolicy

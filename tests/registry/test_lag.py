@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
+from agents.client import RegistryError
 from federation.model import SourceRef
 from tests.registry.conftest import Harness
 from tests.registry.test_smoke import endpoint_set
@@ -64,10 +66,7 @@ async def test_lag_is_a_metric_per_member(harness: Harness) -> None:
 async def test_a_bad_applied_revision_is_400_and_renews_nothing(harness: Harness) -> None:
     east = await harness.enrol_cluster("east")
     for body in ({"appliedRevision": -1}, {"appliedRevision": "7"}, {"applied": 7}, [7]):
-        try:
+        with pytest.raises(RegistryError) as caught:
             await east.request("POST", f"/v1/sources/{EAST}/heartbeat", body, retry=False)
-        except Exception as err:  # noqa: BLE001 - the client's error carries the status
-            assert getattr(err, "status", None) == 400, err
-        else:
-            raise AssertionError(f"accepted {body}")
+        assert caught.value.status == 400, body
     assert (await member(harness, "east"))["alive"] is False

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agents.cluster.kube import MCS_CRDS
+from agents.cluster.crds import MCS_CRDS
 from federation.cli import build_parser
 from federation.store import parse_endpoints
 from tests.integration.test_sim_kubeapi import find_kubectl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agents.cluster.importer import VM_LABEL, workload_entries
+from agents.cluster.istio import VM_LABEL, workload_entries
 from federation.model import (
     Endpoint,
     EndpointPort,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, watch
 
-from agents.cluster.kube import MCS_CRDS
+from agents.cluster.crds import MCS_CRDS
 from tests.contract.kube.conftest import Kube
 
 
