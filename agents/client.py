@@ -1,11 +1,9 @@
-"""The registry client every agent (and fedctl) uses.
+"""The registry client every agent (and fedctl) uses: one typed method per
+route, over ``Transport`` (replicas, mutual TLS, retries).
 
-- mutual TLS with the credential the agent got at join;
 - ``join``: pins the registry's root by the sha256 carried in the join token
   before trusting it, then exchanges the token and a CSR for a certificate;
 - ``renew``: a new certificate for a new key, presenting the current one;
-- writes retry with capped exponential backoff on connection errors and
-  5xx, and give up at once on 4xx (the request itself is wrong);
 - ``changes``: a streamed snapshot (``Relist``, one ``Event`` per object,
   ``Synced``), then the watch from its revision; resumes from the last
   revision seen after a broken stream, and relists on 410.  Each event is
@@ -16,280 +14,46 @@
 from __future__ import annotations
 
 import logging
-import os
-import random
-import ssl
-import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
-from cryptography import x509
 
-from agents.errors import REVOKED_RETRY, BadURL, RegistryError, Revoked, UnreadableStream, why
+from agents.errors import (
+    REVOKED_RETRY,
+    BadURL,
+    Gone,
+    RegistryError,
+    Rejected,
+    Revoked,
+    Unauthorized,
+    Unavailable,
+    UnreadableStream,
+    why,
+)
 from agents.joining import descends_from_pin, fetch_pinned_ca, registry_urls
 from agents.stream import (
-    BROKEN_WARN_EVERY,
     CHUNK,
-    MAX_LINE,
     Ahead,
     Bookmark,
     Change,
     Event,
-    Gone,
     Relist,
-    StreamState,
     Synced,
     check_status,
-    json_body,
     parse_line,
     raise_error_line,
 )
-from federation.clock import Clock, SystemClock
-from federation.model import EndpointSet, ServiceRef, SourceRef
+from agents.transport import Credentials, Transport, load_cert_chain
+from federation.model import Cluster, EndpointSet, ServiceRef, SourceRef, TrafficPolicy, Workload
+from federation.shared.clock import Clock
 from federation.trust import ca as certs
 from federation.trust.tokens import TokenError, pin_of
 
 log = logging.getLogger("agents.client")
 
 
-@dataclass(frozen=True)
-class Credentials:
-    cert_pem: bytes
-    key_pem: bytes
-    ca_pem: bytes
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert_pem)
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in (
-            ("tls.crt", self.cert_pem),
-            ("tls.key", self.key_pem),
-            ("ca.crt", self.ca_pem),
-        ):
-            path = directory / name
-            path.touch(mode=0o600, exist_ok=True)
-            path.chmod(0o600)
-            path.write_bytes(data)
-
-    @classmethod
-    def load(cls, directory: Path) -> Credentials:
-        return cls.from_files(directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
-
-    @classmethod
-    def from_files(cls, cert: Path, key: Path, ca: Path) -> Credentials:
-        return cls(cert.read_bytes(), key.read_bytes(), ca.read_bytes())
-
-    def needs_renewal(self, now: float) -> bool:
-        """True once two thirds of the certificate's lifetime have passed."""
-        return now >= certs.renewal_time(self.certificate)
-
-
-def _ssl_context(credentials: Credentials | None, ca_pem: bytes) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=ca_pem.decode())
-    if credentials is not None:
-        load_cert_chain(context, credentials.cert_pem, credentials.key_pem)
-    return context
-
-
-def load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    """``ssl`` loads a certificate and key only from paths.  On Linux they
-    are anonymous memory files (``memfd``) read through ``/proc/self/fd``:
-    the key never touches a filesystem, and a pod with a read-only root and
-    no writable ``/tmp`` loads it.  Elsewhere: a private temporary directory."""
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("cert", "key")]
-        try:
-            for fd, data in zip(fds, (cert_pem, key_pem), strict=True):
-                with os.fdopen(fd, "wb", closefd=False) as out:
-                    out.write(data)
-            context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c", Path(tmp) / "k"
-        cert.write_bytes(cert_pem)
-        key.write_bytes(key_pem)
-        context.load_cert_chain(cert, key)
-
-
-class RegistryClient:
-    def __init__(
-        self,
-        url: str,
-        credentials: Credentials | None,
-        *,
-        ca_pem: bytes | None = None,
-        clock: Clock | None = None,
-        retries: int = 6,
-        backoff: float = 0.1,
-        max_backoff: float = 5.0,
-        timeout: float = 10.0,
-        max_line: int = MAX_LINE,
-    ) -> None:
-        self.urls = registry_urls(url)
-        self._current = 0
-        self.revoked: str | None = None  # why the registry refuses us, while it does
-        self.stream = StreamState()  # the snapshot-then-watch stream's health, for metrics
-        self.max_line = max_line
-        self.credentials = credentials
-        ca = ca_pem if ca_pem is not None else (credentials.ca_pem if credentials else None)
-        if ca is None:
-            raise ValueError("a CA certificate is needed to trust the registry")
-        self._ca_pem = ca
-        self._ssl = _ssl_context(credentials, ca)
-        self.clock = clock or SystemClock()
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._last_warning = float("-inf")
-        self._retired: list[aiohttp.ClientSession] = []
-
-    @property
-    def url(self) -> str:
-        """The replica this client talks to now."""
-        return self.urls[self._current]
-
-    async def _unreachable(self, err: BaseException) -> str:
-        """Why a request got no answer, in words that name the cause."""
-        where = f"the registry at {self.url}"
-        if isinstance(err, aiohttp.ClientConnectorCertificateError):
-            cause = err.certificate_error
-            reason = getattr(cause, "verify_message", "") or str(cause)
-            if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
-                return f"{where} presents a certificate for another name ({reason})"
-            return (
-                f"{where} presents a certificate this client does not trust ({reason}): "
-                "the CA file is not this registry's, or its root was rotated"
-            )
-        if isinstance(err, aiohttp.ClientConnectorError):  # no connection at all
-            return f"cannot reach {where}: {why(err.os_error)}"
-        if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError) and (
-            self.credentials is not None and await self._answers_without_certificate()
-        ):  # it is up, and it dropped us: our certificate is what it refuses
-            leaf = self.credentials.certificate
-            if leaf.not_valid_after_utc.timestamp() <= self.clock.now():
-                return (
-                    f"{where} refused the client certificate: it expired at "
-                    f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; join again"
-                )
-            return (
-                f"{where} does not accept the client certificate (issued by "
-                f"{leaf.issuer.rfc4514_string()}): from a root it does not trust, or retired"
-            )
-        return f"cannot reach {where}: {why(err)}"
-
-    async def _answers_without_certificate(self) -> bool:
-        """Whether the registry serves ``/v1/ca`` to this client without a
-        client certificate (only asked after a connection was dropped)."""
-        context = ssl.create_default_context(cadata=self._ca_pem.decode())
-        timeout = aiohttp.ClientTimeout(total=3)
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
-                http.get(self.url + "/v1/ca", timeout=timeout) as answer,
-            ):
-                return answer.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
-
-    def _revoked(self, message: str) -> Revoked:
-        """Remember the removal, and say it once (not once per request)."""
-        if self.revoked is None:
-            log.warning("%s; publishing stops, what is imported stays as it is", message)
-        self.revoked = message
-        return Revoked(message)
-
-    def _said_broken(self, message: str) -> None:
-        """One warning per outage, then one a minute at most: an agent that
-        cannot reach the registry does not log a line a second."""
-        now = self.clock.now()
-        if self.stream.breaks_in_a_row <= 1 or now - self._last_warning >= BROKEN_WARN_EVERY:
-            log.warning("%s (broken %d times in a row)", message, self.stream.breaks_in_a_row)
-            self._last_warning = now
-        else:
-            log.debug(message)
-
-    def _next_replica(self) -> None:
-        """After a failure, the next request (or stream) goes to the next
-        replica: they share one store, so a watch resumes there from the
-        same revision, with no gap and no repeat."""
-        if len(self.urls) > 1:
-            self._current = (self._current + 1) % len(self.urls)
-            log.info("trying the registry replica at %s", self.url)
-
-    async def __aenter__(self) -> RegistryClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._retire_session()
-        retired, self._retired = self._retired, []
-        for session in retired:
-            await session.close()
-
-    def _retire_session(self) -> None:
-        """New requests get a new session; streams open on the old one run
-        on until ``close`` (a renewal a day and a rotation now and then)."""
-        if self._session is not None:
-            self._retired.append(self._session)
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl), timeout=self._timeout
-            )
-        return self._session
-
-    def get_raw(self, path_and_query: str) -> Any:
-        """``GET`` with this credential, the response left unread: an async
-        context manager of the aiohttp response (``fedctl dashboard``
-        forwards it as it comes).  No retry, no read timeout."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
-        return self._http().get(self.url + path_and_query, timeout=timeout)
-
-    # -- plain requests --------------------------------------------------------
-
-    async def request(
-        self, method: str, path: str, body: Any = None, *, retry: bool = True
-    ) -> dict[str, Any]:
-        """One JSON request; retried on connection errors and 5xx."""
-        attempts = self.retries if retry else 1
-        delay = self.backoff
-        for attempt in range(attempts):
-            try:
-                async with self._http().request(method, self.url + path, json=body) as answer:
-                    data = await json_body(answer)
-                    if answer.status < 400:
-                        self.revoked = None
-                        return data
-                    message = str(data.get("message", answer.reason))
-                    if data.get("reason") == "Revoked":
-                        raise self._revoked(message)
-                    if answer.status < 500:
-                        raise RegistryError(answer.status, message)
-                    failure = RegistryError(answer.status, message)
-            except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                failure = RegistryError(0, await self._unreachable(err))
-            self._next_replica()
-            if attempt + 1 < attempts:
-                log.warning("%s %s failed (%s); retrying in %.2fs", method, path, failure, delay)
-                await self.clock.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.max_backoff)
-        raise failure
-
+class RegistryClient(Transport):
     # -- join and renew ----------------------------------------------------------
 
     @classmethod
@@ -300,7 +64,7 @@ class RegistryClient:
         try:
             pin = pin_of(token)
         except TokenError as err:
-            raise RegistryError(0, str(err)) from None
+            raise Rejected(0, f"the join token cannot be read: {err}", reason="BadToken") from err
         ca_pem = await fetch_pinned_ca(registry_urls(url), pin)
         key = certs.new_key()
         async with cls(url, None, ca_pem=ca_pem, clock=clock, retries=3) as client:
@@ -314,19 +78,6 @@ class RegistryClient:
         self.use(_credentials(answer, key))
         assert self.credentials is not None
         return self.credentials
-
-    def use(self, credentials: Credentials) -> None:
-        """Present ``credentials`` and trust their bundle from the next
-        connection on (open streams keep theirs)."""
-        self.credentials = credentials
-        self._ca_pem = credentials.ca_pem
-        self._ssl = _ssl_context(credentials, credentials.ca_pem)
-        self._retire_session()
-
-    def trust(self, bundle_pem: bytes) -> None:
-        """Trust a new bundle (a root rotation) with the same certificate."""
-        assert self.credentials is not None
-        self.use(replace(self.credentials, ca_pem=bundle_pem))
 
     # -- records -----------------------------------------------------------------
 
@@ -353,6 +104,109 @@ class RegistryClient:
         body = None if applied is None else {"appliedRevision": applied}
         return await self.request("POST", f"/v1/sources/{source}/heartbeat", body)
 
+    # -- members -----------------------------------------------------------------
+
+    async def register(
+        self, record: Cluster | Workload, *, token_ttl: int | None = None, retry: bool = False
+    ) -> dict[str, Any]:
+        """Register a cluster or a VM; the answer carries its join token."""
+        body: dict[str, Any] = {"record": record.to_wire()}
+        if token_ttl is not None:
+            body["tokenTtlSeconds"] = token_ttl
+        return await self.request("POST", f"/v1/{_plural(record)}", body, retry=retry)
+
+    async def cluster(self, name: str) -> Cluster:
+        return Cluster.from_wire(await self.request("GET", f"/v1/clusters/{name}"))
+
+    async def vm(self, name: str, *, retry: bool = True) -> Workload:
+        return Workload.from_wire(await self.request("GET", f"/v1/vms/{name}", retry=retry))
+
+    async def members(self, plural: MemberPlural) -> list[dict[str, Any]]:
+        """The registered clusters or VMs, as the registry lists them."""
+        return list((await self.request("GET", f"/v1/{plural}"))["items"])
+
+    async def remove(self, plural: MemberPlural, name: str) -> None:
+        """Remove a member and everything it published; its credential is
+        refused from now on."""
+        await self.request("DELETE", f"/v1/{plural}/{name}", retry=False)
+
+    async def new_token(self, plural: MemberPlural, name: str, token_ttl: int) -> dict[str, Any]:
+        body = {"tokenTtlSeconds": token_ttl}
+        return await self.request("POST", f"/v1/{plural}/{name}/tokens", body, retry=False)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.request("GET", "/v1/status")
+
+    # -- services and policies ---------------------------------------------------
+
+    async def services(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/v1/services"))["items"])
+
+    async def endpoint_sets(self, service: ServiceRef) -> list[EndpointSet]:
+        """Every source's endpoint set (each shard) for ``service``."""
+        answer = await self.request("GET", f"/v1/services/{service}")
+        return [EndpointSet.from_wire(item) for item in answer["items"]]
+
+    async def policies(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/v1/policies"))["items"])
+
+    async def put_policy(self, policy: TrafficPolicy, *, retry: bool = True) -> dict[str, Any]:
+        return await self.request(
+            "PUT", _policy_path(policy.service), policy.to_wire(), retry=retry
+        )
+
+    async def delete_policy(self, service: ServiceRef) -> None:
+        await self.request("DELETE", _policy_path(service), retry=False)
+
+    # -- admins --------------------------------------------------------------------
+
+    async def issue_admin(self, name: str, csr_pem: bytes) -> dict[str, Any]:
+        body = {"name": name, "csr": csr_pem.decode()}
+        return await self.request("POST", "/v1/admins", body, retry=False)
+
+    async def admins(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/v1/admins"))["items"])
+
+    async def remove_admin(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/admins/{name}", retry=False)
+
+    # -- trust ---------------------------------------------------------------------
+
+    async def ca(self) -> dict[str, Any]:
+        """The issuing root, its sha256, the bundle and the succession."""
+        return await self.request("GET", "/v1/ca")
+
+    async def ca_status(self) -> dict[str, Any]:
+        return await self.request("GET", "/v1/ca/status")
+
+    async def rotate(self, body: dict[str, Any], csr_pem: bytes) -> dict[str, Any]:
+        """Start or advance a root rotation; ``csr_pem`` asks for the
+        caller's credential under the new root."""
+        request = {**body, "csr": csr_pem.decode()}
+        return await self.request("POST", "/v1/ca/rotate", request, retry=False)
+
+    async def workload_certificate(
+        self, csr_pem: bytes, namespace: str, service_account: str
+    ) -> dict[str, Any]:
+        """A workload certificate for the VM's service account."""
+        body = {"csr": csr_pem.decode(), "namespace": namespace, "serviceAccount": service_account}
+        return await self.request("POST", "/v1/workload-certs", body)
+
+    async def intermediate(
+        self, cluster: str, csr_pem: bytes, lifetime: float | None = None
+    ) -> dict[str, Any]:
+        """The cluster's intermediate CA certificate for ``csr_pem``."""
+        body: dict[str, Any] = {"csr": csr_pem.decode()}
+        if lifetime is not None:
+            body["lifetimeSeconds"] = lifetime
+        return await self.request("POST", f"/v1/clusters/{cluster}/intermediate", body)
+
+    async def ack_trust(self, version: int) -> None:
+        """Say this member trusts bundle ``version``."""
+        await self.request("POST", "/v1/trust/acks", {"version": version})
+
+    # -- snapshot ------------------------------------------------------------------
+
     async def snapshot(self) -> AsyncIterator[Relist | Event | Synced]:
         """The registry's streamed snapshot: Relist, an Event per object,
         Synced.  Raises ``RegistryError`` if it breaks off before Synced."""
@@ -378,8 +232,8 @@ class RegistryClient:
                         raise UnreadableStream(f"unexpected snapshot line of type {kind!r}")
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             self._next_replica()
-            raise RegistryError(0, f"snapshot from {url} broke: {why(err)}") from err
-        raise RegistryError(0, f"the snapshot from {url} ended before its END line")
+            raise Unavailable(f"snapshot from {url} broke: {why(err)}") from err
+        raise Unavailable(f"the snapshot from {url} ended before its END line")
 
     async def collect_snapshot(self) -> tuple[int, list[Event]]:
         """The whole snapshot in memory: for tests and small tools only."""
@@ -404,7 +258,7 @@ class RegistryClient:
         relists.  With ``patches``, a rewritten endpoint set may come as an
         Event of type PATCH whose object is the delta (``model.patches``):
         only a consumer holding every earlier event can apply it."""
-        delay = self.backoff
+        retry = self.backoff.retry()
         while True:
             try:
                 if since is None:
@@ -413,11 +267,11 @@ class RegistryClient:
                         if isinstance(change, Synced):
                             since = change.revision
                         yield change
-                    delay = self.backoff
+                    retry.succeeded()
                 assert since is not None
                 async for event in self._watch(since, patches):
                     self.stream.line()
-                    delay = self.backoff
+                    retry.succeeded()
                     since = event.revision
                     yield event
             except Gone:
@@ -439,8 +293,7 @@ class RegistryClient:
                 where = "the snapshot" if since is None else f"after revision {since}"
                 self._said_broken(f"watch broke ({why(err)}); resuming {where}")
                 self._next_replica()
-            await self.clock.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.max_backoff)
+            await self.clock.sleep(retry.failed())
 
     async def _watch(self, since: int, patches: bool) -> AsyncIterator[Event | Bookmark]:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
@@ -481,6 +334,17 @@ class RegistryClient:
             yield parse_line(bytes(pending))
 
 
+MemberPlural = Literal["clusters", "vms"]
+
+
+def _plural(record: Cluster | Workload) -> MemberPlural:
+    return "clusters" if isinstance(record, Cluster) else "vms"
+
+
+def _policy_path(service: ServiceRef) -> str:
+    return f"/v1/policies/{service.namespace}/{service.name}"
+
+
 def _credentials(answer: dict[str, Any], key: certs.PrivateKey) -> Credentials:
     """What join, renew and the other issuing calls answer, with its key."""
     return Credentials(
@@ -491,7 +355,8 @@ def _credentials(answer: dict[str, Any], key: certs.PrivateKey) -> Credentials:
 
 
 __all__ = [  # the client's own, and what its callers take from here
-    "REVOKED_RETRY", "BadURL", "Bookmark", "Change", "Credentials", "Event", "RegistryClient",
-    "RegistryError", "Relist", "Revoked", "Synced", "UnreadableStream", "descends_from_pin",
+    "REVOKED_RETRY", "BadURL", "Bookmark", "Change", "Credentials", "Event", "Gone",
+    "MemberPlural", "RegistryClient", "RegistryError", "Rejected", "Relist", "Revoked", "Synced",
+    "Unauthorized", "Unavailable", "UnreadableStream", "descends_from_pin",
     "load_cert_chain", "registry_urls",
 ]  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from agents.client import Credentials, RegistryClient, RegistryError
-from federation.clock import Clock
+from federation.shared.clock import Clock
 from federation.trust import ca as certs
 
 log = logging.getLogger(__name__)

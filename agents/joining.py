@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from agents.errors import BadURL, RegistryError, why
+from agents.errors import BadURL, Unauthorized, Unavailable, why
 
 
 def registry_urls(text: str) -> list[str]:
@@ -50,18 +50,19 @@ async def fetch_pinned_ca(urls: list[str], pin: str) -> bytes:
                 data = await answer.json(content_type=None)
                 break
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
-            failure = RegistryError(0, f"cannot reach the registry at {url}: {why(err)}")
+            failure = Unavailable(f"cannot reach the registry at {url}: {why(err)}")
     else:
         raise failure
     ca_pem = str(data.get("bundle") or data.get("certificate", "")).encode()
     try:
         roots = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
-        raise RegistryError(0, "the registry sent no usable CA certificate") from None
+        raise Unavailable("the registry sent no usable CA certificate") from None
     seen = {_sha256(c) for c in roots}
     if pin not in seen and not descends_from_pin(pin, data.get("succession") or [], roots):
-        raise RegistryError(
-            0, "the registry's roots do not match the join token's pin: refusing to join"
+        raise Unauthorized(
+            "the registry's roots do not match the join token's pin: refusing to join",
+            Unauthorized.PIN_MISMATCH,
         )
     return ca_pem
 

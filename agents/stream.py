@@ -11,7 +11,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from agents.errors import RegistryError, Revoked, UnreadableStream
+from agents.errors import (
+    Gone,
+    RegistryError,
+    Rejected,
+    Revoked,
+    Unauthorized,
+    Unavailable,
+    UnreadableStream,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,29 +93,40 @@ def parse_line(raw: bytes) -> dict[str, Any]:
     return line
 
 
+def refusal(status: int, data: dict[str, Any]) -> RegistryError:
+    """The error for an answer (or an ERROR line) of ``status`` with the
+    registry's JSON error body ``data``."""
+    message = str(data.get("message") or f"HTTP {status}")
+    reason = data.get("reason")
+    if reason == "Revoked":
+        return Revoked(message)
+    if status == 410:
+        return Gone(message)
+    if status == 401:
+        return Unauthorized(message, Unauthorized.REFUSED)
+    if 400 <= status < 500:
+        field = data.get("field")
+        return Rejected(
+            status,
+            message,
+            reason=str(reason) if reason else None,
+            field=str(field) if field else None,
+        )
+    return Unavailable(message, status)
+
+
 def raise_error_line(line: dict[str, Any]) -> None:
-    if line.get("code") == 410:
-        raise Gone()
-    if line.get("reason") == "Revoked":
-        raise Revoked(str(line.get("message")))
-    raise RegistryError(int(line.get("code", 0) or 0), str(line.get("message")))
+    raise refusal(int(line.get("code", 0) or 0), line)
 
 
 async def check_status(answer: aiohttp.ClientResponse) -> None:
     if answer.status == 410:
-        raise Gone()
+        raise Gone("compacted")
     if answer.status != 200:
         data = await json_body(answer)
-        message = str(data.get("message", answer.reason))
         if answer.status == 400 and data.get("field") == "since":
-            raise Ahead(message)
-        if data.get("reason") == "Revoked":
-            raise Revoked(message)
-        raise RegistryError(answer.status, message)
-
-
-class Gone(Exception):
-    pass
+            raise Ahead(str(data.get("message")))
+        raise refusal(answer.status, data)
 
 
 class Ahead(Exception):
@@ -138,4 +157,5 @@ __all__ = [
     "json_body",
     "parse_line",
     "raise_error_line",
+    "refusal",
 ]  # fmt: skip

@@ -25,7 +25,6 @@ from agents.client import (
     Synced,
     UnreadableStream,
 )
-from federation.clock import Clock
 from federation.model import (
     EndpointSet,
     ServiceRef,
@@ -37,6 +36,7 @@ from federation.model import (
     merge_shards,
     patches,
 )
+from federation.shared.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from agents.client import Credentials, Event, RegistryClient, RegistryError
 from agents.cluster.trust import request_intermediate
 from agents.credentials import CredentialKeeper, issuing_root
 from federation.api.server import RegistryServer
-from federation.clock import SystemClock
 from federation.model import Cluster, Locality
 from federation.registry import Registry
+from federation.shared.clock import SystemClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store import open_store
 from federation.trust import ca as certs

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 async def eventually(
@@ -27,3 +28,9 @@ async def eventually(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def metric(agent: Any, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of an agent's exported metrics (what ``/metrics`` serves)."""
+    value = agent.metrics.registry.get_sample_value(name, labels or {})
+    return float(value or 0.0)

@@ -5,7 +5,7 @@ ServiceImports, follows the registry's watch, and, while it holds the
 leader Lease, reconciles per key from a work queue (``queue``): an
 ``ExportKey`` publishes one service (``exporter``), an ``ImportKey``
 materializes one imported service (``importer`` with
-``federation.routing``, written by ``writer``).  An informer event or a
+``federation.shared.routing``, written by ``writer``).  An informer event or a
 registry event for service X queues X's keys alone; a refused write or a
 failed publish retries that key with its own backoff while the others go
 on.  Time-driven changes (a hold-down ending) are scheduled per key, not
@@ -35,6 +35,7 @@ from agents.client import (
     Event,
     RegistryClient,
     RegistryError,
+    Rejected,
     Relist,
     Revoked,
     Synced,
@@ -75,9 +76,10 @@ from agents.cluster.writer import Conflicted, Refused, Writer
 from agents.credentials import CredentialKeeper, Keep
 from agents.progress import Progress
 from agents.view import View, follow, keep_alive
-from federation.clock import Clock, SystemClock
 from federation.model import NetworkMode, ServiceRef
-from federation.routing import Choice
+from federation.shared.clock import Clock, SystemClock
+from federation.shared.logs import fields
+from federation.shared.routing import Choice
 
 log = logging.getLogger(__name__)
 
@@ -348,13 +350,15 @@ class ClusterAgent:
                 delay = self.queue.retry(key)
                 if not isinstance(err, Refused):  # a refusal was logged where it happened
                     log.warning(
-                        "cluster=%s namespace=%s service=%s: %s: %s; retrying in %.1fs",
-                        self.site.cluster,
-                        key.service.namespace,
-                        key.service.name,
+                        "%s: %s; retrying in %.1fs",
                         "export" if isinstance(key, ExportKey) else "import",
                         err,
                         delay,
+                        extra=fields(
+                            cluster=self.site.cluster,
+                            namespace=key.service.namespace,
+                            service=key.service.name,
+                        ),
                     )
             except Conflicted:
                 self.queue.add_after(key, CONFLICT_DELAY)  # our cache is behind: look again
@@ -423,8 +427,8 @@ class ClusterAgent:
     async def _withdraw(self, service: ServiceRef, shard: int | None) -> None:
         try:
             await self.registry.withdraw(service, self.site.source, shard=shard, retry=False)
-        except RegistryError as err:
-            if err.status != 404:
+        except Rejected as err:
+            if err.status != 404:  # already withdrawn
                 raise
 
     async def _local(self, service: ServiceRef) -> Local | None:
@@ -471,10 +475,6 @@ class ClusterAgent:
     @property
     def choices(self) -> dict[ServiceRef, Choice]:
         return self.imports.choices
-
-    @property
-    def deleted_imports(self) -> int:
-        return self.imports.deleted
 
     # -- health ----------------------------------------------------------------------
 

@@ -6,14 +6,16 @@ where they are missing (``deploy/crds`` ships the same definitions)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from agents.cluster.kube import (
     CRDS,
     MCS_GROUP,
     SERVICE_EXPORTS,
     SERVICE_IMPORTS,
+    Conflict,
     Kube,
-    KubeError,
+    NotFound,
     Obj,
 )
 
@@ -77,19 +79,14 @@ async def ensure_crds(kube: Kube) -> None:
     """Install the MCS CRDs where they are missing (needs the right to)."""
     for definition in MCS_CRDS:
         if await kube.get(CRDS, None, definition["metadata"]["name"]) is None:
-            try:
+            with contextlib.suppress(Conflict):  # another replica made it
                 await kube.create(CRDS, None, definition)
-            except KubeError as err:
-                if err.status != 409:
-                    raise
     for kind in (SERVICE_EXPORTS, SERVICE_IMPORTS):  # served once established
         for _ in range(50):
             try:
                 await kube.list(kind)
                 break
-            except KubeError as err:
-                if err.status != 404:
-                    raise
+            except NotFound:
                 await asyncio.sleep(0.1)
 
 

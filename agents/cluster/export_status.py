@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import logging
 
-from agents.cluster.kube import EVENTS, MCS_GROUP, SERVICE_EXPORTS, Kube, KubeError, Obj
+from agents.cluster.kube import (
+    EVENTS,
+    MCS_GROUP,
+    SERVICE_EXPORTS,
+    Kube,
+    KubeError,
+    NotFound,
+    Obj,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +29,8 @@ async def write_conditions(kube: Kube, export: Obj, wanted: list[Obj]) -> Obj:
     body = {**export, "status": {**(export.get("status") or {}), "conditions": wanted}}
     try:
         return await kube.replace_status(SERVICE_EXPORTS, meta["namespace"], meta["name"], body)
-    except KubeError as err:
-        if err.status != 404:
-            raise
+    except NotFound:
+        pass
     # An older CRD without the status subresource: status is the object's.
     return await kube.replace(SERVICE_EXPORTS, meta["namespace"], meta["name"], body)
 

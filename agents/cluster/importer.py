@@ -1,6 +1,6 @@
 """Registry -> cluster: for every exported service of the federation, a
 selector-less ``<name>-global`` Service, EndpointSlices holding what
-``federation.routing`` chooses for this cluster, and an MCS ServiceImport.
+``federation.shared.routing`` chooses for this cluster, and an MCS ServiceImport.
 
 ``materialize`` is pure: from the service's endpoint sets and the routing
 choice it builds the objects this cluster should hold.  The ServiceImport
@@ -41,7 +41,7 @@ from federation.model import (
     SourceRef,
 )
 from federation.model.addresses import refused_by_kubernetes
-from federation.routing import Choice, Chosen
+from federation.shared.routing import Choice, Chosen
 
 SERVICE_LABEL = "federation.io/service"
 SOURCES_ANNOTATION = "federation.io/sources"

@@ -1,5 +1,5 @@
 """Registry -> cluster, one imported service at a time: route it
-(``federation.routing`` with a per-service memo), materialize it
+(``federation.shared.routing`` with a per-service memo), materialize it
 (``importer``), write it (``writer``), and remember what makes the next
 reconcile of the same service cheap: the routing memo, the slice bodies,
 when the saved view was last written."""
@@ -24,7 +24,7 @@ from agents.cluster.metrics import AgentMetrics
 from agents.cluster.writer import Writer
 from agents.view import View
 from federation.model import EndpointSet, Locality, ServiceRef
-from federation.routing import Choice, Memo, choose, revisit_after
+from federation.shared.routing import Choice, Memo, choose, revisit_after
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ class Imports:
         self.metrics = metrics
         self.wall = wall
         self.choices: dict[ServiceRef, Choice] = {}
-        self.deleted = 0  # objects of imports deleted (the fault tests read it)
         self.bodies = importer.Bodies()
         self.memos: dict[ServiceRef, Memo] = {}  # routing's per-source split, per service
         self._saved: dict[ServiceRef, tuple[float, dict[str, str]]] = {}  # saved view, when
@@ -145,7 +144,7 @@ class Imports:
             return
         for kind, name in sorted(self._owned(service, every=True), key=lambda o: o[0].plural):
             log.info("%s %s/%s: its service left the federation", kind.plural, service, name)
-            self.deleted += 1
+            self.metrics.deleted_imports.inc()
             await self.writer.delete(kind, service.namespace, name)
 
     def _owned(self, service: ServiceRef, *, every: bool = False) -> set[tuple[Kind, str]]:

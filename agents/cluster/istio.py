@@ -7,7 +7,7 @@ from __future__ import annotations
 from agents.cluster.importer import SERVICE_LABEL, Desired, global_name, labels_of
 from agents.cluster.kube import WORKLOAD_ENTRIES, Obj
 from federation.model import ServiceRef, SourceKind, SourceRef, Workload
-from federation.routing import Choice
+from federation.shared.routing import Choice
 
 VM_LABEL = "federation.io/vm"
 

@@ -10,10 +10,10 @@ client-go's informers do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,20 @@ import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config import incluster_config
+
+from agents.cluster.kube_errors import (
+    BadConfig,
+    Cause,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unavailable,
+    causes_of,
+)
+from federation.shared.clock import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +71,9 @@ MCS_GROUP = "multicluster.x-k8s.io"
 SERVICE_EXPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceexports")
 SERVICE_IMPORTS = Kind(MCS_GROUP, "v1alpha1", "serviceimports")
 EVENTS = Kind("", "v1", "events")
+KUBE_BACKOFF = Backoff(0.1, 5.0)  # an informer's list and watch after a failure
 ISTIO_GROUP = "networking.istio.io"
 WORKLOAD_ENTRIES = Kind(ISTIO_GROUP, "v1beta1", "workloadentries")  # served by Istio 1.8+
-
-
-class KubeError(Exception):
-    """A refused or failed call; ``status`` 0 when the API server is unreachable."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
 
 
 def key_of(obj: Obj) -> str:
@@ -85,26 +92,26 @@ class Kube:
         try:  # read it ourselves first: a missing file is named as missing
             text = await asyncio.to_thread(Path(path).read_text)
         except OSError as err:
-            raise KubeError(0, f"cannot read kubeconfig {path}: {err.strerror}") from None
+            raise BadConfig(f"cannot read kubeconfig {path}: {err.strerror}") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise KubeError(0, f"kubeconfig {path} is not YAML: {err}") from None
+            raise BadConfig(f"kubeconfig {path} is not YAML: {err}") from None
         contexts = loaded.get("contexts") if isinstance(loaded, dict) else None
         names = [c.get("name") for c in contexts or [] if isinstance(c, dict)]
         if context is not None and context not in names:
             having = ", ".join(map(str, names)) or "none"
-            raise KubeError(0, f"kubeconfig {path} has no context {context!r} (it has: {having})")
+            raise BadConfig(f"kubeconfig {path} has no context {context!r} (it has: {having})")
         if not names:
-            raise KubeError(0, f"kubeconfig {path} defines no contexts")
+            raise BadConfig(f"kubeconfig {path} defines no contexts")
         if context is None and not loaded.get("current-context"):
-            raise KubeError(0, f"kubeconfig {path} has no current-context: pass --context")
+            raise BadConfig(f"kubeconfig {path} has no current-context: pass --context")
         try:
             await config.load_kube_config(
                 config_file=str(path), context=context, client_configuration=configuration
             )
         except (OSError, config.ConfigException) as err:
-            raise KubeError(0, f"cannot load kubeconfig {path}: {err}") from None
+            raise BadConfig(f"cannot load kubeconfig {path}: {err}") from None
         return cls(client.ApiClient(configuration), name=context or str(path))
 
     @classmethod
@@ -123,7 +130,7 @@ class Kube:
         try:
             loader.load_and_set(configuration)
         except (OSError, config.ConfigException) as err:
-            raise KubeError(0, f"not in a cluster ({err}); give --kubeconfig") from None
+            raise BadConfig(f"not in a cluster ({err}); give --kubeconfig") from None
         return cls(client.ApiClient(configuration), name="in-cluster")
 
     async def close(self) -> None:
@@ -151,20 +158,21 @@ class Kube:
                 _request_timeout=timeout,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            raise KubeError(
-                0, f"cannot reach the Kubernetes API: {err or type(err).__name__}"
-            ) from None
+            reason = err or type(err).__name__
+            raise Unavailable(f"cannot reach the Kubernetes API: {reason}") from err
         except client.ApiException as err:
-            raise KubeError(err.status or 0, str(err.reason)) from None
+            raise KubeError.of(err.status or 0, str(err.reason)) from err
         if response.status >= 400:
+            causes: tuple[Cause, ...] = ()
             try:
                 status = json.loads(await response.read())
                 message = status.get("message", response.reason)
+                causes = causes_of(status) if isinstance(status, dict) else ()
             except ValueError:
                 message = response.reason
             finally:
                 response.release()
-            raise KubeError(response.status, str(message))
+            raise KubeError.of(response.status, str(message), causes)
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Obj:
@@ -178,19 +186,15 @@ class Kube:
     async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
         try:
             return await self._json("GET", kind.path(namespace, name))
-        except KubeError as err:
-            if err.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def served(self, kind: Kind) -> bool:
         """Whether the API server serves ``kind`` (its CRD is installed)."""
         try:
             await self._json("GET", kind.path(), query={"limit": 1})
-        except KubeError as err:
-            if err.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
         return True
 
     async def list(
@@ -223,10 +227,8 @@ class Kube:
         try:
             await self._json("DELETE", kind.path(namespace, name))
             return True
-        except KubeError as err:
-            if err.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
 
     async def watch(
         self,
@@ -237,7 +239,7 @@ class Kube:
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, Obj]]:
         """(type, object) after ``resource_version``, BOOKMARKs included;
-        raises KubeError(410) when that version is gone."""
+        raises ``Gone`` when that version is compacted."""
         query: dict[str, Any] = {
             "watch": "true",
             "resourceVersion": resource_version,
@@ -256,10 +258,11 @@ class Kube:
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object", {})
-                    raise KubeError(int(status.get("code", 500)), str(status.get("message")))
+                    code, message = int(status.get("code", 500)), str(status.get("message"))
+                    raise KubeError.of(code, message, causes_of(status))
                 yield event["type"], event["object"]
         except (aiohttp.ClientError, OSError) as err:
-            raise KubeError(0, f"the watch broke: {err or type(err).__name__}") from None
+            raise Unavailable(f"the watch broke: {err or type(err).__name__}") from err
         finally:
             response.release()
 
@@ -343,7 +346,7 @@ class Informer:
             self.store(obj)
 
     async def run(self) -> None:
-        delay = 0.1
+        retry = KUBE_BACKOFF.retry()
         version: str | None = None
         while True:
             try:
@@ -375,16 +378,15 @@ class Informer:
                     self.on_change(obj)
                     if old is not None and _labels_moved(old, obj, self.index_labels):
                         self.on_change(old)
-                delay = 0.1
+                retry.succeeded()
+            except Gone:
+                version = None  # relist
             except KubeError as err:
-                if err.status == 410:
-                    version = None  # relist
-                    continue
+                delay = retry.failed()
                 log.warning(
                     "%s %s: %s; retrying in %.1fs", self.kube.name, self.kind.plural, err, delay
                 )
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(delay)
 
 
 def _labels_moved(old: Obj, new: Obj, labels: tuple[str, ...]) -> bool:
@@ -413,11 +415,8 @@ async def put(kube: Kube, kind: Kind, body: Obj, current: Obj | None) -> Obj:
 
 async def ensure_namespace(kube: Kube, namespace: str) -> None:
     if await kube.get(NAMESPACES, None, namespace) is None:
-        try:
+        with contextlib.suppress(Conflict):  # made meanwhile
             await kube.create(NAMESPACES, None, {"metadata": {"name": namespace}})
-        except KubeError as err:
-            if err.status != 409:
-                raise
 
 
 __all__ = [
@@ -431,11 +430,19 @@ __all__ = [
     "SERVICE_EXPORTS",
     "SERVICE_IMPORTS",
     "WORKLOAD_ENTRIES",
+    "BadConfig",
+    "Cause",
+    "Conflict",
+    "Forbidden",
+    "Gone",
     "Informer",
+    "Invalid",
     "Kind",
     "Kube",
     "KubeError",
+    "NotFound",
     "Obj",
+    "Unavailable",
     "ensure_namespace",
     "key_of",
     "put",

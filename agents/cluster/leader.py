@@ -7,14 +7,14 @@ cannot renew for ``duration`` steps down on its own."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agents.cluster.kube import LEASES, Kube, KubeError, Obj, ensure_namespace
-from federation.clock import Clock, SystemClock
+from agents.cluster.kube import LEASES, Conflict, Kube, KubeError, Obj, ensure_namespace
+from federation.shared.clock import Clock, SystemClock
+from federation.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ class LeaderElector:
                     task = asyncio.create_task(lead(), name="leader-work")
                 elif not held and task is not None:
                     log.warning("%s lost the lease; stopping its work", self.identity)
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                    for error in await cancel_and_wait(task):
+                        log.warning("%s: its work ended with %s", self.identity, error)
                     task = None
                 if task is not None and task.done():
                     task.result()  # a crash of the work ends the election loop too
@@ -77,9 +76,8 @@ class LeaderElector:
         finally:
             self.leading = False
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                for error in await cancel_and_wait(task):
+                    log.warning("%s: its work ended with %s", self.identity, error)
 
     async def _try(self) -> bool:
         try:
@@ -104,10 +102,8 @@ class LeaderElector:
             }
             try:
                 await self.kube.create(LEASES, self.namespace, body)
-            except KubeError as err:
-                if err.status == 409:
-                    return False
-                raise
+            except Conflict:
+                return False
             return True
         current = lease.get("spec", {})
         holder = current.get("holderIdentity")
@@ -122,10 +118,8 @@ class LeaderElector:
         lease["spec"] = {**current, **spec}
         try:
             await self.kube.replace(LEASES, self.namespace, self.name, lease)
-        except KubeError as err:
-            if err.status == 409:
-                return False
-            raise
+        except Conflict:
+            return False
         return True
 
 

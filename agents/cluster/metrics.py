@@ -37,6 +37,11 @@ class AgentMetrics:
             "Imported services whose policy weights sources but whose data plane here cannot",
             registry=self.registry,
         )
+        self.deleted_imports = Counter(
+            "federation_agent_deleted_imports",
+            "Imported services whose objects this agent deleted: they left the federation",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "federation_agent_queue_depth", "Keys waiting to reconcile", registry=self.registry
         )

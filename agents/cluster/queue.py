@@ -10,7 +10,6 @@ once it succeeds.  Delays run on the injected clock."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import random
@@ -18,7 +17,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from federation.clock import Clock
+from federation.shared.clock import Clock
+from federation.shared.tasks import stop_tasks
 
 K = TypeVar("K", bound=Hashable)
 
@@ -116,10 +116,7 @@ class WorkQueue(Generic[K]):
             try:
                 await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (sleeper, changed):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await stop_tasks(sleeper, changed)
 
 
 __all__ = ["WorkQueue"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from agents.client import Credentials
 from agents.cluster.exporter import AGENT, MANAGED_BY
-from agents.cluster.kube import SECRETS, Kube, KubeError, put
+from agents.cluster.kube import SECRETS, Conflict, Kube, KubeError, put
 from agents.credentials import Keep
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ async def load(kube: Kube, namespace: str, name: str) -> Credentials | None:
     try:
         cert, key, ca = (base64.b64decode(data[k]) for k in ("tls.crt", "tls.key", "ca.crt"))
     except (KeyError, ValueError):
-        raise KubeError(0, f"Secret {namespace}/{name} holds no tls.crt, tls.key, ca.crt") from None
+        raise KubeError(f"Secret {namespace}/{name} holds no tls.crt, tls.key, ca.crt") from None
     return Credentials(cert, key, ca)
 
 
@@ -74,10 +74,9 @@ async def write(kube: Kube, namespace: str, name: str, credentials: Credentials)
         try:
             await put(kube, SECRETS, body, await kube.get(SECRETS, namespace, name))
             return
-        except KubeError as err:
-            if err.status != 409:
-                raise
-    raise KubeError(409, f"Secret {namespace}/{name} keeps changing under us")
+        except Conflict:
+            continue
+    raise Conflict(f"Secret {namespace}/{name} keeps changing under us")
 
 
 __all__ = ["keep_in_secret", "load", "parse_ref", "write"]

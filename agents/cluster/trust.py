@@ -27,7 +27,7 @@ from agents.client import RegistryClient, RegistryError
 from agents.cluster.exporter import AGENT, MANAGED_BY
 from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, put
 from agents.credentials import CredentialKeeper, issuing_root, renew_at, roots_pem, run_steps
-from federation.clock import Clock
+from federation.shared.clock import Clock
 from federation.trust import ca as certs
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,8 @@ async def request_intermediate(
 ) -> tuple[bytes, bytes, bytes]:
     """A fresh key, made here, and its CA certificate: (cert, key, chain)."""
     key = certs.new_key()
-    body: dict[str, Any] = {"csr": certs.make_csr(key, f"cluster {cluster}").decode()}
-    if lifetime is not None:
-        body["lifetimeSeconds"] = lifetime
-    answer = await registry.request("POST", f"/v1/clusters/{cluster}/intermediate", body)
+    csr = certs.make_csr(key, f"cluster {cluster}")
+    answer = await registry.intermediate(cluster, csr, lifetime)
     return answer["certificate"].encode(), certs.plain_key_pem(key), answer["chain"].encode()
 
 
@@ -117,7 +115,7 @@ class ClusterTrust:
             return 0.5  # the credential keeper is on it; ack after
         version = int(bundle["version"])
         if version > self.acked:
-            await self.registry.request("POST", "/v1/trust/acks", {"version": version})
+            await self.registry.ack_trust(version)
             self.acked = version
             log.info("installed trust bundle version %d", version)
         return 60.0 if renew_at is None else max(renew_at - self.clock.now(), 0.0)

@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from agents.cluster import importer
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
+    Conflict,
     Informer,
     Kind,
     Kube,
     KubeError,
     Obj,
+    Unavailable,
     ensure_namespace,
 )
 from federation.model import ServiceRef
+from federation.shared.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +91,11 @@ class Writer:
                     stored = await self.kube.replace(item.kind, item.namespace, item.name, body)
                 informer.store(stored)
                 self.written[key] = (stored["metadata"].get("resourceVersion"), item.body)
-            except KubeError as err:
-                if not 400 <= err.status < 500:
-                    raise
-                if err.status == 409:
-                    raise Conflicted(str(err)) from err
+            except Unavailable:
+                raise
+            except Conflict as err:
+                raise Conflicted(str(err)) from err
+            except KubeError as err:  # refused: this key's alone
                 if item.kind == ENDPOINT_SLICES and self._learn(err):
                     return False
                 self.refuse(service, item, err)
@@ -110,22 +113,20 @@ class Writer:
             return False
         self.refused_addresses.update(new)
         log.warning(
-            "cluster=%s: the apiserver refuses endpoint addresses %s; leaving them out",
-            self.cluster,
+            "the apiserver refuses endpoint addresses %s; leaving them out",
             ", ".join(sorted(new)),
+            extra=fields(cluster=self.cluster),
         )
         return True
 
     def refuse(self, service: ServiceRef, item: importer.Desired, err: KubeError) -> None:
         self.on_refused(item.kind)
         log.warning(
-            "cluster=%s namespace=%s service=%s: the apiserver refused %s %s: %s",
-            self.cluster,
-            service.namespace,
-            service.name,
+            "the apiserver refused %s %s: %s",
             item.kind.plural,
             item.name,
             err,
+            extra=fields(cluster=self.cluster, namespace=service.namespace, service=service.name),
         )
         raise Refused(f"{item.kind.plural} {item.namespace}/{item.name}: {err}") from err
 

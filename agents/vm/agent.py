@@ -33,7 +33,6 @@ from agents.view import View, follow, keep_alive
 from agents.vm import saved
 from agents.vm.forwarder import Forwarder
 from agents.vm.resolver import VMResolver
-from federation.clock import Clock, SystemClock
 from federation.model import (
     Endpoint,
     EndpointSet,
@@ -42,6 +41,7 @@ from federation.model import (
     SourceRef,
     Workload,
 )
+from federation.shared.clock import Clock, SystemClock
 from federation.trust import ca as certs
 
 log = logging.getLogger(__name__)
@@ -215,12 +215,9 @@ class VMAgent:
                 _write(directory / "bundle.pem", roots)
                 return due - self.clock.now()
         key = certs.new_key()
-        body = {
-            "csr": certs.make_csr(key).decode(),
-            "namespace": self.record.namespace,
-            "serviceAccount": self.record.service_account,
-        }
-        answer = await self.client.request("POST", "/v1/workload-certs", body)
+        answer = await self.client.workload_certificate(
+            certs.make_csr(key), self.record.namespace, self.record.service_account
+        )
         _write(directory / "key.pem", certs.plain_key_pem(key))
         _write(cert_path, (answer["certificate"] + answer["chain"]).encode())
         _write(directory / "bundle.pem", answer["caBundle"].encode())

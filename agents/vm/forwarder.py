@@ -1,6 +1,6 @@
 """The VM's way to the federation's services: one loopback address per
 imported service, listening on the service's own ports, forwarding TCP to
-the endpoints ``federation.routing`` chooses for the VM's locality.
+the endpoints ``federation.shared.routing`` chooses for the VM's locality.
 
 A connection tries the chosen endpoints in turn (a failed connect moves on
 to the next, so a backend that just died costs a retry, not an error), then
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from federation.model import EndpointSet, Locality, ServiceRef, TrafficPolicy
-from federation.routing import Choice, Chosen, choose
+from federation.shared.routing import Choice, Chosen, choose
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dnslib import QTYPE, RR
 
 from agents.vm.forwarder import Forwarder
-from federation.clusterset import ClusterSetServer, addresses, fqdn, service_records
 from federation.model import ServiceRef
+from federation.shared.clusterset import ClusterSetServer, addresses, fqdn, service_records
 
 
 class VMResolver(ClusterSetServer):

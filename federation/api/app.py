@@ -60,14 +60,23 @@ from federation.model.validation import (
     check_service_name,
 )
 from federation.registry import (
+    Compacted,
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidKey,
+    MissingEncryptionKey,
     NotFound,
     Registry,
     RegistryError,
     Revoked,
+    StoreError,
+    TooLarge,
     Unauthorized,
-    source_of,
+    Unprocessable,
+    ValueTooLarge,
 )
-from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
+from federation.shared.logs import fields
 from federation.trust.identity import Identity, Role
 
 log = logging.getLogger("federation.api")
@@ -76,7 +85,36 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 
 
+# What the API answers for each of the registry's errors (they carry no
+# HTTP status of their own); a subclass answers as its nearest listed base.
+STATUS: dict[type[RegistryError], int] = {
+    Invalid: 400,
+    MissingEncryptionKey: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unprocessable: 422,
+}
+
+
+def status_of(err: RegistryError) -> int:
+    for kind in type(err).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
 # -- helpers ------------------------------------------------------------------
+
+
+def source_of(text: str) -> SourceRef:
+    """A ``{source}`` path segment (``kind:name``)."""
+    try:
+        return SourceRef.parse(text)
+    except ValidationError as err:
+        raise Invalid(str(err)) from err
 
 
 def _service(request: web.Request) -> ServiceRef:
@@ -135,9 +173,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             authorize(route.access, identity, source)
         response = await handler(request)
     except RegistryError as err:
-        if err.status == 403:
+        status = status_of(err)
+        if status == 403:
             metrics.denied.inc()
-        response = error_response(err.status, str(err), reason=getattr(err, "reason", None))
+        response = error_response(status, str(err), reason=getattr(err, "reason", None))
     except ValidationError as err:  # 422: valid, but not what its publisher may claim
         status = 422 if isinstance(err, Inconsistent) else 400
         response = error_response(status, str(err), err.path or None)
@@ -163,6 +202,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         # A renewed lease changes nothing: heartbeats (every few seconds per
         # member) are audited at DEBUG unless refused.
         quiet = route.handler is _heartbeat and response.status == 200
+        spiffe_id = identity.spiffe_id(registry.trust_domain) if identity else "anonymous"
         audit.log(
             logging.DEBUG if quiet else logging.INFO,
             "caller=%s %s %s -> %s",
@@ -170,6 +210,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             request.method,
             request.path,
             outcome,
+            extra=fields(spiffe_id=spiffe_id),
         )
     return response
 

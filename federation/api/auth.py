@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.clock import Clock
 from federation.model import SourceRef, ValidationError
 from federation.registry import Forbidden, Unauthorized
+from federation.shared.clock import Clock
 from federation.trust.identity import Identity, Role
 
 

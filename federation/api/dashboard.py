@@ -31,7 +31,7 @@ from federation.model import (
 )
 from federation.model.validation import check_dns_label, check_int, check_service_name
 from federation.registry import NotFound
-from federation.routing import choose, explained
+from federation.shared.routing import choose, explained
 from federation.trust.identity import Identity, Role
 
 PAGE_LIMIT = DASHBOARD_PAGE_LIMIT  # services per page, at most

@@ -107,10 +107,12 @@ class Metrics:
 @dataclass
 class Health:
     """The background tasks a registry process cannot do without: one that
-    ends (other than by cancellation) is logged with its traceback and
-    makes ``/readyz`` answer 503 naming it, instead of dying unseen."""
+    ends (other than by cancellation) is logged with its traceback, makes
+    ``/readyz`` answer 503 naming it, and sets ``ended``, on which
+    ``fedctl registry serve`` exits non-zero: never a replica dying unseen."""
 
     failed: dict[str, str] = field(default_factory=dict)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def supervise(self, task: asyncio.Task[None], name: str) -> None:
         task.add_done_callback(lambda done: self._ended(done, name))
@@ -121,6 +123,7 @@ class Health:
         error = task.exception()
         why = f"{type(error).__name__}: {error}" if error is not None else "it returned"
         self.failed[name] = why
+        self.ended.set()
         log.error("the %s task stopped (%s); this replica is not ready", name, why,
                   exc_info=error)  # fmt: skip
 

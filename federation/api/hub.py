@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from federation.api.roster import Roster
 from federation.api.summary import Summary
-from federation.registry import Registry
-from federation.store import Compacted, StoreError
+from federation.registry import Compacted, Registry, StoreError
+from federation.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,8 @@ class WatchHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)  # a crash was reported when it happened (supervise)
         self._notify()
         if self._soon is not None:
             self._soon.cancel()

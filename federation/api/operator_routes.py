@@ -24,8 +24,7 @@ from federation.api.hub import WatchHub
 from federation.api.trust_routes import issued_fields
 from federation.model import ValidationError
 from federation.model.validation import check_dns_label
-from federation.registry import Liveness, Registry
-from federation.store import StoreError
+from federation.registry import Liveness, Registry, StoreError
 from federation.trust.identity import Identity, Role
 from federation.trust.rotation import Phase
 

@@ -14,7 +14,6 @@ Data directory layout::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -27,9 +26,8 @@ from cryptography import x509
 from federation.api.app import build_app
 from federation.api.http import HEALTH_KEY, Settings
 from federation.api.listener import Guard, Limits, listen
-from federation.registry import Registry
-from federation.registry.trust import BUNDLE
-from federation.store import StoreError
+from federation.registry import Registry, StoreError
+from federation.shared.tasks import cancel_and_wait
 from federation.trust import ca as certs
 
 log = logging.getLogger("federation.api")
@@ -109,13 +107,17 @@ class RegistryServer:
             health.supervise(task, name)
             self._tasks.append(task)
 
+    async def crashed(self) -> str:
+        """Wait until a task this replica cannot do without has ended (the
+        watch hub, leader election, the trust bundle watch); what ended."""
+        assert self._runner is not None, "start() first"
+        health = self._runner.app[HEALTH_KEY]
+        await health.ended.wait()
+        return "; ".join(f"the {name} task stopped ({why})" for name, why in health.failed.items())
+
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task  # a failure was logged and reported when it happened
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(*tasks)  # a failure was logged and reported when it happened
         if self._listener is not None:
             self._listener.close()  # no new connections; open ones end below
         if self._runner is not None:
@@ -162,12 +164,9 @@ class RegistryServer:
     async def _follow_trust(self) -> None:
         """Follow the trust bundle: roots to accept, serving certificate and
         admin credential under the issuing root."""
-        key = self.registry.prefix + BUNDLE
         while True:
             try:
-                revision = (await self.registry.store.get(key)).revision
-                async for _ in self.registry.store.watch(key, revision + 1):
-                    await self.registry.trust.refresh()
+                async for _ in self.registry.trust.changes():
                     assert self._context is not None
                     self._load_trust(self._context)
                     await self._write_admin()

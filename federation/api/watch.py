@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,8 +12,8 @@ from aiohttp import web
 from federation.api.http import HUB_KEY, IDENTITY_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
 from federation.api.hub import Entry
 from federation.model import ValidationError
-from federation.registry import Item
-from federation.store import Compacted, StoreError
+from federation.registry import Compacted, Item, StoreError
+from federation.shared.tasks import cancel_and_wait
 
 FIRST_LINE_WAIT = 0.25
 WRITE_BYTES = 256 * 1024
@@ -121,7 +120,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 metrics.events_sent.labels("BOOKMARK").inc()
                 await response.write(_line({"type": "BOOKMARK", "revision": subscription.revision}))
                 bookmarked = now
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the client left; a cancellation propagates
         pass
     finally:
         metrics.watch_streams.dec()
@@ -211,12 +210,10 @@ async def _store_watch(request: web.Request, since: int) -> web.StreamResponse:
                 last = change.revision
                 metrics.events_sent.labels(change.type).inc()
                 await response.write(change.line())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the client left; a cancellation propagates
         pass
     finally:
         metrics.watch_streams.dec()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        await cancel_and_wait(reader)  # its failure went to the stream
     assert response is not None
     return response

@@ -13,17 +13,12 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from agents.client import RegistryError
-from federation.cli import admin, agent, ca, common, dashboard, failover, policy, registry, vm
+from federation.cli import admin, agent, ca, common, dashboard, failover, policy, registry, sim, vm
 from federation.model import ValidationError
-from federation.sim import cli as sim_cli
+from federation.shared import logs
 
 EXIT_ERROR = 1
-LONG_RUNNING = frozenset({"registry", "agent", "sim", "demo"})
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A failure worth one line to the user."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     dashboard.add_commands(commands)
     failover.add_command(commands)
-    sim_cli.add_commands(commands)
+    sim.add_commands(commands)
     completion = commands.add_parser("completion", help="shell completion: bash or zsh")
     completion.add_argument("shell", choices=["bash", "zsh"])
     completion.set_defaults(handler=lambda args: _completion(parser, args.shell))
@@ -77,21 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    # Long-running commands log; one-shot commands speak only through their
-    # output and their one-line error.
-    long_running = args.command in LONG_RUNNING
-    logging.basicConfig(
-        level=logging.INFO if long_running else logging.CRITICAL,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Long-running commands (those with --log-format) log; one-shot
+    # commands speak only through their output and their one-line error.
+    if hasattr(args, "log_format"):
+        logs.configure(args.log_level, args.log_format)
+    else:
+        logging.basicConfig(level=logging.CRITICAL, stream=sys.stderr)
     try:
         handler = args.handler
         return int(handler(args))
     except (
-        CommandError,
+        common.CommandError,
         common.UsageError,
-        sim_cli.SimUsageError,
         ValidationError,
         RegistryError,
         OSError,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.client import RegistryClient
-from federation.cli.common import _admin, age, confirm_removal, emit, until
+from federation.cli.common import admin_command, age, confirm_removal, emit, until
 from federation.trust import ca as certs
 
 
@@ -29,8 +29,7 @@ def _write(path: Path, data: bytes) -> None:
 
 async def issue(client: RegistryClient, args: argparse.Namespace) -> int:
     key = certs.new_key()
-    body = {"name": args.name, "csr": certs.make_csr(key, f"admin/{args.name}").decode()}
-    issued = await client.request("POST", "/v1/admins", body, retry=False)
+    issued = await client.issue_admin(args.name, certs.make_csr(key, f"admin/{args.name}"))
     out: Path = args.out
     _write(out / "tls.crt", (issued["certificate"] + issued.get("chain", "")).encode())
     _write(out / "tls.key", certs.plain_key_pem(key))
@@ -51,7 +50,7 @@ async def issue(client: RegistryClient, args: argparse.Namespace) -> int:
 
 
 async def listing(client: RegistryClient, args: argparse.Namespace) -> int:
-    items = (await client.request("GET", "/v1/admins"))["items"]
+    items = await client.admins()
     now = time.time()
     columns: list[tuple[str, Any]] = [
         ("NAME", lambda a: a["name"]),
@@ -67,7 +66,7 @@ async def revoke(client: RegistryClient, args: argparse.Namespace) -> int:
         confirm_removal(
             "admin credential", args.name, "Every copy of it is refused at once, everywhere."
         )
-    await client.request("DELETE", f"/v1/admins/{args.name}", retry=False)
+    await client.remove_admin(args.name)
     sys.stdout.write(f"admin/{args.name} revoked on every replica\n")
     return 0
 
@@ -80,14 +79,14 @@ def add_commands(commands: Any) -> None:
     issuing = verbs.add_parser("issue", help="issue a named admin credential into a directory")
     issuing.add_argument("--name", required=True, help="whose (a DNS label)")
     issuing.add_argument("--out", required=True, type=Path, help="directory for it (0700)")
-    issuing.set_defaults(handler=_admin(issue))
+    issuing.set_defaults(handler=admin_command(issue))
     listed = verbs.add_parser("list", help="the named admin credentials")
     listed.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    listed.set_defaults(handler=_admin(listing))
+    listed.set_defaults(handler=admin_command(listing))
     revoking = verbs.add_parser("revoke", help="revoke one, at once, on every replica")
     revoking.add_argument("name")
     revoking.add_argument("--yes", "-y", action="store_true", help="do not ask")
-    revoking.set_defaults(handler=_admin(revoke))
+    revoking.set_defaults(handler=admin_command(revoke))
 
 
 __all__ = ["add_commands"]

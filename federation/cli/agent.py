@@ -7,33 +7,37 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from agents.client import Credentials, RegistryClient, RegistryError
+from agents.client import Credentials, RegistryClient, RegistryError, Unauthorized, Unavailable
 from agents.cluster import secret
 from agents.cluster import site as kept_site
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.exporter import Site
 from agents.cluster.kube import Kube, KubeError
 from agents.credentials import Keep, keep_in
-from federation.cli.common import REGISTRY_HELP, UsageError, _admin, emit
+from federation.cli.common import (
+    REGISTRY_HELP,
+    UsageError,
+    admin_command,
+    emit,
+    log_flags,
+    parse_listen,
+    serve_until_signal,
+)
 from federation.model import (
     Cluster,
-    EndpointSet,
     Locality,
     NetworkMode,
     ServiceRef,
     TrafficPolicy,
     ValidationError,
 )
-from federation.routing import choose, explained
-from federation.sim.cli import parse_listen
+from federation.shared.routing import choose, explained
+from federation.shared.tasks import stop_tasks
 from federation.trust.ca import spiffe_ids
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ def add_commands(commands: Any) -> Any:
     agent = commands.add_parser("agent", help="run an agent")
     kinds = agent.add_subparsers(dest="agent_kind", metavar="KIND", required=True)
     cluster = kinds.add_parser("cluster", help="the agent of one Kubernetes cluster")
+    log_flags(cluster)
     cluster.add_argument("--kubeconfig", type=Path, help="default: the pod's service account")
     cluster.add_argument("--context", help="kubeconfig context (default: current)")
     cluster.add_argument("--registry", dest="agent_registry", required=True, help=REGISTRY_HELP)
@@ -82,10 +87,11 @@ def add_commands(commands: Any) -> Any:
     explain.add_argument("service", help="NAMESPACE/NAME")
     explain.add_argument("--from", dest="consumer", required=True, help="consumer cluster")
     explain.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    explain.set_defaults(handler=_admin(_route_explain))
+    explain.set_defaults(handler=admin_command(_route_explain))
 
     demo = commands.add_parser("demo", help="a local federation of simulated clusters")
     demo.add_argument("--keep-running", action="store_true")
+    log_flags(demo)
     demo.set_defaults(handler=_demo)
     return kinds
 
@@ -128,9 +134,9 @@ async def _cluster_record(client: RegistryClient, kube: Kube, name: str) -> Clus
     """The cluster's registration: from the registry (and kept in the
     cluster), or, while the registry cannot be reached, the kept copy."""
     try:
-        record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{name}"))
+        record = await client.cluster(name)
     except RegistryError as err:
-        if err.status not in (0, 502, 503, 504):
+        if not isinstance(err, Unavailable):
             raise UsageError(f"cannot read cluster {name} from the registry: {err}") from None
         kept = await kept_site.saved(kube, name)
         if kept is None:
@@ -151,9 +157,7 @@ async def _until_removed(work: Coroutine[Any, Any, None], client: RegistryClient
         while not task.done() and client.revoked is None:
             await asyncio.wait({task}, timeout=1.0)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks(task)
 
 
 async def _kube(args: argparse.Namespace) -> Kube:
@@ -163,31 +167,6 @@ async def _kube(args: argparse.Namespace) -> Kube:
         return await Kube.from_kubeconfig(args.kubeconfig, args.context)
     except KubeError as err:
         raise UsageError(str(err)) from None
-
-
-def stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
-async def serve_until_signal(
-    work: Coroutine[Any, Any, None], health: web.Application, host: str, port: int
-) -> None:
-    """Run an agent and its health endpoints until SIGINT or SIGTERM."""
-    runner = web.AppRunner(health)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    stop = stop_on_signals()
-    tasks = [asyncio.create_task(work), asyncio.create_task(stop.wait())]
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await runner.cleanup()
 
 
 async def _credentials(args: argparse.Namespace, kube: Kube | None) -> tuple[Credentials, Keep]:
@@ -223,7 +202,8 @@ async def _credentials(args: argparse.Namespace, kube: Kube | None) -> tuple[Cre
         else:
             await keep(credentials)
     except RegistryError as err:
-        if args.cert_secret is not None and err.status == 401:  # another replica joined first?
+        refused = isinstance(err, Unauthorized) and err.reason == Unauthorized.REFUSED
+        if args.cert_secret is not None and refused:  # another replica joined first?
             assert kube is not None
             found = await secret.load(kube, namespace, name)
             if found is not None:
@@ -251,14 +231,11 @@ async def _route_explain(client: RegistryClient, args: argparse.Namespace) -> in
         service = ServiceRef.parse(args.service)
     except ValidationError as err:
         raise UsageError(str(err)) from None
-    record = Cluster.from_wire(await client.request("GET", f"/v1/clusters/{args.consumer}"))
-    sets = [
-        EndpointSet.from_wire(i)
-        for i in (await client.request("GET", f"/v1/services/{service}"))["items"]
-    ]
+    record = await client.cluster(args.consumer)
+    sets = await client.endpoint_sets(service)
     if not sets:
         raise UsageError(f"no cluster or VM exports {service}")
-    policies = (await client.request("GET", "/v1/policies"))["items"]
+    policies = await client.policies()
     policy = next(
         (TrafficPolicy.from_wire(p) for p in policies if p["service"] == service.to_wire()), None
     )

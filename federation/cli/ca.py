@@ -31,10 +31,10 @@ from agents.cluster.trust import (
 from federation.cli.common import (
     AdminClient,
     UsageError,
-    _admin,
-    _output_flag,
+    admin_command,
     emit,
     keep_current,
+    output_flag,
 )
 from federation.trust import ca as certs
 
@@ -67,15 +67,13 @@ def _show(status: dict[str, Any], output: str) -> None:
 
 
 async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
-    _show(await client.request("GET", "/v1/ca/status"), args.output)
+    _show(await client.ca_status(), args.output)
     return 0
 
 
 async def _start(client: RegistryClient, args: argparse.Namespace, body: dict[str, str]) -> int:
     key = certs.new_key()  # the caller's credential under the new root comes back with it
-    status = await client.request(
-        "POST", "/v1/ca/rotate", {**body, "csr": certs.make_csr(key).decode()}, retry=False
-    )
+    status = await client.rotate(body, certs.make_csr(key))
     issued = status.pop("credential", None)
     if issued is not None and isinstance(client, AdminClient):
         renewed = Credentials(
@@ -94,7 +92,7 @@ async def _start(client: RegistryClient, args: argparse.Namespace, body: dict[st
             )
         await asyncio.sleep(0.5)
         await keep_current(client)  # so this credential outlives the old root
-        status = await client.request("GET", "/v1/ca/status")
+        status = await client.ca_status()
     if args.wait:
         await keep_current(client)  # the settled bundle, too
     _show(status, args.output)
@@ -118,7 +116,7 @@ async def _intermediate(client: RegistryClient, args: argparse.Namespace) -> int
         raise UsageError("give --out DIR or --kubeconfig (and optionally --context)")
     lifetime = None if args.lifetime_days is None else args.lifetime_days * 86400
     cert, key, chain = await request_intermediate(client, args.cluster, lifetime)
-    ca = await client.request("GET", "/v1/ca")
+    ca = await client.ca()
     data = cacerts_data(cert, key, chain, ca["bundle"].encode(), ca["certificate"].encode())
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +144,8 @@ def add_commands(commands: Any) -> None:
     sub = ca.add_subparsers(dest="ca_command", metavar="ACTION", required=True)
 
     status = sub.add_parser("status", help="rotation phase, roots, who has not acknowledged")
-    _output_flag(status)
-    status.set_defaults(handler=_admin(_status))
+    output_flag(status)
+    status.set_defaults(handler=admin_command(_status))
 
     for name, handler, text in (
         ("rotate", _rotate, "rotate to a new generated root"),
@@ -159,8 +157,8 @@ def add_commands(commands: Any) -> None:
             verb.add_argument("--key", required=True, type=Path, help="its unencrypted key (PEM)")
         verb.add_argument("--wait", action="store_true", help="until the rotation is over")
         verb.add_argument("--timeout", type=float, default=600.0, help="seconds (with --wait)")
-        _output_flag(verb)
-        verb.set_defaults(handler=_admin(handler))
+        output_flag(verb)
+        verb.set_defaults(handler=admin_command(handler))
 
     inter = sub.add_parser(
         "intermediate", help="a cluster's Istio CA (cacerts) for a cluster without an agent"
@@ -170,4 +168,4 @@ def add_commands(commands: Any) -> None:
     inter.add_argument("--kubeconfig", type=Path, help="write the cacerts secret to this cluster")
     inter.add_argument("--context")
     inter.add_argument("--lifetime-days", type=float)
-    inter.set_defaults(handler=_admin(_intermediate))
+    inter.set_defaults(handler=admin_command(_intermediate))

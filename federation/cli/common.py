@@ -9,20 +9,30 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 from cryptography import x509
 
 from agents.client import Credentials, RegistryClient, RegistryError
 from federation.model import ValidationError
+from federation.shared import logs
+from federation.shared.clock import Backoff
+from federation.shared.tasks import stop_tasks
 
 KEY_ENV = "FEDERATION_ENCRYPTION_KEY"
 CONFIG_ENV = "FEDERATION_CONFIG"
+
+
+class CommandError(Exception):
+    """A failure worth one line to the user (a long-running command that
+    cannot go on)."""
 
 
 class UsageError(ValueError):
@@ -67,7 +77,7 @@ def age(then: float, now: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
-def _output_flag(parser: argparse.ArgumentParser) -> None:
+def output_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
 
@@ -131,7 +141,7 @@ class AdminClient(RegistryClient):
     """An admin's client, which knows where its credential is kept."""
 
     def __init__(self, url: str, credentials: Credentials, files: AdminFiles) -> None:
-        super().__init__(url, credentials, retries=2, backoff=0.2, timeout=10)
+        super().__init__(url, credentials, retries=2, backoff=Backoff(0.2, 5.0), timeout=10)
         self.files = files
 
 
@@ -144,7 +154,7 @@ async def keep_current(client: RegistryClient) -> bool:
     credentials = client.credentials
     if credentials is None or not isinstance(client, AdminClient):
         return False
-    ca = await client.request("GET", "/v1/ca")
+    ca = await client.ca()
     bundle = str(ca["bundle"]).encode()
     issuing = x509.load_pem_x509_certificate(str(ca["certificate"]).encode())
     changed = False
@@ -159,7 +169,7 @@ async def keep_current(client: RegistryClient) -> bool:
     return changed
 
 
-def _admin(
+def admin_command(
     action: Callable[[RegistryClient, argparse.Namespace], Awaitable[int]],
 ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
@@ -200,3 +210,43 @@ def until(when: float | None, now: float) -> str:
     if when <= now:
         return "expired"
     return "in " + age(now - (when - now), now)
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve_until_signal(
+    work: Coroutine[Any, Any, None], health: web.Application, host: str, port: int
+) -> None:
+    """Run an agent and its health endpoints until SIGINT or SIGTERM."""
+    runner = web.AppRunner(health)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stop = stop_on_signals()
+    tasks = [asyncio.create_task(work), asyncio.create_task(stop.wait())]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await stop_tasks(*tasks)
+    finally:
+        await runner.cleanup()
+
+
+def log_flags(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` and ``--log-level``: every long-running command has them."""
+    parser.add_argument(
+        "--log-format", choices=logs.FORMATS, default="text", help="text or json (default text)"
+    )
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info", help="default info")
+
+
+def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"{flag} {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)

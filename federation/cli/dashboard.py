@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import signal
 import sys
@@ -21,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from agents.client import RegistryClient
-from federation.cli.common import UsageError, _admin
+from federation.cli.common import UsageError, admin_command
 
 FORWARDED = ("/v1/dashboard", "/v1/watch", "/v1/status", "/v1/ca/status")
 CLIENT_KEY = web.AppKey("client", RegistryClient)
@@ -97,9 +96,10 @@ async def _serve(client: RegistryClient, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await stop.wait()
-    await runner.cleanup()
+    finally:
+        await runner.cleanup()
     return 0
 
 
@@ -112,7 +112,7 @@ def add_commands(commands: Any) -> None:
         default="127.0.0.1:9480",
         help="loopback HOST:PORT (default 127.0.0.1:9480; port 0 picks one)",
     )
-    dashboard.set_defaults(handler=_admin(_serve))
+    dashboard.set_defaults(handler=admin_command(_serve))
 
 
 __all__ = ["FORWARDED", "add_commands", "proxy_app"]

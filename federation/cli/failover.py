@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.cluster.kube import Kube, KubeError
 from federation.cli.common import UsageError
-from federation.failover import Scenario
+from federation.sim.failover import Scenario
 from federation.sim.kubelet import ECHO_IMAGE
 
 DEFAULT_IMAGE = "federation:dev"
@@ -118,8 +118,7 @@ async def _simulated(args: argparse.Namespace) -> dict[str, Any]:
                 failback_hold_down_seconds=args.hold_down,
             )
             async with world.admin() as admin:
-                path = f"/v1/policies/{args.namespace}/echo"
-                await admin.request("PUT", path, policy.to_wire())
+                await admin.put_policy(policy)
             kubes = {name: m.kube for name, m in world.members.items() if m.kube is not None}
             scenario = _scenario(args, kubes, args.image or ECHO_IMAGE, "simulated")
             return await scenario.run(_say)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from agents.client import RegistryClient
-from federation.cli.common import UsageError, _admin, emit
+from federation.cli.common import UsageError, admin_command, emit
 from federation.model import ServiceRef, TrafficPolicy, ValidationError
 
 API_VERSION = "federation.io/v1alpha1"
@@ -126,17 +126,13 @@ def _parse(text: str, name: str) -> Iterator[Document]:
         yield Document(where, from_object(raw, where))
 
 
-def _path(service: ServiceRef) -> str:
-    return f"/v1/policies/{service.namespace}/{service.name}"
-
-
 async def _warnings(client: RegistryClient, policy: TrafficPolicy) -> list[str]:
     """What an operator should know before relying on the policy."""
     said: list[str] = []
-    services = (await client.request("GET", "/v1/services"))["items"]
+    services = await client.services()
     if not any(s["service"] == policy.service.to_wire() for s in services):
         said.append(f"no cluster or VM exports {policy.service} yet")
-    clusters = {c["name"] for c in (await client.request("GET", "/v1/clusters"))["items"]}
+    clusters = {c["name"] for c in await client.members("clusters")}
     named = {f.cluster for f in policy.failover if f.cluster}
     named |= {w.split(":", 1)[1] for w in policy.weights if w.startswith("cluster:")}
     for missing in sorted(named - clusters):
@@ -154,9 +150,7 @@ async def apply(client: RegistryClient, args: argparse.Namespace) -> int:
     for document in chosen:
         for warning in await _warnings(client, document.policy):
             sys.stderr.write(f"warning: {document.policy.service}: {warning}\n")
-        answer = await client.request(
-            "PUT", _path(document.policy.service), document.policy.to_wire()
-        )
+        answer = await client.put_policy(document.policy)
         sys.stdout.write(
             f"trafficpolicy {document.policy.service} applied (revision {answer['revision']})\n"
         )
@@ -164,7 +158,7 @@ async def apply(client: RegistryClient, args: argparse.Namespace) -> int:
 
 
 async def _current(client: RegistryClient) -> dict[ServiceRef, TrafficPolicy]:
-    items = (await client.request("GET", "/v1/policies"))["items"]
+    items = await client.policies()
     policies = [TrafficPolicy.from_wire(item) for item in items]
     return {p.service: p for p in policies}
 
@@ -227,7 +221,7 @@ async def delete(client: RegistryClient, args: argparse.Namespace) -> int:
         [d.policy.service for d in documents(args.file)] if args.file else [_service(args.service)]
     )
     for service in services:
-        await client.request("DELETE", _path(service), retry=False)
+        await client.delete_policy(service)
         sys.stdout.write(f"trafficpolicy {service} deleted\n")
     return 0
 
@@ -261,21 +255,21 @@ def add_commands(commands: Any) -> None:
     source = "a file, a directory of .yaml/.yml/.json files, or - for stdin"
     applying = verbs.add_parser("apply", help="create or replace policies from files")
     applying.add_argument("-f", "--file", required=True, help=source)
-    applying.set_defaults(handler=_admin(apply))
+    applying.set_defaults(handler=admin_command(apply))
     getting = verbs.add_parser("get", help="one policy as an object")
     getting.add_argument("service", help="NAMESPACE/NAME")
     getting.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
-    getting.set_defaults(handler=_admin(get))
+    getting.set_defaults(handler=admin_command(get))
     listed = verbs.add_parser("list", help="every policy")
     listed.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    listed.set_defaults(handler=_admin(listing))
+    listed.set_defaults(handler=admin_command(listing))
     deleting = verbs.add_parser("delete", help="delete a policy, or those a file names")
     deleting.add_argument("service", nargs="?", help="NAMESPACE/NAME")
     deleting.add_argument("-f", "--file", help=source)
-    deleting.set_defaults(handler=_admin(delete))
+    deleting.set_defaults(handler=admin_command(delete))
     differing = verbs.add_parser("diff", help="what apply would change (exit 1 if anything)")
     differing.add_argument("-f", "--file", required=True, help=source)
-    differing.set_defaults(handler=_admin(diff))
+    differing.set_defaults(handler=admin_command(diff))
 
 
 __all__ = ["add_commands", "from_object", "to_object"]

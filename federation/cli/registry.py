@@ -18,20 +18,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.client import RegistryClient
+from agents.client import MemberPlural, RegistryClient
 from federation.cli.common import (
     CONFIG_ENV,
     KEY_ENV,
     REGISTRY_HELP,
+    CommandError,
     UsageError,
-    _admin,
-    _output_flag,
+    admin_command,
     age,
     confirm_removal,
     emit,
+    log_flags,
+    output_flag,
+    parse_listen,
     until,
 )
 from federation.model import Cluster, EndpointPort, Locality, NetworkMode, Workload
+from federation.shared.tasks import cancel_and_wait
 
 
 def _passphrase(args: argparse.Namespace) -> bytes | None:
@@ -53,7 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
     from federation.api.server import RegistryServer
     from federation.registry import Registry
     from federation.registry import RegistryError as DomainError
-    from federation.sim.cli import parse_listen
     from federation.store import StoreError, open_store
     from federation.trust.identity import check_trust_domain
 
@@ -104,7 +107,13 @@ def _serve(args: argparse.Namespace) -> int:
                 f"  export {CONFIG_ENV}={server.admin_config}\n"
             )
             sys.stdout.flush()
-            await stop.wait()
+            crash = asyncio.ensure_future(server.crashed())
+            waiting = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({crash, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if crash.done():
+                await cancel_and_wait(waiting)
+                raise CommandError(f"{crash.result()}; the replica stops")
+            await cancel_and_wait(crash)
         finally:
             await server.stop()
             await store.close()
@@ -130,8 +139,7 @@ async def _cluster_add(client: RegistryClient, args: argparse.Namespace) -> int:
         network_mode=NetworkMode(args.network_mode),
         zones=tuple(args.zone),
     )
-    body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
-    answer = await client.request("POST", "/v1/clusters", body, retry=False)
+    answer = await client.register(record, token_ttl=args.token_ttl)
     return _print_token(answer, args)
 
 
@@ -155,8 +163,7 @@ async def _vm_add(client: RegistryClient, args: argparse.Namespace) -> int:
         ports=_ports(args.port),
         service=args.service,
     )
-    body = {"record": record.to_wire(), "tokenTtlSeconds": args.token_ttl}
-    answer = await client.request("POST", "/v1/vms", body, retry=False)
+    answer = await client.register(record, token_ttl=args.token_ttl)
     return _print_token(answer, args)
 
 
@@ -172,7 +179,7 @@ def _print_token(answer: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _member_commands(commands: Any, role: str) -> None:
-    plural = "clusters" if role == "cluster" else "vms"
+    plural: MemberPlural = "clusters" if role == "cluster" else "vms"
     group = commands.add_parser(role, help=f"{role}s of the federation")
     sub = group.add_subparsers(dest=f"{role}_command", metavar="ACTION", required=True)
 
@@ -192,18 +199,18 @@ def _member_commands(commands: Any, role: str) -> None:
     add.add_argument("--token-ttl", type=float, default=3600.0, help="seconds (default 3600)")
     if role == "cluster":
         add.add_argument("--network-mode", choices=("flat", "gateway"), default="flat")
-        add.set_defaults(handler=_admin(_cluster_add))
+        add.set_defaults(handler=admin_command(_cluster_add))
     else:
         add.add_argument("--namespace", required=True)
         add.add_argument("--service-account", required=True)
         add.add_argument("--address", required=True, help="the VM's IP address")
         add.add_argument("--service", default="", help="the service of NAMESPACE it serves")
         add.add_argument("--port", action="append", default=[], help="[NAME:]PORT, repeatable")
-        add.set_defaults(handler=_admin(_vm_add))
-    _output_flag(add)
+        add.set_defaults(handler=admin_command(_vm_add))
+    output_flag(add)
 
     async def listing(client: RegistryClient, args: argparse.Namespace) -> int:
-        items = (await client.request("GET", f"/v1/{plural}"))["items"]
+        items = await client.members(plural)
         columns: list[tuple[str, Callable[[Any], object]]] = [
             ("NAME", lambda r: r["name"]),
             ("REGION", lambda r: r["locality"]["region"]),
@@ -217,7 +224,7 @@ def _member_commands(commands: Any, role: str) -> None:
                 ("ADDRESS", lambda r: r["address"]),
             ]
         if args.output == "wide":  # and what `status` says of each
-            status = (await client.request("GET", "/v1/status")).get("members", [])
+            status = (await client.status()).get("members", [])
             state = {m["name"]: m for m in status if m["kind"] == role}
             now = time.time()
             for item in items:
@@ -237,12 +244,12 @@ def _member_commands(commands: Any, role: str) -> None:
 
     ls = sub.add_parser("list", help=f"list {plural}")
     ls.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table")
-    ls.set_defaults(handler=_admin(listing))
+    ls.set_defaults(handler=admin_command(listing))
 
     async def remove(client: RegistryClient, args: argparse.Namespace) -> int:
         if not args.yes:
             confirm_removal(role, args.name)
-        await client.request("DELETE", f"/v1/{plural}/{args.name}", retry=False)
+        await client.remove(plural, args.name)
         sys.stdout.write(
             f"{role} {args.name} removed: its credential is revoked, its endpoints withdrawn\n"
         )
@@ -251,22 +258,21 @@ def _member_commands(commands: Any, role: str) -> None:
     rm = sub.add_parser("remove", help=f"remove a {role} and everything it published")
     rm.add_argument("name")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    rm.set_defaults(handler=_admin(remove))
+    rm.set_defaults(handler=admin_command(remove))
 
     async def token(client: RegistryClient, args: argparse.Namespace) -> int:
-        body = {"tokenTtlSeconds": args.token_ttl}
-        answer = await client.request("POST", f"/v1/{plural}/{args.name}/tokens", body, retry=False)
+        answer = await client.new_token(plural, args.name, args.token_ttl)
         return _print_token(answer, args)
 
     tk = sub.add_parser("token", help=f"mint another join token for a {role}")
     tk.add_argument("name")
     tk.add_argument("--token-ttl", type=float, default=3600.0)
-    _output_flag(tk)
-    tk.set_defaults(handler=_admin(token))
+    output_flag(tk)
+    tk.set_defaults(handler=admin_command(token))
 
 
 async def _services(client: RegistryClient, args: argparse.Namespace) -> int:
-    items = (await client.request("GET", "/v1/services"))["items"]
+    items = await client.services()
     rows = [{"service": i["service"], **s} for i in items for s in i["sources"]]
     now = time.time()
     emit(
@@ -285,7 +291,7 @@ async def _services(client: RegistryClient, args: argparse.Namespace) -> int:
 
 
 async def _status(client: RegistryClient, args: argparse.Namespace) -> int:
-    status = await client.request("GET", "/v1/status")
+    status = await client.status()
     status["registry"] = client.url
     if args.output != "table":
         emit(status, args.output, [])
@@ -339,6 +345,7 @@ def add_commands(commands: Any) -> None:
     registry = commands.add_parser("registry", help="run the registry")
     sub = registry.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     serve = sub.add_parser("serve", help="serve the registry API over TLS")
+    log_flags(serve)
     serve.add_argument(
         "--store", help="sqlite:///FILE or etcd://H:P[,H:P] (default: DATA_DIR/registry.db)"
     )
@@ -393,11 +400,11 @@ def add_commands(commands: Any) -> None:
     for role in ("cluster", "vm"):
         _member_commands(commands, role)
     services = commands.add_parser("services", help="exported services and their sources")
-    _output_flag(services)
-    services.set_defaults(handler=_admin(_services))
+    output_flag(services)
+    services.set_defaults(handler=admin_command(_services))
     status = commands.add_parser("status", help="the registry's state at a glance")
-    _output_flag(status)
-    status.set_defaults(handler=_admin(_status))
+    output_flag(status)
+    status.set_defaults(handler=admin_command(_status))
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:

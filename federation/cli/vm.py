@@ -16,13 +16,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.client import Credentials, RegistryClient, RegistryError
+from agents.client import (
+    Credentials,
+    RegistryClient,
+    RegistryError,
+    Unauthorized,
+    Unavailable,
+)
 from agents.vm import saved
 from agents.vm.agent import Probe, VMAgent
-from federation.cli.agent import serve_until_signal, stop_on_signals
-from federation.cli.common import REGISTRY_HELP, UsageError
+from federation.cli.common import (
+    REGISTRY_HELP,
+    UsageError,
+    log_flags,
+    parse_listen,
+    serve_until_signal,
+    stop_on_signals,
+)
 from federation.model import ServiceRef, ValidationError, Workload
-from federation.sim.cli import parse_listen
 from federation.trust.ca import spiffe_ids
 
 log = logging.getLogger("federation.agent.vm")
@@ -30,6 +41,7 @@ log = logging.getLogger("federation.agent.vm")
 
 def add_command(kinds: Any) -> None:
     vm = kinds.add_parser("vm", help="the agent of one VM")
+    log_flags(vm)
     vm.add_argument("--registry", dest="agent_registry", required=True, help=REGISTRY_HELP)
     vm.add_argument("--join-token", help="join with this token (not needed with a valid state dir)")
     vm.add_argument("--state-dir", type=Path, required=True, help="credentials, bundle, forwards")
@@ -78,13 +90,15 @@ async def credentials_for(url: str, state_dir: Path, token: str | None) -> Crede
         if credentials.certificate.not_valid_after_utc.timestamp() > time.time():
             return credentials
         if token is None:
-            raise RegistryError(
-                0,
+            raise Unauthorized(
                 f"the certificate in {kept} has expired; start again with a new --join-token "
                 "(fedctl vm token NAME)",
+                Unauthorized.EXPIRED,
             )
     if token is None:
-        raise RegistryError(0, f"no credential in {kept}: give --join-token")
+        raise Unauthorized(
+            f"no credential in {kept}: give --join-token", Unauthorized.NO_CREDENTIAL
+        )
     credentials, _ = await RegistryClient.join(url, token)
     credentials.save(kept)
     return credentials
@@ -95,7 +109,10 @@ def _vm_name(credentials: Credentials) -> str:
         parts = uri.split("/")
         if len(parts) >= 2 and parts[-2] == "vm":
             return parts[-1]
-    raise RegistryError(0, "the credential is not a VM agent's (no .../federation/vm/NAME)")
+    raise Unauthorized(
+        "the credential is not a VM agent's (no .../federation/vm/NAME)",
+        Unauthorized.NO_CREDENTIAL,
+    )
 
 
 async def start(
@@ -111,11 +128,10 @@ async def start(
             client = RegistryClient(url, credentials)
             name = _vm_name(credentials)
             try:
-                answer = await client.request("GET", f"/v1/vms/{name}", retry=False)
-                record = Workload.from_wire(answer)
+                record = await client.vm(name, retry=False)
             except RegistryError as err:
                 kept = saved.load_record(state_dir)
-                if err.status != 0 or kept is None or kept.name != name:
+                if not isinstance(err, Unavailable) or kept is None or kept.name != name:
                     raise
                 log.warning("%s; starting from the record and view kept in %s", err, state_dir)
                 return client, kept  # static stability: forward from what we had

@@ -28,14 +28,12 @@ from typing import Any
 
 import orjson
 
-from federation.clock import Clock, SystemClock
 from federation.model import (
     Cluster,
     EndpointSet,
     ServiceRef,
     SourceRef,
     TrafficPolicy,
-    ValidationError,
     Workload,
     decode,
     encode,
@@ -45,14 +43,21 @@ from federation.model import (
 from federation.model.keys import ShardKey
 from federation.registry.admins import Admins, load_csr
 from federation.registry.errors import (
+    Compacted,
     Conflict,
     Forbidden,
     Invalid,
+    InvalidKey,
     MissingEncryptionKey,
     NotFound,
     RegistryError,
     Revoked,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
     Unauthorized,
+    Unprocessable,
+    ValueTooLarge,
 )
 from federation.registry.leader import (
     DEFAULT_LEADER_TTL,
@@ -64,6 +69,7 @@ from federation.registry.leader import (
 from federation.registry.sets import TXN_OPS, EndpointSets
 from federation.registry.tokens import Tokens
 from federation.registry.trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
+from federation.shared.clock import Clock, SystemClock
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
@@ -72,7 +78,6 @@ from federation.store import (
     LeaseNotFound,
     Put,
     Store,
-    StoreError,
 )
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
@@ -83,10 +88,10 @@ log = logging.getLogger("federation.registry")
 DEFAULT_HEARTBEAT_TTL = 15
 DEFAULT_TOKEN_TTL = 3600.0
 WATCHED = {
-    "clusters/": "Cluster",
-    "vms/": "Workload",
-    "endpoints/": "EndpointSet",
-    "policies/": "TrafficPolicy",
+    keys.CLUSTERS: "Cluster",
+    keys.VMS: "Workload",
+    keys.ENDPOINTS: "EndpointSet",
+    keys.POLICIES: "TrafficPolicy",
     BUNDLE: "TrustBundle",
 }
 
@@ -264,7 +269,7 @@ class Registry:
         return _decode_member(identity.role, got.kv.value)
 
     async def members(self, role: Role) -> list[Cluster | Workload]:
-        prefix = "clusters/" if role is Role.CLUSTER else "vms/"
+        prefix = keys.CLUSTERS if role is Role.CLUSTER else keys.VMS
         result = await self.store.range(self._key(prefix))
         return [_decode_member(role, kv.value) for kv in result.kvs]
 
@@ -524,18 +529,13 @@ def _decode_member(role: Role, raw: bytes) -> Cluster | Workload:
     return decode(Workload, raw)
 
 
-def source_of(text: str) -> SourceRef:
-    try:
-        return SourceRef.parse(text)
-    except ValidationError as err:
-        raise Invalid(str(err)) from None
-
-
 __all__ = [
     "Change",
+    "Compacted",
     "Conflict",
     "Forbidden",
     "Invalid",
+    "InvalidKey",
     "Issued",
     "Item",
     "Liveness",
@@ -544,7 +544,11 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Revoked",
+    "StoreError",
+    "StoreUnavailable",
+    "TooLarge",
     "Unauthorized",
+    "Unprocessable",
+    "ValueTooLarge",
     "endpoints_key",
-    "source_of",
 ]

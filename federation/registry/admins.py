@@ -10,10 +10,10 @@ from typing import Any
 
 from cryptography import x509
 
-from federation.clock import Clock
 from federation.model import keys
 from federation.registry.errors import Conflict, NotFound, Unprocessable
 from federation.registry.trust import Issued, TrustDomain
+from federation.shared.clock import Clock
 from federation.store import Compare, Delete, Put, Store
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role

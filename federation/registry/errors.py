@@ -1,18 +1,28 @@
-"""The registry's errors, each with the HTTP status the API answers."""
+"""The registry's errors, in the domain's words.  They carry no HTTP
+status: the API maps each kind to one (``api.app.STATUS``).
+
+The store's errors a caller of the registry may see are re-exported here
+under the same names, so the API reaches storage only through the
+registry: ``StoreError`` (``StoreUnavailable`` among them), ``Compacted``,
+``ValueTooLarge``, ``InvalidKey``.
+"""
 
 from __future__ import annotations
 
+from federation.store import Compacted, InvalidKey, StoreError, ValueTooLarge
+from federation.store import Unavailable as StoreUnavailable
+
 
 class RegistryError(Exception):
-    status = 400
+    """A request the registry will not do, as asked."""
 
 
 class Invalid(RegistryError):
-    status = 400
+    """Breaks the API document (a field, a path, a parameter)."""
 
 
 class Unauthorized(RegistryError):
-    status = 401
+    """No proven identity, or one this registry does not accept."""
 
 
 class Revoked(Unauthorized):
@@ -22,27 +32,25 @@ class Revoked(Unauthorized):
 
 
 class Forbidden(RegistryError):
-    status = 403
+    """A proven identity asking for what is not its own."""
 
 
 class NotFound(RegistryError):
-    status = 404
+    pass
 
 
 class Conflict(RegistryError):
-    status = 409
+    """The record's state forbids it now (a generation, a rotation phase)."""
 
 
 class TooLarge(RegistryError):
-    status = 413
+    pass
 
 
 class Unprocessable(RegistryError):
     """Well formed, as the API document describes it, but not what it must
     be: a CSR or certificate that does not parse, or asks for what it may
-    not.  400 is kept for what the document itself forbids."""
-
-    status = 422
+    not.  ``Invalid`` is kept for what the document itself forbids."""
 
 
 class MissingEncryptionKey(RegistryError):
@@ -50,14 +58,19 @@ class MissingEncryptionKey(RegistryError):
 
 
 __all__ = [
+    "Compacted",
     "Conflict",
     "Forbidden",
     "Invalid",
+    "InvalidKey",
     "MissingEncryptionKey",
     "NotFound",
     "RegistryError",
     "Revoked",
+    "StoreError",
+    "StoreUnavailable",
     "TooLarge",
     "Unauthorized",
     "Unprocessable",
+    "ValueTooLarge",
 ]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from federation.clock import Clock, SystemClock
+from federation.shared.clock import Clock, SystemClock
 from federation.store import (
     Compare,
     EventType,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-from federation.clock import Clock
 from federation.model import (
     MAX_SET_BYTES,
     EndpointSet,
@@ -33,6 +32,7 @@ from federation.registry.publish import (
     state_of,
     unchanged,
 )
+from federation.shared.clock import Clock
 from federation.store import Compare, Delete, Put, Store
 
 PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)

@@ -10,12 +10,12 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from federation.clock import Clock
 from federation.model import keys
 from federation.registry.errors import Invalid
 from federation.registry.leader import Fence
 from federation.registry.sets import TXN_OPS
 from federation.registry.trust import TrustDomain
+from federation.shared.clock import Clock
 from federation.store import Delete, KeyValue, Put, Store, StoreError
 from federation.trust import tokens
 from federation.trust.identity import Identity

@@ -20,16 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from federation.clock import Clock
+from federation.model import keys
 from federation.registry.errors import Conflict, Invalid, MissingEncryptionKey, Unprocessable
 from federation.registry.leader import Fence
+from federation.shared.clock import Clock
 from federation.store import Compare, Put, Store
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
@@ -165,6 +166,15 @@ class TrustDomain:
                 for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             )
         return self.state
+
+    async def changes(self) -> AsyncIterator[TrustState]:
+        """The trust state each time the bundle is rewritten (by any
+        replica), refreshed, until cancelled.  A store failure is raised
+        (``StoreError``): the caller retries."""
+        key = self._key(BUNDLE)
+        revision = (await self.store.get(key)).revision
+        async for _ in self.store.watch(key, revision + 1):
+            yield await self.refresh()
 
     async def _commit(self, revision: int, state: TrustState, fence: Fence | None = None) -> bool:
         """Write ``state`` and its bundle if the authority is still at
@@ -350,11 +360,12 @@ class TrustDomain:
     async def pending(self, state: TrustState) -> list[str]:
         """Members a rotation waits for: registered, holding an unexpired
         client certificate, and not yet at ``state.version``."""
-        registered = {
-            kv.key.removeprefix(self.prefix).replace("clusters/", "cluster/").replace("vms/", "vm/")
-            for prefix in ("clusters/", "vms/")
-            for kv in (await self.store.range(self._key(prefix))).kvs
-        }
+        registered = set()
+        for prefix in (keys.CLUSTERS, keys.VMS):
+            for kv in (await self.store.range(self._key(prefix))).kvs:
+                member = keys.parse_member(kv.key.removeprefix(self.prefix))
+                if member is not None:  # the identity is "<kind>/<name>"
+                    registered.add(f"{member[0].value}/{member[1]}")
         now = self.clock.now()
         holding = set()
         for kv in (await self.store.range(self._key(ISSUED))).kvs:

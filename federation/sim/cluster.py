@@ -17,13 +17,13 @@ Kubernetes cluster, and says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from federation.clock import Clock, SystemClock
+from federation.shared.clock import Clock, SystemClock
+from federation.shared.tasks import stop_tasks
 from federation.sim.blocks import claim
 from federation.sim.dns import ClusterSetDNS
 from federation.sim.endpointslices import EndpointSliceController
@@ -118,12 +118,8 @@ class SimCluster:
         self.client.log.info("simulated cluster up: api %s, region %s", self.url, self.region)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = list(self._tasks), []
+        await stop_tasks(*tasks)
         await self.dns.stop()
         await self.server.stop()
         self._block.release()

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.vm.agent import VMAgent
-from federation.failover import Phase, Traffic, table
 from federation.model import Locality, ServiceRef, TrafficPolicy, Workload
-from federation.routing import SAME_REGION
+from federation.shared.routing import SAME_REGION
 from federation.sim.etcd_process import free_port
+from federation.sim.failover import Phase, Traffic, table
 from federation.sim.world import ClusterSpec, World
 
 NS = "demo"
@@ -132,7 +132,7 @@ async def _revive(world: World, cluster: str) -> None:
 async def _apply_policy(world: World) -> None:
     policy = TrafficPolicy(service=ECHO, failback_hold_down_seconds=HOLD_DOWN)
     async with world.admin() as admin:
-        await admin.request("PUT", f"/v1/policies/{NS}/echo", policy.to_wire())
+        await admin.put_policy(policy)
 
 
 def _routed(world: World, cluster: str) -> bool:

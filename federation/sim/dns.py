@@ -10,7 +10,7 @@ What CoreDNS's ``multicluster`` plugin answers in a real cluster:
 - ``<hostname>.<cluster>.<svc>.<ns>.svc.clusterset.local``: a headless
   endpoint by the hostname its slice gives it.
 
-The server itself is ``federation.clusterset``."""
+The server itself is ``federation.shared.clusterset``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR
 
-from federation.clusterset import ClusterSetServer, addresses, fqdn, service_records
+from federation.shared.clusterset import ClusterSetServer, addresses, fqdn, service_records
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import ResourceType
 from federation.sim.kube.resources import ENDPOINT_SLICE

@@ -12,9 +12,9 @@ alone: their slices belong to whoever writes them (the federation agent).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
+from federation.shared.tasks import stop_tasks
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import Obj
 from federation.sim.kube.resources import ENDPOINT_SLICE, NODE, POD, SERVICE
@@ -42,9 +42,7 @@ class EndpointSliceController:
                 self.client.follow(POD, self._pod_changed),
             )
         finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await stop_tasks(worker)
 
     async def _service_changed(self, kind: str, obj: Obj) -> None:
         self._mark(obj["metadata"]["namespace"], obj["metadata"]["name"])

@@ -16,13 +16,13 @@ backend is not restarted (there is no restartPolicy), and the finalizer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from federation.clock import Clock
+from federation.shared.clock import Clock
+from federation.shared.tasks import stop_tasks
 from federation.sim import echo, events
 from federation.sim.kube.objects import Obj, now_rfc3339
 from federation.sim.kube.resources import NODE, POD
@@ -115,9 +115,7 @@ class Kubelet:
         try:
             await self.client.follow(POD, self._changed)
         finally:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
+            await stop_tasks(prober)
             await asyncio.gather(*(self._stop(p) for p in list(self.pods.values())))
 
     # -- lifecycle ------------------------------------------------------------

@@ -9,7 +9,6 @@ traffic and the processes' code paths, which are the production ones."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from federation.api.http import Settings
 from federation.api.server import RegistryServer
 from federation.model import Cluster, Locality, NetworkMode, ServiceRef, Workload
 from federation.registry import Registry
+from federation.shared.clock import Backoff
+from federation.shared.tasks import cancel_and_wait
 from federation.sim.cluster import SimCluster
 from federation.sim.kube.rbac import Grant
 from federation.store import Store, open_store
@@ -115,7 +116,7 @@ class World:
             name=spec.name, locality=locality, network_mode=self.mode, zones=tuple(spec.zones)
         )
         async with self.admin() as admin:
-            answer = await admin.request("POST", "/v1/clusters", {"record": record.to_wire()})
+            answer = await admin.register(record, retry=True)
         credentials, _ = await RegistryClient.join(self.url, str(answer["token"]))
         credentials.save(self.base / spec.name / "certs")
         assert member.kubeconfig is not None
@@ -134,7 +135,7 @@ class World:
         member = self.members[name]
         assert member.agent_kube is not None
         credentials = Credentials.load(self.base / name / "certs")
-        member.client = RegistryClient(self.url, credentials, backoff=0.05, max_backoff=1.0)
+        member.client = RegistryClient(self.url, credentials, backoff=Backoff(0.05, 1.0))
         spec = member.spec
         site = Site(
             spec.name,
@@ -167,11 +168,11 @@ class World:
     ) -> VMAgent:
         """Register a VM, join with its token and run its agent (TCP probe)."""
         async with self.admin() as admin:
-            answer = await admin.request("POST", "/v1/vms", {"record": record.to_wire()})
+            answer = await admin.register(record, retry=True)
         state = self.base / "vms" / record.name
         credentials, _ = await RegistryClient.join(self.url, str(answer["token"]))
         credentials.save(state / "certs")
-        client = RegistryClient(self.url, credentials, backoff=0.05, max_backoff=1.0)
+        client = RegistryClient(self.url, credentials, backoff=Backoff(0.05, 1.0))
         agent = VMAgent(
             client,
             record,
@@ -255,9 +256,8 @@ def agent_grant() -> Grant | None:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    for error in await cancel_and_wait(task):  # a member's agent: its crash is not the world's
+        log.warning("%s ended with %s", task.get_name(), error)
 
 
 __all__ = ["ClusterSpec", "Member", "World"]

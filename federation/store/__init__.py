@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from federation.clock import Clock
+from federation.shared.clock import Clock
 from federation.store.base import (
     DEFAULT_PREFIX,
     Compacted,

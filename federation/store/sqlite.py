@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from federation.clock import Clock, SystemClock
+from federation.shared.clock import Clock, SystemClock
+from federation.shared.tasks import stop_tasks
 from federation.store.base import (
     MAX_VALUE_BYTES,
     PAGE_BYTES,
@@ -113,9 +114,7 @@ class SqliteStore:
             return
         self._closed = True
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await stop_tasks(self._sweeper)
         for watcher in self._watchers:
             watcher.wake.set()
         for reader in list(self._readers):

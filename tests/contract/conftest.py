@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.clock import ManualClock
+from federation.shared.clock import ManualClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store.base import Store
 from federation.store.etcd import EtcdStore

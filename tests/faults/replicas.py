@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agents.client import Credentials, Event, RegistryClient, RegistryError, Relist, Synced
 from federation.model import EndpointSet, SourceRef
+from federation.shared.clock import Backoff
 from federation.sim.etcd_process import free_port
 from tests.registry.test_smoke import endpoint_set
 
@@ -89,7 +90,9 @@ class Replica:
 def admin_client(replicas: list[Replica], config: Path) -> RegistryClient:
     data = json.loads(config.read_text())
     credentials = Credentials.from_files(Path(data["cert"]), Path(data["key"]), Path(data["ca"]))
-    return RegistryClient(",".join(r.url for r in replicas), credentials, retries=10, backoff=0.1)
+    return RegistryClient(
+        ",".join(r.url for r in replicas), credentials, retries=10, backoff=Backoff(0.1, 5.0)
+    )
 
 
 @dataclass

@@ -13,13 +13,19 @@ from tests.integration.test_cluster_agent import (
     routed_to,
     world,  # noqa: F401 - the fixture
 )
-from tests.support import eventually
+from tests.support import eventually, metric
 
 ECHO = ServiceRef(namespace=NS, name="echo")
 
 
 def deleted(world: World) -> int:  # noqa: F811
-    return sum(m.agent.deleted_imports for m in world.members.values() if m.agent)
+    return int(
+        sum(
+            metric(m.agent, "federation_agent_deleted_imports_total")
+            for m in world.members.values()
+            if m.agent
+        )
+    )
 
 
 async def test_an_unreachable_api_server_loses_nothing_and_catches_up(

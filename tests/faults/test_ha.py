@@ -24,9 +24,9 @@ import aiohttp
 
 from agents.client import RegistryClient, RegistryError
 from agents.credentials import CredentialKeeper
-from federation.clock import SystemClock
 from federation.model import SourceRef
 from federation.registry.leader import current_leader
+from federation.shared.clock import Backoff, SystemClock
 from federation.sim.etcd_process import EtcdCluster
 from federation.store import DEFAULT_PREFIX, EventType, Store, open_store
 from federation.trust.rotation import Phase
@@ -67,7 +67,7 @@ class World:
         record = {"name": name, "locality": {"region": "eu", "zone": "eu-1a"}}
         answer = await self.admin.request("POST", "/v1/clusters", {"record": record})
         credentials, _ = await RegistryClient.join(",".join(r.url for r in order), answer["token"])
-        return self.client(credentials, order, retries=5, backoff=0.1, max_backoff=1.0)
+        return self.client(credentials, order, retries=5, backoff=Backoff(0.1, 1.0))
 
     async def leading(self) -> Replica:
         leader = await current_leader(self.store, DEFAULT_PREFIX + "leader")
@@ -141,7 +141,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await east.heartbeat(EAST)
         await made.publisher.publish_once()
         for order in (replicas, replicas[::-1]):
-            watching = made.client(east.credentials, order, backoff=0.05, max_backoff=0.5)
+            watching = made.client(east.credentials, order, backoff=Backoff(0.05, 0.5))
             made.watchers.append(Watcher(watching, KEY))
         made.tasks = [
             asyncio.create_task(made.publisher.run(made.stop)),
@@ -268,7 +268,7 @@ async def _assert_503_with_retry_after(made: World) -> None:
     """The raw answer a client gets while etcd has no quorum."""
     east = made.publisher.client
     body = endpoint_set("east", 10**6).to_wire()
-    connector = aiohttp.TCPConnector(ssl=east._ssl)  # the agent's own TLS identity
+    connector = aiohttp.TCPConnector(ssl=east.ssl_context)  # the agent's own TLS identity
     async with aiohttp.ClientSession(connector=connector) as http:
         url = f"{made.replicas[0].url}/v1/services/shop/cart/sources/cluster:east"
         async with http.put(url, json=body, timeout=aiohttp.ClientTimeout(total=30)) as answer:

@@ -38,7 +38,7 @@ async def outage(tmp_path: Path) -> AsyncIterator[tuple[Harness, EtcdProcess]]:
 
 async def stream(client: RegistryClient, url: str, since: int, got: list[dict[str, Any]]) -> None:
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client.ssl_context)) as http,
         http.get(f"{url}/v1/watch?since={since}") as answer,
     ):
         assert answer.status == 200

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from agents.cluster.kube import SERVICE_EXPORTS, Kube
-from federation.failover import PODS
 from federation.model import ServiceRef, TrafficPolicy
+from federation.sim.failover import PODS
 from federation.sim.world import ClusterSpec, World
 from tests.integration.test_fedctl_registry import fedctl, one_line_error
 

@@ -113,7 +113,7 @@ async def test_dropped_watch_streams_end(server: SimKubeServer, api: client.ApiC
         task = asyncio.create_task(follow())
 
         async def subscribed() -> bool:
-            return bool(server.api.store._subscriptions)
+            return server.api.store.watchers > 0
 
         await eventually(subscribed, what="the watch to subscribe")
         server.api.store.drop_watches()

@@ -50,6 +50,14 @@ async def test_the_vm_resolves_a_service_and_connects_through_its_forwarder(
                              in agent.forwarder.bound, what="the forwarder listening")  # fmt: skip
             (address,) = [r.address for r in await resolver.resolve(name, "A")]
             (srv,) = list(await resolver.resolve(f"_http._tcp.{name}", "SRV"))
+
+            async def answers() -> bool:  # bound before east's pods are ready: a reset
+                try:
+                    return (await echo.request(address, int(srv.port)))[0] == 200
+                except (OSError, TimeoutError):
+                    return False
+
+            await eventually(answers, what="the service answering through the forwarder")
             status, body = await echo.request(address, int(srv.port))
             assert status == 200 and json.loads(body)["cluster"] == "east"  # same region first
         finally:

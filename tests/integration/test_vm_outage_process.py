@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from agents.view import keep_alive
-from federation.clock import SystemClock
 from federation.model import (
     Endpoint,
     EndpointPort,
@@ -24,6 +23,7 @@ from federation.model import (
     SourceRef,
     Workload,
 )
+from federation.shared.clock import SystemClock
 from federation.sim import echo
 from federation.sim.etcd_process import free_port
 from tests.faults.replicas import Replica, admin_client

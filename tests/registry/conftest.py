@@ -16,9 +16,9 @@ from agents.client import Credentials, RegistryClient
 from federation.api.http import Settings
 from federation.api.listener import Limits
 from federation.api.server import RegistryServer
-from federation.clock import ManualClock
 from federation.model import Cluster, Locality, Workload
 from federation.registry import Registry
+from federation.shared.clock import ManualClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store import Store, open_store
 

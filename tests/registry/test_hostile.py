@@ -38,7 +38,7 @@ async def test_deep_nesting_and_impossible_numbers_are_400(sqlite_harness: Harne
         async with http.post(sqlite_harness.url + "/v1/join", data=b'{"token": NaN}') as answer:
             assert answer.status == 400
     east = await sqlite_harness.enrol_cluster("east")
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http:
         url = sqlite_harness.url + "/v1/clusters/east/intermediate"
         for body in (
             b'{"csr": "x", "lifetimeSeconds": 1e308}',

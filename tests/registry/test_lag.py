@@ -55,7 +55,7 @@ async def test_lag_is_a_metric_per_member(harness: Harness) -> None:
     await east.heartbeat(EAST, head)
     await west.publish(endpoint_set("west"))
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{harness.url}/metrics") as answer,
     ):
         text = await answer.text()

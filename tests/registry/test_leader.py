@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from federation.clock import SystemClock
 from federation.model import EndpointSet, SourceRef, decode
 from federation.registry.leader import Deposed, Election, Fence, current_leader
+from federation.shared.clock import SystemClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store import EventType, Put, Store, open_store
 from tests.registry.conftest import Harness, clock, running

@@ -13,7 +13,7 @@ async def test_probes_metrics_and_openapi(sqlite_harness: Harness) -> None:
     harness = sqlite_harness
     east = await harness.enrol_cluster("east")
     await east.publish(endpoint_set("east"))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http:
         for probe in ("/healthz", "/readyz"):
             async with http.get(harness.url + probe) as answer:
                 assert answer.status == 200
@@ -42,7 +42,7 @@ async def test_the_dashboard_shows_members_and_services_to_identities_only(
     east = await harness.enrol_cluster("east")
     await east.publish(endpoint_set("east"))
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(harness.url + "/") as answer,
     ):
         assert answer.status == 200
@@ -54,7 +54,7 @@ async def test_the_dashboard_shows_members_and_services_to_identities_only(
     (service,) = data["services"]["items"]
     assert service["service"] == "shop/cart"
     assert service["sources"][0]["stale"]  # no heartbeat yet: the source is stale
-    anonymous = aiohttp.TCPConnector(ssl=harness.client(None)._ssl)
+    anonymous = aiohttp.TCPConnector(ssl=harness.client(None).ssl_context)
     async with aiohttp.ClientSession(connector=anonymous) as http:
         for path in ("/", "/v1/dashboard"):
             async with http.get(harness.url + path) as answer:
@@ -93,7 +93,7 @@ async def test_the_document_names_every_success_status_and_405_says_allow(
     )
     assert created["token"]
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin.ssl_context)) as http,
         http.patch(sqlite_harness.url + "/v1/clusters", json={}) as answer,
     ):
         assert answer.status == 405

@@ -15,8 +15,8 @@ import aiohttp
 
 from agents.client import Event, RegistryClient
 from agents.view import View, follow
-from federation.clock import SystemClock
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
+from federation.shared.clock import SystemClock
 from tests.registry.conftest import Harness
 from tests.support import eventually
 
@@ -57,7 +57,7 @@ async def test_a_flip_is_a_small_patch_and_plain_watchers_get_objects(harness: H
     await east.heartbeat(EAST)
     await east.publish(hundred(1))
     since, _ = await east.collect_snapshot()
-    ssl = east._ssl  # the client's own TLS context, to read raw lines
+    ssl = east.ssl_context  # the client's own TLS context, to read raw lines
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as http,
         http.get(f"{harness.url}/v1/watch?since={since}&patches=true") as deltas,
@@ -76,7 +76,7 @@ async def test_a_flip_is_a_small_patch_and_plain_watchers_get_objects(harness: H
 async def test_patches_bad_value_is_400(harness: Harness) -> None:
     east = await harness.enrol_cluster("east")
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{harness.url}/v1/watch?patches=yes") as answer,
     ):
         assert answer.status == 400

@@ -45,7 +45,7 @@ async def raw(
     """A request with a hand-made body, as the admin."""
     admin = harness.admin()
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin.ssl_context)) as http,
         http.request(method, harness.url + path, data=data) as answer,
     ):
         return answer.status, await answer.json(content_type=None)

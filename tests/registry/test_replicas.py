@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from agents.client import Event, RegistryClient
+from federation.shared.clock import Backoff
 from federation.sim.etcd_process import EtcdProcess
 from tests.registry.conftest import Harness, clock, running
 from tests.registry.test_smoke import endpoint_set
@@ -34,8 +35,8 @@ async def test_a_watch_fails_over_to_the_other_replica_with_no_gap_and_no_repeat
         assert status["replica"] == second.registry.election.replica
         token = await first.add_cluster("east")
         credentials, _ = await RegistryClient.join(both, token)
-        east = RegistryClient(both, credentials, retries=8, backoff=0.05)
-        watcher = RegistryClient(both, credentials, backoff=0.05)
+        east = RegistryClient(both, credentials, retries=8, backoff=Backoff(0.05, 5.0))
+        watcher = RegistryClient(both, credentials, backoff=Backoff(0.05, 5.0))
         seen: list[int] = []
         following: asyncio.Task[None] | None = None
         try:

@@ -41,7 +41,7 @@ async def test_every_route_refuses_a_removed_member(harness: Harness) -> None:
     await west.heartbeat(WEST)
     await west.publish(endpoint_set("west"))
     await harness.admin().request("DELETE", "/v1/clusters/west")
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=west._ssl))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=west.ssl_context))
     refused: dict[str, tuple[int, str]] = {}
     try:
         for route in ROUTES:
@@ -65,7 +65,7 @@ async def test_an_open_watch_of_a_removed_member_ends(harness: Harness) -> None:
     revision, _ = await west.collect_snapshot()
     lines: list[dict[str, Any]] = []
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=west._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=west.ssl_context)) as http,
         http.get(f"{harness.url}/v1/watch?since={revision}") as answer,
     ):
         assert answer.status == 200

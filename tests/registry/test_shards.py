@@ -21,6 +21,7 @@ from federation.model import (
     SourceRef,
     encode,
 )
+from federation.shared.clock import Backoff
 from tests.registry.conftest import Harness
 from tests.support import eventually
 
@@ -151,7 +152,7 @@ async def test_an_unreadable_line_is_a_retried_error_not_a_dead_task(
     await east.heartbeat(EAST)
     member = await harness.enrol_cluster("west")
     small = RegistryClient(
-        harness.url, member.credentials, max_line=64 * 1024, backoff=0.02, max_backoff=0.1
+        harness.url, member.credentials, max_line=64 * 1024, backoff=Backoff(0.02, 0.1)
     )
     caplog.set_level(logging.WARNING, logger="agents.client")
     relists = 0
@@ -204,7 +205,7 @@ async def test_a_store_failure_is_503_with_retry_after(sqlite_harness: Harness) 
         await east.request("GET", "/v1/clusters", retry=False)
     assert failed.value.status == 503
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{sqlite_harness.url}/v1/policies") as answer,
     ):
         assert answer.status == 503

@@ -11,6 +11,7 @@ import aiohttp
 
 from agents.client import Bookmark, Event, RegistryClient, Relist, Synced
 from federation.model import SourceRef
+from federation.shared.clock import Backoff
 from tests.registry.conftest import Harness
 from tests.registry.test_smoke import endpoint_set
 from tests.support import eventually
@@ -24,7 +25,7 @@ async def test_watch_is_ndjson_with_bookmarks(harness: Harness) -> None:
     since, _ = await east.collect_snapshot()
     lines: list[dict[str, Any]] = []
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{harness.url}/v1/watch?since={since}") as answer,
     ):
         assert answer.status == 200
@@ -55,7 +56,7 @@ async def test_a_compacted_since_is_410_and_the_client_relists(sqlite_harness: H
     # can only be served by the store, which no longer has it.
     await harness.restart()
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{harness.url}/v1/watch?since={old}") as answer,
     ):
         assert answer.status == 410
@@ -83,7 +84,7 @@ async def test_a_reconnecting_agent_misses_nothing_and_sees_nothing_twice(
     await east.heartbeat(EAST)
     watcher = await harness.enrol_cluster("west")
     consumer = RegistryClient(
-        harness.url, watcher.credentials, backoff=0.02, max_backoff=0.2, retries=1
+        harness.url, watcher.credentials, backoff=Backoff(0.02, 0.2), retries=1
     )
     seen: list[int] = []
     view: dict[str, Any] = {}
@@ -157,7 +158,7 @@ async def test_a_watch_from_a_future_revision_is_400_not_a_bookmark(harness: Har
     east = await harness.enrol_cluster("east")
     revision, _ = await east.collect_snapshot()
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east._ssl)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=east.ssl_context)) as http,
         http.get(f"{harness.url}/v1/watch?since={revision + 1000}") as answer,
     ):
         assert answer.status == 400

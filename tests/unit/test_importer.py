@@ -14,7 +14,7 @@ from federation.model import (
     SourceRef,
     Workload,
 )
-from federation.routing import choose
+from federation.shared.routing import choose
 
 DB = ServiceRef(namespace="shop", name="db")
 HOME = Locality(region="eu", zone="eu-1a", cluster="home")

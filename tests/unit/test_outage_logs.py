@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from agents.client import RegistryClient
+from federation.shared.clock import Backoff
 from federation.trust import ca as certs
 from tests.support import eventually
 
@@ -40,7 +41,7 @@ async def test_a_long_outage_is_a_warning_a_minute(caplog: pytest.LogCaptureFixt
     clock = Hurried()
     client = RegistryClient(
         f"https://127.0.0.1:{closed_port()}", None, ca_pem=certs.cert_pem(root.cert), clock=clock,
-        backoff=1.0, max_backoff=5.0,
+        backoff=Backoff(1.0, 5.0),
     )  # fmt: skip
     caplog.set_level(logging.DEBUG, logger="agents.client")
     stream = client.changes()

@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from agents.cluster.queue import WorkQueue
-from federation.clock import ManualClock
+from federation.shared.clock import ManualClock
 
 
 async def test_a_dirty_key_is_queued_once() -> None:

@@ -1,4 +1,4 @@
-"""federation/routing.py: tables for the levels, thresholds, hold-down,
+"""federation/shared/routing.py: tables for the levels, thresholds, hold-down,
 weights and stale sources; hypothesis properties for the invariants."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from federation.model import (
     SourceRef,
     TrafficPolicy,
 )
-from federation.routing import Choice, Memo, choose, priority
+from federation.shared.routing import Choice, Memo, choose, priority
 
 SERVICE = ServiceRef(namespace="demo", name="echo")
 CLUSTERS = {

@@ -158,7 +158,7 @@ async def _stream_watch(
     try:
         async for event in watch_events(api, target.rt, sub, query):
             await response.write(json.dumps(event).encode() + b"\n")
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the client left; a cancellation propagates
         pass
     finally:
         api.store.unsubscribe(sub)

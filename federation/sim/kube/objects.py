@@ -234,6 +234,11 @@ class ObjectStore:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
 
+    @property
+    def watchers(self) -> int:
+        """Watches open now (kube-apiserver counts them as registered watchers)."""
+        return len(self._subscriptions)
+
     def drop_watches(self) -> None:
         """Fault injection: end every watch stream now."""
         for sub in self._subscriptions:

@@ -14,7 +14,6 @@ A phase ends when traffic has stayed on the expected clusters for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import time
@@ -31,6 +30,7 @@ from agents.cluster.kube import (
     KubeError,
     ensure_namespace,
 )
+from federation.shared.tasks import stop_tasks
 from federation.sim import echo
 
 PODS = Kind("", "v1", "pods")
@@ -164,9 +164,7 @@ class Scenario:
                 phases.append(phase)
                 say(table(name, {self.client: phase}))
         finally:
-            stream.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stream
+            await stop_tasks(stream)
         return self._report(phases)
 
     def _report(self, phases: list[Phase]) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Injectable time.
+"""Injectable time, and the one retry policy.
 
 Leases, hold-downs and rotations take a ``Clock`` so tests move time instead
 of sleeping.  ``SystemClock`` is wall time; ``ManualClock`` only moves when a
 test calls ``advance``, and wakes the sleepers whose deadline has passed.
+
+``Backoff`` is how every loop that retries waits: capped exponential, with
+jitter so that 255 agents cut off together do not come back together.
+``Retry`` is its running count for one loop.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import random
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -55,3 +62,46 @@ class ManualClock:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: after the ``n``-th failure in
+    a row, wait ``min(base * 2**(n-1), cap)``, times a factor drawn from
+    ``[1 - jitter, 1 + jitter)``."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    jitter: float = 0.5
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        nominal: float = min(self.base * 2.0 ** max(failures - 1, 0), self.cap)
+        draw: float = (rng or _RANDOM).random()
+        return nominal * (1.0 - self.jitter + 2.0 * self.jitter * draw)
+
+    def delays(self, attempts: int) -> Iterator[float]:
+        """For ``attempts`` tries: 0 before the first, then the backoff."""
+        for attempt in range(attempts):
+            yield 0.0 if attempt == 0 else self.delay(attempt)
+
+    def retry(self) -> Retry:
+        return Retry(self)
+
+
+class Retry:
+    """One loop's failures in a row under a ``Backoff``."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Count a failure; the delay to wait before the next try."""
+        self.failures += 1
+        return self.backoff.delay(self.failures)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+_RANDOM = random.Random()

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from federation.cli.common import UsageError, log_flags, parse_listen, stop_on_signals
 from federation.sim.cluster import SimCluster
-
-
-class SimUsageError(ValueError):
-    """A flag of ``fedctl sim`` is wrong."""
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise SimUsageError(f"--listen {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def add_commands(subparsers: Any) -> None:
     sim = subparsers.add_parser("sim", help="simulated clusters (no real Kubernetes)")
     commands = sim.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
     cluster = commands.add_parser("cluster", help="run one simulated cluster's API server")
+    log_flags(cluster)
     cluster.add_argument("name")
     cluster.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default a free port)")
     cluster.add_argument(
@@ -43,10 +33,10 @@ def add_commands(subparsers: Any) -> None:
 def run_cluster(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     if not 1 <= args.index <= 250:
-        raise SimUsageError(f"--index {args.index} is outside 1-250")
+        raise UsageError(f"--index {args.index} is outside 1-250")
     zones = [z for z in args.zones.split(",") if z]
     if not zones:
-        raise SimUsageError("--zones names no zone")
+        raise UsageError("--zones names no zone")
     cluster = SimCluster(
         args.name, index=args.index, region=args.region, zones=zones, api_host=host, api_port=port
     )
@@ -54,10 +44,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 
 async def _serve(cluster: SimCluster, kubeconfig: Path) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     async with cluster:
         cluster.write_kubeconfig(kubeconfig)
         name = cluster.name
