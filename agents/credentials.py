@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from agents.client import Credentials, RegistryClient, RegistryError
-from federation.shared.clock import Clock
+from federation.shared.clock import Backoff, Clock
 from federation.trust import ca as certs
 
 log = logging.getLogger(__name__)
@@ -122,16 +122,16 @@ async def run_steps(
 ) -> None:
     """Run ``step`` again when ``changed`` is set or when it says (at most a
     minute later); on ``errors``, one log line and capped backoff."""
-    delay = 0.1
+    retry = Backoff(0.1, 30.0).retry()
     while True:
         changed.clear()
         try:
             wait = await step()
-            delay = 0.1
+            retry.succeeded()
         except errors as err:
+            delay = retry.failed()
             log.warning("%s: %s; retrying in %.1fs", what, err, delay)
             await clock.sleep(delay)
-            delay = min(delay * 2, 30.0)
             continue
         with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel in 3.11
             async with asyncio.timeout(min(wait, 60.0)):

@@ -36,7 +36,7 @@ from federation.model import (
     merge_shards,
     patches,
 )
-from federation.shared.clock import Clock
+from federation.shared.clock import Backoff, Clock
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,12 @@ async def follow(
 ) -> None:
     """Every Relist, Synced and Event of the registry's stream to ``on_change``
     (awaited if it returns an awaitable), until cancelled."""
-    delay = 0.1
+    retry = Backoff(0.1, 5.0).retry()
     while True:
         try:
             async with contextlib.aclosing(client.changes(patches=True)) as changes:
                 async for change in changes:
-                    delay = 0.1
+                    retry.succeeded()
                     if isinstance(change, Bookmark):
                         continue
                     done = on_change(change)
@@ -203,9 +203,9 @@ async def follow(
                         await done
         except RegistryError as err:
             on_error()
+            delay = retry.failed()
             log.warning("registry: %s; retrying in %.1fs", err, delay)
             await clock.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def keep_alive(

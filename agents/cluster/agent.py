@@ -18,7 +18,6 @@ service is gone."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gc
 import logging
 import os
@@ -35,25 +34,20 @@ from agents.client import (
     Event,
     RegistryClient,
     RegistryError,
-    Rejected,
     Relist,
     Revoked,
     Synced,
 )
-from agents.cluster import export_status, importer, mcs
+from agents.cluster import importer
 from agents.cluster.crds import ensure_crds
 from agents.cluster.exporter import (
-    GATEWAY_SUFFIX,
     SERVICE_NAME,
     Exporter,
-    Local,
     Site,
-    companion_service,
-    endpoint_set_of,
-    has_node_ports,
     local_set,
     managed,
 )
+from agents.cluster.exports import Exports
 from agents.cluster.imports import Imports
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
@@ -76,7 +70,7 @@ from agents.cluster.writer import Conflicted, Refused, Writer
 from agents.credentials import CredentialKeeper, Keep
 from agents.progress import Progress
 from agents.view import View, follow, keep_alive
-from federation.model import NetworkMode, ServiceRef
+from federation.model import ServiceRef
 from federation.shared.clock import Clock, SystemClock
 from federation.shared.logs import fields
 from federation.shared.routing import Choice
@@ -140,7 +134,6 @@ class ClusterAgent:
         self.trust = ClusterTrust(
             kube, registry, site.cluster, self.credentials, self.clock, lambda: self.elector.leading
         )
-        self._nodes: dict[str, Obj] | None = None  # by name, rebuilt after a Node change
         indexed = {
             SERVICES: (importer.SERVICE_LABEL,),
             ENDPOINT_SLICES: (SERVICE_NAME, importer.SERVICE_LABEL),
@@ -157,6 +150,17 @@ class ClusterAgent:
             self.informers,
             site.cluster,
             on_refused=lambda kind: self.metrics.refused.labels(kind.plural).inc(),
+        )
+        self.exports = Exports(
+            kube=kube,
+            registry=registry,
+            site=site,
+            view=self.view,
+            informers=self.informers,
+            writer=self.writer,
+            exporter=self.exporter,
+            metrics=self.metrics,
+            wall=wall,
         )
         self.imports = Imports(
             view=self.view,
@@ -177,7 +181,7 @@ class ClusterAgent:
     def _kube_changed(self, kind: Kind) -> Callable[[Obj | None], None]:
         def changed(obj: Obj | None) -> None:
             if kind is NODES:  # addresses and zones of every export's endpoints
-                self._nodes = None
+                self.exports.nodes_changed()
                 self._enqueue_exports()
                 return
             if obj is None:
@@ -377,97 +381,15 @@ class ClusterAgent:
         """One key: re-read desired and actual state, write the difference;
         returns when to look again (coalescing, a hold-down), if ever."""
         if isinstance(key, ExportKey):
-            return await self._export(key.service)
+            return await self.exports.reconcile(key.service)
         return await self._import(key.service)
-
-    # -- exports ---------------------------------------------------------------------
-
-    async def _export(self, service: ServiceRef) -> float | None:
-        local = await self._local(service)
-        plan = self.exporter.plan(service, local)
-        for endpoint_set in plan.publish:
-            await self.registry.publish(endpoint_set, retry=False)
-            self.exporter.published(endpoint_set)
-        for shard in plan.drop:
-            await self._withdraw(service, shard)
-            self.exporter.dropped(service, shard)
-        if plan.withdraw:
-            await self._withdraw(service, None)
-            self.exporter.withdrawn(service)
-            await self.writer.delete(SERVICES, service.namespace, service.name + GATEWAY_SUFFIX)
-        self.metrics.exports.set(len(self.exporter.sent))
-        # After the publish: a status the apiserver refuses retries this key
-        # (the publish is then a no-op), it never holds the publish back.
-        await self._export_status(service, local)
-        return plan.wake
-
-    async def _export_status(self, service: ServiceRef, local: Local | None) -> None:
-        """The MCS conditions on our ServiceExport: valid or not, and in
-        conflict with other clusters' exports or not (``mcs``)."""
-        export = self.informers[SERVICE_EXPORTS].get(service.namespace, service.name)
-        if export is None:
-            return
-        obj = self.informers[SERVICES].get(service.namespace, service.name)
-        if obj is not None and managed(obj):
-            obj = None
-        derived = None
-        if obj is not None and local is not None:
-            own = str(self.site.source)
-            sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
-            sets.append(local_set(self.site.source, service, local))
-            derived = mcs.derive(sets)
-        now = dt.datetime.fromtimestamp(self.wall(), dt.UTC)
-        wanted = mcs.export_conditions(export, obj, derived, now)
-        if mcs.same_conditions(export, wanted):
-            return
-        written = await export_status.write_conditions(self.kube, export, wanted)
-        self.informers[SERVICE_EXPORTS].store(written)
-        await export_status.record_events(self.kube, export, wanted)
-
-    async def _withdraw(self, service: ServiceRef, shard: int | None) -> None:
-        try:
-            await self.registry.withdraw(service, self.site.source, shard=shard, retry=False)
-        except Rejected as err:
-            if err.status != 404:  # already withdrawn
-                raise
-
-    async def _local(self, service: ServiceRef) -> Local | None:
-        """This cluster's endpoints of ``service``, if it exports it."""
-        export = self.informers[SERVICE_EXPORTS].get(service.namespace, service.name)
-        if export is None:
-            return None
-        obj = self.informers[SERVICES].get(service.namespace, service.name)
-        if obj is None or managed(obj):
-            return None
-        slices = self.informers[ENDPOINT_SLICES].by_label(
-            SERVICE_NAME, service.namespace, service.name
-        )
-        own = [s for s in slices if not managed(s)]
-        ported = None
-        if self.site.mode is NetworkMode.GATEWAY and not has_node_ports(obj):
-            ported = await self._companion(obj)
-        return endpoint_set_of(self.site, obj, own, self._nodes_by_name(), ported, export)
-
-    def _nodes_by_name(self) -> dict[str, Obj]:
-        if self._nodes is None:
-            self._nodes = {o["metadata"]["name"]: o for o in self.informers[NODES].items()}
-        return self._nodes
-
-    async def _companion(self, service: Obj) -> Obj:
-        wanted = companion_service(service)
-        namespace = service["metadata"]["namespace"]
-        current = self.informers[SERVICES].get(namespace, wanted["metadata"]["name"])
-        if current is None:
-            current = await self.kube.create(SERVICES, namespace, wanted)
-            self.informers[SERVICES].store(current)
-        return current
 
     # -- imports ---------------------------------------------------------------------
 
     async def _import(self, service: ServiceRef) -> float | None:
         own = str(self.site.source)
         sets = [s for src, s in self.view.sets.get(service, {}).items() if src != own]
-        local = await self._local(service)
+        local = await self.exports.local(service)
         if local is not None:
             sets.append(local_set(self.site.source, service, local))
         return await self.imports.reconcile(service, sets, self.clock.now())

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from federation.shared.clock import Clock
+from federation.shared.clock import Backoff, Clock
 from federation.shared.tasks import stop_tasks
 
 K = TypeVar("K", bound=Hashable)
@@ -89,10 +89,9 @@ class WorkQueue(Generic[K]):
 
     def retry(self, key: K) -> float:
         """Put ``key`` back after its backoff; returns the delay."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        delay: float = min(self.base_delay * 2**failures, self.max_delay)
-        delay *= 0.5 + self._random.random()
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = Backoff(self.base_delay, self.max_delay).delay(failures, self._random)
         self.add_after(key, delay)
         return delay
 

@@ -22,7 +22,8 @@ from prometheus_client import (
 
 from federation.api.auth import Access
 from federation.api.hub import WatchHub
-from federation.model import ValidationError
+from federation.model import ServiceRef, SourceRef, ValidationError
+from federation.model.validation import check_dns_label, check_service_name
 from federation.registry import Invalid, Registry
 from federation.trust.identity import Identity
 
@@ -229,3 +230,25 @@ def require_object(body: Any, what: str) -> dict[str, Any]:
 
 def registry_of(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
+
+
+# -- what a route's path names ----------------------------------------------
+
+
+def source_of(text: str) -> SourceRef:
+    """A ``{source}`` path segment (``kind:name``)."""
+    try:
+        return SourceRef.parse(text)
+    except ValidationError as err:
+        raise Invalid(str(err)) from err
+
+
+def service_of(request: web.Request) -> ServiceRef:
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    check_dns_label("namespace", ns)
+    check_service_name("name", name)
+    return ServiceRef(namespace=ns, name=name)
+
+
+def member_name(request: web.Request) -> str:
+    return check_dns_label("name", request.match_info["name"])

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from federation.api.roster import Roster
 from federation.api.summary import Summary
 from federation.registry import Compacted, Registry, StoreError
+from federation.shared.clock import Backoff
 from federation.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+HUB_BACKOFF = Backoff(0.05, 2.0)  # the hub's store watch, after a failure
 
 CAPACITY = 8192
 MAX_BYTES = 64 * 1024 * 1024  # the buffer's lines, whatever their count
@@ -141,11 +143,11 @@ class WatchHub:
         return Subscription(self, self._offset + index, since)
 
     async def _run(self) -> None:
-        delay = 0.05
+        retry = HUB_BACKOFF.retry()
         while True:
             try:
                 async for change in self.registry.watch(self._head, with_previous=True):
-                    delay = 0.05
+                    retry.succeeded()
                     if isinstance(change, int):
                         self._head = max(self._head, change)
                     else:
@@ -167,10 +169,10 @@ class WatchHub:
                     await self.roster.load(self.registry)
                     await self.summary.load(self.registry)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
+                delay = retry.failed()
                 log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
                             err, self._head, delay)  # fmt: skip
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     def _append(self, entry: Entry) -> None:
         """Add a line; past 2x capacity or the byte bound, drop the oldest

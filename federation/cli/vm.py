@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from federation.cli.common import (
     stop_on_signals,
 )
 from federation.model import ServiceRef, ValidationError, Workload
+from federation.shared.clock import Backoff
 from federation.trust.ca import spiffe_ids
 
 log = logging.getLogger("federation.agent.vm")
@@ -120,7 +122,7 @@ async def start(
 ) -> tuple[RegistryClient, Workload] | None:
     """Join (or reuse the state dir) and read the VM's record, retrying
     with backoff; None if stopped first."""
-    delay = 1.0
+    retry = Backoff(1.0, 60.0).retry()
     while not stop.is_set():
         client = None
         try:
@@ -140,11 +142,10 @@ async def start(
         except (RegistryError, ValidationError, OSError) as err:
             if client is not None:
                 await client.close()
+            delay = retry.failed()
             log.warning("cannot start: %s; retrying in %.0fs", err, delay)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 60.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
     return None
 
 

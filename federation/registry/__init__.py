@@ -15,7 +15,6 @@ per shard, and snapshots and watches pass the stored bytes through.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -23,10 +22,6 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from federation.model import (
     Cluster,
@@ -38,10 +33,10 @@ from federation.model import (
     decode,
     encode,
     keys,
-    patches,
 )
 from federation.model.keys import ShardKey
 from federation.registry.admins import Admins, load_csr
+from federation.registry.changes import Change, Item, item_of
 from federation.registry.errors import (
     Compacted,
     Conflict,
@@ -66,16 +61,16 @@ from federation.registry.leader import (
     Leader,
     current_leader,
 )
+from federation.registry.liveness import Heartbeats, Liveness
 from federation.registry.sets import TXN_OPS, EndpointSets
 from federation.registry.tokens import Tokens
-from federation.registry.trust import BUNDLE, INTERMEDIATE_LIFETIME, Issued, TrustDomain
+from federation.registry.trust import INTERMEDIATE_LIFETIME, Issued, TrustDomain
 from federation.shared.clock import Clock, SystemClock
 from federation.store import (
     DEFAULT_PREFIX,
     Compare,
     Delete,
     EventType,
-    LeaseNotFound,
     Put,
     Store,
 )
@@ -87,73 +82,6 @@ log = logging.getLogger("federation.registry")
 
 DEFAULT_HEARTBEAT_TTL = 15
 DEFAULT_TOKEN_TTL = 3600.0
-WATCHED = {
-    keys.CLUSTERS: "Cluster",
-    keys.VMS: "Workload",
-    keys.ENDPOINTS: "EndpointSet",
-    keys.POLICIES: "TrafficPolicy",
-    BUNDLE: "TrustBundle",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One watched object: kind, key relative to the prefix, and the stored
-    JSON bytes (None for a deletion), passed through undecoded."""
-
-    kind: str
-    key: str
-    value: bytes | None
-
-    @property
-    def object(self) -> dict[str, Any] | None:
-        return None if self.value is None else dict(json.loads(self.value))
-
-    def line(self, type_: str, revision: int) -> bytes:
-        """The NDJSON line of this object, its stored bytes spliced in."""
-        head = (
-            f'{{"type":"{type_}","revision":{revision},"kind":"{self.kind}",'
-            f'"key":{json.dumps(self.key)},"object":'
-        ).encode()
-        return head + (b"null" if self.value is None else self.value) + b"}\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Liveness:
-    """A live source's liveness record: since when, and its agent's
-    materialized revision (None from agents that do not report one)."""
-
-    since: float
-    applied: int | None = None
-    applied_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    type: str  # PUT, DELETE
-    revision: int
-    item: Item
-    previous: bytes | None = None  # the value replaced, on a watch asked with_previous
-
-    def line(self) -> bytes:
-        return self.item.line(self.type, self.revision)
-
-    def patch_line(self) -> bytes | None:
-        """The PATCH line of a rewritten endpoint set (docs/api.md), when
-        the replaced value is known and the delta is worth sending."""
-        item = self.item
-        if self.type != "PUT" or item.kind != "EndpointSet":
-            return None
-        if self.previous is None or item.value is None:
-            return None
-        delta = patches.diff(self.previous, item.value)
-        if delta is None:
-            return None
-        head = (
-            f'{{"type":"PATCH","revision":{self.revision},"kind":"EndpointSet",'
-            f'"key":{json.dumps(item.key)},"patch":'
-        ).encode()
-        return head + orjson.dumps(delta) + b"}\n"
 
 
 def endpoints_key(service: ServiceRef, source: SourceRef, shard: int = 0) -> str:
@@ -204,6 +132,9 @@ class Registry:
         self.sets = EndpointSets(store, prefix=prefix, clock=self.clock)
         self.admins = Admins(store, prefix=prefix, clock=self.clock, trust=self.trust)
         self.tokens = Tokens(store, prefix=prefix, clock=self.clock, trust=self.trust)
+        self.heartbeats = Heartbeats(
+            store, prefix=prefix, clock=self.clock, ttl=heartbeat_ttl, sets=self.sets
+        )
         self.election = Election(
             store,
             prefix + keys.LEADER,
@@ -398,50 +329,26 @@ class Registry:
         return [decode(TrafficPolicy, kv.value) for kv in result.kvs]
 
     async def heartbeat(self, source: SourceRef, applied: int | None = None) -> int:
-        """Renew the source's liveness lease (granting one if it lapsed);
-        returns the TTL.  A source coming back has its sets un-staled.
-        ``applied`` is the registry revision its agent has materialized: the
-        liveness record keeps it (rewritten only when it moved), for lag."""
+        """Renew the source's liveness (``Heartbeats.beat``); the TTL."""
         if await self.member(Identity.of_source(source)) is None:
             raise NotFound(f"source {source} is not registered")
-        key = self._key(keys.alive_key(source))
-        got = await self.store.get(key)
-        if got.kv is not None:
-            record = json.loads(got.kv.value)
-            with contextlib.suppress(LeaseNotFound):
-                ttl = await self.store.keepalive(record["lease"])
-                if applied is not None and record.get("applied") != applied:
-                    moved = {**record, "applied": applied, "appliedAt": self.clock.now()}
-                    # Compared, so a record a lapse replaced meanwhile is kept.
-                    await self.store.txn(
-                        [Compare(key=key, mod_revision=got.kv.mod_revision)],
-                        [Put(key=key, value=json.dumps(moved).encode(), lease=record["lease"])],
-                    )
-                return ttl
-        lease = await self.store.grant(self.heartbeat_ttl)
-        record = {"lease": lease.id, "since": self.clock.now()}
-        if applied is not None:
-            record |= {"applied": applied, "appliedAt": self.clock.now()}
-        await self.store.put(key, json.dumps(record).encode(), lease=lease.id)
-        await self.sets.mark(source, stale=False)
-        return lease.ttl
+        return await self.heartbeats.beat(source, applied)
 
     async def liveness_records(self) -> dict[str, Liveness]:
-        """Each live source: when its current liveness lease was granted,
-        and the revision its agent last said it had materialized."""
-        out: dict[str, Liveness] = {}
-        for kv in (await self.store.range(self._key(keys.ALIVE))).kvs:
-            try:
-                record = json.loads(kv.value)
-                applied = record.get("applied")
-                out[str(keys.parse_alive(kv.key))] = Liveness(
-                    since=float(record["since"]),
-                    applied=None if applied is None else int(applied),
-                    applied_at=float(record.get("appliedAt", 0.0)),
-                )
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-        return out
+        return await self.heartbeats.records()
+
+    async def liveness(self, fence: Fence | None = None) -> None:
+        """Singleton work: mark the shards of sources that stop beating stale."""
+        await self.heartbeats.sweep(self._member_sources, fence)
+
+    async def _member_sources(self) -> list[SourceRef]:
+        found = []
+        for role in (Role.CLUSTER, Role.VM):
+            for member in await self.members(role):
+                source = Identity(role, member.name).source
+                if source is not None:
+                    found.append(source)
+        return found
 
     async def singletons(self, fence: Fence) -> None:
         """The work that runs on the leading replica only, until it raises
@@ -454,28 +361,6 @@ class Registry:
     async def leader(self) -> Leader | None:
         """Who leads, as the store says."""
         return await current_leader(self.store, self.election.key)
-
-    async def liveness(self, fence: Fence | None = None) -> None:
-        """Mark a source's endpoint shards stale when its liveness key goes
-        (lease expired), until cancelled.  At start, every member without a
-        liveness key is marked.  Singleton work: run by the leader, fenced."""
-        while True:
-            try:
-                result = await self.store.range(self._key(keys.ALIVE))
-                alive = {keys.parse_alive(kv.key) for kv in result.kvs}
-                for role in (Role.CLUSTER, Role.VM):
-                    for member in await self.members(role):
-                        source = Identity(role, member.name).source
-                        if source is not None and source not in alive:
-                            await self.sets.mark(source, stale=True, fence=fence)
-                async for event in self.store.watch(self._key(keys.ALIVE), result.revision + 1):
-                    if event.type is EventType.DELETE:
-                        source = keys.parse_alive(event.key)
-                        log.info("%s missed its heartbeats: its endpoints are stale", source)
-                        await self.sets.mark(source, stale=True, fence=fence)
-            except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
-                log.warning("liveness: store failed (%s); retrying", err)
-                await self.clock.sleep(1.0)
 
     async def rotations(self, fence: Fence | None = None, interval: float = 5.0) -> None:
         """Move a root rotation on when what it waits for went away without
@@ -498,7 +383,7 @@ class Registry:
         """Every watched object, page by page, all at one revision: (that
         revision, the page's items).  At least one page."""
         async for page in self.store.pages(self.prefix):
-            items = [self._item(kv.key, kv.value) for kv in page.kvs]
+            items = [item_of(kv.key[len(self.prefix) :], kv.value) for kv in page.kvs]
             yield page.revision, [i for i in items if i is not None]
 
     async def watch(
@@ -509,18 +394,12 @@ class Registry:
         Raises ``Compacted`` if that history is gone."""
         events = self.store.watch(self.prefix, since + 1, with_previous=with_previous)
         async for event in events:
-            item = self._item(event.key, event.value if event.type is EventType.PUT else None)
+            value = event.value if event.type is EventType.PUT else None
+            item = item_of(event.key[len(self.prefix) :], value)
             if item is None:
                 yield event.revision
             else:
                 yield Change(event.type.value, event.revision, item, event.previous)
-
-    def _item(self, key: str, value: bytes | None) -> Item | None:
-        relative = key[len(self.prefix) :]
-        for prefix, kind in WATCHED.items():
-            if relative.startswith(prefix):
-                return Item(kind, relative, value)
-        return None
 
 
 def _decode_member(role: Role, raw: bytes) -> Cluster | Workload:

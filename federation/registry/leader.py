@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from federation.shared.clock import Clock, SystemClock
+from federation.shared.clock import Backoff, Clock, SystemClock
 from federation.store import (
     Compare,
     EventType,
@@ -131,16 +131,16 @@ class Election:
         """Forever: win the key, run ``work`` until deposed, campaign again.
         Store faults are retried with backoff; an error of ``work`` other
         than ``Deposed`` ends this (the caller supervises it)."""
-        delay = RETRY_SECONDS[0]
+        retry = Backoff(*RETRY_SECONDS).retry()
         while True:
             try:
                 fence, lease = await self._campaign()
             except StoreError as err:
+                delay = retry.failed()
                 log.warning("leader election: %s; retrying in %.1f s", err, delay)
                 await self.timer.sleep(delay)
-                delay = min(delay * 2, RETRY_SECONDS[1])
                 continue
-            delay = RETRY_SECONDS[0]
+            retry.succeeded()
             await self._lead(fence, lease, work)
 
     async def _campaign(self) -> tuple[Fence, LeaseId]:

@@ -34,6 +34,7 @@ import aetcd.exceptions as etcd_errors
 import grpc
 from aetcd import watcher as etcd_watcher
 
+from federation.shared.clock import Backoff
 from federation.store.base import (
     MAX_VALUE_BYTES,
     PAGE_BYTES,
@@ -395,15 +396,15 @@ class _Backoff:
         self.reset()
 
     def reset(self) -> None:
-        self._delay = 0.05
+        self._retry = Backoff(0.05, 1.0).retry()
         self._spent = 0.0
 
     async def wait_or_raise(self) -> None:
         if self._spent >= self._budget:
             raise Unavailable(f"etcd unreachable for {self._spent:.1f}s; giving up the watch")
-        await asyncio.sleep(self._delay)
-        self._spent += self._delay
-        self._delay = min(self._delay * 2, 1.0)
+        delay = self._retry.failed()
+        await asyncio.sleep(delay)
+        self._spent += delay
 
 
 async def _cancel_quietly(stream: Any) -> None:

@@ -19,7 +19,7 @@ from agents.client import Credentials, Event, RegistryClient, RegistryError, Rel
 from federation.model import EndpointSet, SourceRef
 from federation.shared.clock import Backoff
 from federation.sim.etcd_process import free_port
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.test_smoke import endpoint_set
 
 ENCRYPTION_KEY = "ha-test-encryption-key"
 

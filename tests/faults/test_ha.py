@@ -30,6 +30,7 @@ from federation.shared.clock import Backoff, SystemClock
 from federation.sim.etcd_process import EtcdCluster
 from federation.store import DEFAULT_PREFIX, EventType, Store, open_store
 from federation.trust.rotation import Phase
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.faults.replicas import (
     Publisher,
     Replica,
@@ -38,7 +39,6 @@ from tests.faults.replicas import (
     heartbeats,
     stale_flags,
 )
-from tests.registry.test_smoke import endpoint_set
 from tests.support import eventually
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import pytest
 from agents.client import RegistryClient, RegistryError
 from federation.model import SourceRef
 from federation.sim.etcd_process import EtcdProcess
-from tests.registry.conftest import Harness, clock, running
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness, clock, running
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 EAST = SourceRef.parse("cluster:east")

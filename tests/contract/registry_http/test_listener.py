@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from federation.api.listener import Limits
-from tests.registry.conftest import Harness, clock, running
+from tests.contract.registry_http.conftest import Harness, clock, running
 
 CAP = 20
 

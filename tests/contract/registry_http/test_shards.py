@@ -22,7 +22,7 @@ from federation.model import (
     encode,
 )
 from federation.shared.clock import Backoff
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 from tests.support import eventually
 
 CART = ServiceRef(namespace="shop", name="cart")

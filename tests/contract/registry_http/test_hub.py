@@ -14,7 +14,7 @@ from federation.model import Cluster, Locality
 from federation.registry import Registry
 from federation.store import Compacted, open_store
 from federation.trust.identity import Identity, Role
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 

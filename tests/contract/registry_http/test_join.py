@@ -13,7 +13,7 @@ from agents.client import RegistryClient, RegistryError
 from federation.registry import MissingEncryptionKey, Registry
 from federation.trust import ca as certs
 from federation.trust import tokens
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 
 
 async def join_status(harness: Harness, token: str, csr: str | None = None) -> int:

@@ -17,7 +17,7 @@ from agents.client import Event, RegistryClient
 from agents.view import View, follow
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.shared.clock import SystemClock
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 from tests.support import eventually
 
 EAST = SourceRef.parse("cluster:east")

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.client import Credentials, RegistryClient, RegistryError, descends_from_pin
 from agents.credentials import CredentialKeeper, keep_in
 from federation.trust import ca as certs
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 from tests.support import eventually
 from tests.tls import Workload, handshake, workload_from
 

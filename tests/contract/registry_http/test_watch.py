@@ -12,8 +12,8 @@ import aiohttp
 from agents.client import Bookmark, Event, RegistryClient, Relist, Synced
 from federation.model import SourceRef
 from federation.shared.clock import Backoff
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 EAST = SourceRef.parse("cluster:east")

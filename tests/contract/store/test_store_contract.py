@@ -25,7 +25,7 @@ from federation.store.base import (
     ValueTooLarge,
 )
 from federation.store.sqlite import SqliteStore
-from tests.contract.conftest import Backend
+from tests.contract.store.conftest import Backend
 
 
 async def take(events: AsyncIterator[Event], count: int, timeout: float = 10.0) -> list[Event]:

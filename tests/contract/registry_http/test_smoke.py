@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 
 
 def endpoint_set(cluster: str, generation: int = 1, address: str = "127.0.1.2") -> EndpointSet:

@@ -10,8 +10,8 @@ import pytest
 
 from agents.client import RegistryError
 from federation.model import ServiceRef, SourceRef
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 EAST = SourceRef.parse("cluster:east")

@@ -8,8 +8,8 @@ import pytest
 
 from agents.client import RegistryClient, RegistryError
 from federation.model import SourceRef
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 
 EAST = SourceRef.parse("cluster:east")
 SERVICE_ONLY = b'{"service": {"namespace": "shop", "name": "cart"}}'

@@ -19,8 +19,8 @@ from federation.api.app import ROUTES
 from federation.api.auth import Access
 from federation.trust import ca as certs
 from federation.trust.identity import Identity, Role
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 
 WRITES = [r for r in ROUTES if r.method not in ("GET", "HEAD") and r.access is not Access.OPEN]
 OWNER = "east"

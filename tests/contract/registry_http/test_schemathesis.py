@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 
 EXAMPLES_PER_OPERATION = 40
 CONFIG = """

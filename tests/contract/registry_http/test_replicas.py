@@ -13,8 +13,8 @@ from pathlib import Path
 from agents.client import Event, RegistryClient
 from federation.shared.clock import Backoff
 from federation.sim.etcd_process import EtcdProcess
-from tests.registry.conftest import Harness, clock, running
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness, clock, running
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 _prefixes = itertools.count()

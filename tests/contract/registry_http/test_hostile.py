@@ -7,7 +7,7 @@ import ssl
 
 import aiohttp
 
-from tests.registry.conftest import Harness
+from tests.contract.registry_http.conftest import Harness
 
 
 def anonymous(harness: Harness) -> aiohttp.ClientSession:

@@ -11,8 +11,8 @@ import pytest
 
 from agents.client import RegistryError
 from federation.model import SourceRef
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 
 EAST = SourceRef.parse("cluster:east")
 WEST = SourceRef.parse("cluster:west")

@@ -16,8 +16,8 @@ from agents.client import RegistryClient, RegistryError, Revoked
 from federation.api.app import ROUTES
 from federation.model import SourceRef
 from federation.store import DEFAULT_PREFIX
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 WEST = SourceRef.parse("cluster:west")

@@ -21,8 +21,8 @@ from federation.registry.leader import Deposed, Election, Fence, current_leader
 from federation.shared.clock import SystemClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store import EventType, Put, Store, open_store
-from tests.registry.conftest import Harness, clock, running
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness, clock, running
+from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.support import eventually
 
 TTL = 2

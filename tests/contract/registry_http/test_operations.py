@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from federation.api.app import ROUTES
-from tests.registry.conftest import Harness
-from tests.registry.test_smoke import endpoint_set
+from tests.contract.registry_http.conftest import Harness
+from tests.contract.registry_http.test_smoke import endpoint_set
 
 
 async def test_probes_metrics_and_openapi(sqlite_harness: Harness) -> None:
