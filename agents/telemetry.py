@@ -5,7 +5,17 @@ scrape time, so nothing on the data path updates a metric per event."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from agents.client import RegistryClient
 
@@ -53,4 +63,35 @@ class LinkMetrics:
             self.cert_expiry.set(client.credentials.certificate.not_valid_after_utc.timestamp())
 
 
-__all__ = ["LinkMetrics"]
+def health_app(
+    ready: Callable[[], tuple[bool, dict[str, Any]]],
+    metrics: CollectorRegistry,
+    link: LinkMetrics,
+    client: RegistryClient,
+) -> web.Application:
+    """An agent's ``/healthz``, ``/readyz`` (503 until ``ready`` says so,
+    with the body it gives) and ``/metrics`` (the link read at scrape)."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok, body = ready()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def scrape(request: web.Request) -> web.Response:
+        link.refresh(client)
+        body = generate_latest(metrics)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", scrape)
+    return app
+
+
+__all__ = [
+    "LinkMetrics",
+    "health_app",
+]

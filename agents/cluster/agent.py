@@ -25,9 +25,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from agents.client import (
     REVOKED_RETRY,
@@ -69,6 +69,7 @@ from agents.cluster.trust import ClusterTrust
 from agents.cluster.writer import Conflicted, Refused, Writer
 from agents.credentials import CredentialKeeper, Keep
 from agents.progress import Progress
+from agents.telemetry import health_app
 from agents.view import View, follow, keep_alive
 from federation.model import ServiceRef
 from federation.shared.clock import Clock, SystemClock
@@ -401,24 +402,12 @@ class ClusterAgent:
     # -- health ----------------------------------------------------------------------
 
     def health_app(self) -> web.Application:
-        async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        async def readyz(request: web.Request) -> web.Response:
+        def ready() -> tuple[bool, dict[str, Any]]:
             if not self.ready:
-                return web.json_response({"status": "syncing"}, status=503)
-            return web.json_response({"status": "ready", "leader": self.elector.leading})
+                return False, {"status": "syncing"}
+            return True, {"status": "ready", "leader": self.elector.leading}
 
-        async def metrics(request: web.Request) -> web.Response:
-            self.metrics.link.refresh(self.registry)
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, content_type="text/plain", charset="utf-8")
-
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        return app
+        return health_app(ready, self.metrics.registry, self.metrics.link, self.registry)
 
 
 __all__ = ["AgentMetrics", "ClusterAgent", "ExportKey", "ImportKey"]

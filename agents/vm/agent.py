@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
 from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
-from agents.telemetry import LinkMetrics
+from agents.telemetry import LinkMetrics, health_app
 from agents.view import View, follow, keep_alive
 from agents.vm import saved
 from agents.vm.forwarder import Forwarder
@@ -274,23 +275,11 @@ class VMAgent:
     # -- health and metrics --------------------------------------------------------
 
     def health_app(self) -> web.Application:
-        async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
+        def ready() -> tuple[bool, dict[str, Any]]:
+            ok = self.view.loaded and self.client.credentials is not None
+            return ok, {"ready": ok}
 
-        async def readyz(request: web.Request) -> web.Response:
-            ready = self.view.loaded and self.client.credentials is not None
-            return web.json_response({"ready": ready}, status=200 if ready else 503)
-
-        async def metrics(request: web.Request) -> web.Response:
-            self.metrics.link.refresh(self.client)
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, content_type="text/plain", charset="utf-8")
-
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        return app
+        return health_app(ready, self.metrics.registry, self.metrics.link, self.client)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -27,6 +27,7 @@ from federation.api.app import build_app
 from federation.api.http import HEALTH_KEY, Settings
 from federation.api.listener import Guard, Limits, listen
 from federation.registry import Registry, StoreError
+from federation.shared.clock import Backoff
 from federation.shared.tasks import cancel_and_wait
 from federation.trust import ca as certs
 
@@ -164,15 +165,18 @@ class RegistryServer:
     async def _follow_trust(self) -> None:
         """Follow the trust bundle: roots to accept, serving certificate and
         admin credential under the issuing root."""
+        retry = Backoff(0.1, 5.0).retry()
         while True:
             try:
                 async for _ in self.registry.trust.changes():
+                    retry.succeeded()
                     assert self._context is not None
                     self._load_trust(self._context)
                     await self._write_admin()
             except StoreError as err:
-                log.warning("trust bundle watch: %s; retrying", err)
-                await self.registry.clock.sleep(1.0)
+                delay = retry.failed()
+                log.warning("trust bundle watch: %s; retrying in %.1fs", err, delay)
+                await self.registry.clock.sleep(delay)
 
     async def _write_admin(self) -> None:
         """The admin credential, issued once and kept; reissued when the

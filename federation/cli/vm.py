@@ -143,7 +143,7 @@ async def start(
             if client is not None:
                 await client.close()
             delay = retry.failed()
-            log.warning("cannot start: %s; retrying in %.0fs", err, delay)
+            log.warning("cannot start: %s; retrying in %.1fs", err, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
     return None

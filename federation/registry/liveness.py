@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from federation.model import SourceRef, keys
 from federation.registry.leader import Fence
 from federation.registry.sets import EndpointSets
-from federation.shared.clock import Clock
+from federation.shared.clock import Backoff, Clock
 from federation.store import Compare, EventType, LeaseNotFound, Put, Store, StoreError
 
 log = logging.getLogger("federation.registry")
@@ -95,9 +95,11 @@ class Heartbeats:
         (lease expired), until cancelled.  At start, every one of
         ``sources`` (the members) without a liveness key is marked.
         Singleton work: run by the leader, fenced."""
+        retry = Backoff(0.1, 5.0).retry()
         while True:
             try:
                 result = await self.store.range(self._key(keys.ALIVE))
+                retry.succeeded()
                 alive = {keys.parse_alive(kv.key) for kv in result.kvs}
                 for source in await sources():
                     if source not in alive:
@@ -108,8 +110,9 @@ class Heartbeats:
                         log.info("%s missed its heartbeats: its endpoints are stale", source)
                         await self.sets.mark(source, stale=True, fence=fence)
             except StoreError as err:  # Unavailable, a timed-out etcd watch, any backend fault
-                log.warning("liveness: store failed (%s); retrying", err)
-                await self.clock.sleep(1.0)
+                delay = retry.failed()
+                log.warning("liveness: store failed (%s); retrying in %.1fs", err, delay)
+                await self.clock.sleep(delay)
 
 
 __all__ = ["Heartbeats", "Liveness"]

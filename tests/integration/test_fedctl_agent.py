@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,7 +169,10 @@ async def test_a_vm_agent_with_a_wrong_token_logs_one_line_and_retries(
         rest = await asyncio.wait_for(agent.stderr.read(), 10)
         await asyncio.wait_for(agent.wait(), 10)
     assert all("cannot start" in line and "pin" in line for line in lines), lines
-    assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
+    delays = [float(re.search(r"retrying in ([0-9.]+)s", line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert 0.5 <= delays[0] <= 1.5 and 1.0 <= delays[1] <= 3.0, (
+        delays
+    )  # Backoff(1, 60): doubling, jittered
     assert b"Traceback" not in rest and agent.returncode == 0
 
 
