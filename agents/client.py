@@ -41,6 +41,7 @@ from agents.stream import (
     Relist,
     Synced,
     check_status,
+    event,
     parse_line,
     raise_error_line,
 )
@@ -222,7 +223,7 @@ class RegistryClient(Transport):
                         revision = int(line["revision"])
                         yield Relist(revision)
                     elif kind == "PUT" and revision is not None:
-                        yield Event("PUT", revision, line["kind"], line["key"], line["object"])
+                        yield event("PUT", revision, line["kind"], line["key"], line["object"])
                     elif kind == "END" and revision is not None:
                         yield Synced(revision)
                         return
@@ -310,7 +311,7 @@ class RegistryClient(Transport):
                     revision = int(line["revision"])
                     yield Event("PATCH", revision, line["kind"], line["key"], line["patch"])
                 else:
-                    yield Event(
+                    yield event(
                         str(kind), int(line["revision"]), line["kind"], line["key"], line["object"]
                     )
 

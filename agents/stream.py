@@ -5,6 +5,7 @@ status becomes one of those or an error."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from agents.errors import (
     Unavailable,
     UnreadableStream,
 )
+from federation.model import Cluster, EndpointSet, TrafficPolicy, ValidationError, Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +40,42 @@ class Synced:
     revision: int
 
 
+Record = EndpointSet | Cluster | Workload | TrafficPolicy
+RECORDS: dict[str, Callable[[object], Record]] = {
+    "EndpointSet": EndpointSet.from_wire,
+    "Cluster": Cluster.from_wire,
+    "Workload": Workload.from_wire,
+    "TrafficPolicy": TrafficPolicy.from_wire,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One change of the registry: ``object`` as it came on the wire (the
+    delta, for a PATCH), and ``record``, the same object decoded once into
+    its model record (None for a deletion, a PATCH, the TrustBundle, whose
+    wire object is what agents read, or a kind this client does not know).
+    ``unreadable`` says why an object of a known kind did not decode: the
+    consumer leaves it out and goes on with the others."""
+
     type: str  # PUT, DELETE, or PATCH (``object`` is then the delta)
     revision: int
     kind: str
     key: str
     object: dict[str, Any] | None
+    record: Record | None = None
+    unreadable: str | None = None
+
+
+def event(type_: str, revision: int, kind: str, key: str, obj: Any) -> Event:
+    """An Event with its record decoded (PUTs of a known kind only)."""
+    decode = RECORDS.get(kind) if type_ == "PUT" and obj is not None else None
+    if decode is None:
+        return Event(type_, revision, kind, key, obj)
+    try:
+        return Event(type_, revision, kind, key, obj, decode(obj))
+    except ValidationError as err:
+        return Event(type_, revision, kind, key, obj, unreadable=str(err))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +176,18 @@ __all__ = [
     "BROKEN_WARN_EVERY",
     "CHUNK",
     "MAX_LINE",
+    "RECORDS",
     "Ahead",
     "Bookmark",
     "Change",
     "Event",
     "Gone",
+    "Record",
     "Relist",
     "StreamState",
     "Synced",
     "check_status",
+    "event",
     "json_body",
     "parse_line",
     "raise_error_line",

@@ -25,6 +25,7 @@ from agents.client import (
     Synced,
     UnreadableStream,
 )
+from agents.stream import RECORDS, Record
 from federation.model import (
     EndpointSet,
     ServiceRef,
@@ -77,11 +78,13 @@ class View:
     loaded: bool = False  # from the registry, or (cluster agent) from its saved imports
     revision: int = 0  # the last registry revision applied
     shards: dict[tuple[ServiceRef, str], dict[int, EndpointSet]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # key -> why it is left out
     _keys: dict[str, str] = field(default_factory=dict)  # registry key -> kind
     _unconfirmed: set[str] | None = None
 
-    def apply(self, kind: str, obj: dict[str, Any] | None, key: str) -> Touched:
-        """One object (None: deleted) of ``kind`` at registry ``key``."""
+    def apply(self, kind: str, obj: Record | dict[str, Any] | None, key: str) -> Touched:
+        """One object of ``kind`` at registry ``key``: its model record (the
+        wire object for the TrustBundle), or None: deleted."""
         if self._unconfirmed is not None:
             self._unconfirmed.discard(key)
         if obj is None:
@@ -89,28 +92,28 @@ class View:
         else:
             self._keys[key] = kind
         if kind == "EndpointSet":
-            return self._apply_shard(key, obj)
+            assert obj is None or isinstance(obj, EndpointSet)
+            return self._put_shard(key, obj)
         if kind == "TrafficPolicy":
             service = keys.parse_policy(key)
             if obj is None:
                 self.policies.pop(service, None)
             else:
-                self.policies[service] = TrafficPolicy.from_wire(obj)
+                assert isinstance(obj, TrafficPolicy)
+                self.policies[service] = obj
             return Touched(services=frozenset({service}))
         if kind == "Workload":
             name = keys.parse_vm(key)
             if obj is None:
                 self.workloads.pop(name, None)
             else:
-                self.workloads[name] = Workload.from_wire(obj)
+                assert isinstance(obj, Workload)
+                self.workloads[name] = obj
             return EVERYTHING
-        if kind == "TrustBundle" and obj is not None:
+        if kind == "TrustBundle" and isinstance(obj, dict):
             self.bundle = obj
             return EVERYTHING
         return NOTHING
-
-    def _apply_shard(self, key: str, obj: dict[str, Any] | None) -> Touched:
-        return self._put_shard(key, None if obj is None else EndpointSet.from_wire(obj))
 
     def _put_shard(self, key: str, endpoint_set: EndpointSet | None) -> Touched:
         where = keys.parse_shard(key)
@@ -134,7 +137,7 @@ class View:
         outage), held as its shard 0 until a complete snapshot says what
         the registry has."""
         where = keys.ShardKey(service=endpoint_set.service, source=endpoint_set.source)
-        self.apply("EndpointSet", endpoint_set.to_wire(), where.key)
+        self.apply("EndpointSet", endpoint_set, where.key)
 
     def relist(self) -> None:
         """A snapshot begins: every key is unconfirmed until it shows up."""
@@ -162,7 +165,18 @@ class View:
         self.revision = max(self.revision, change.revision)
         if change.type == "PATCH":
             return self.patch(change.kind, change.object, change.key)
-        return self.apply(change.kind, change.object if change.type == "PUT" else None, change.key)
+        if change.unreadable is not None:  # left out; every other object goes on
+            if self._unconfirmed is not None:
+                self._unconfirmed.discard(change.key)  # present, so not a deletion
+            if change.key not in self.unreadable:
+                log.warning("leaving out %s %s: %s", change.kind, change.key, change.unreadable)
+            self.unreadable[change.key] = change.unreadable
+            return NOTHING
+        self.unreadable.pop(change.key, None)
+        if change.type != "PUT":
+            return self.apply(change.kind, None, change.key)
+        held = change.record if change.kind in RECORDS else change.object
+        return self.apply(change.kind, held, change.key)
 
     def patch(self, kind: str, delta: object, key: str) -> Touched:
         """A delta (``model.patches``) to the endpoint-set shard at ``key``.

@@ -226,7 +226,7 @@ def load_csr(pem: str | bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
-def _leaf(
+def build_leaf(
     ca: CertificateAuthority,
     public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey,
     common_name: str,
@@ -235,6 +235,8 @@ def _leaf(
     now: float,
     lifetime: dt.timedelta,
 ) -> x509.Certificate:
+    """A leaf certificate as given, unchecked: the issuing functions check
+    what it builds (``check_issued``) before anything leaves the CA."""
     start = _when(now) - BACKDATE
     end = min(start + lifetime, ca.cert.not_valid_after_utc)
     return (
@@ -285,7 +287,7 @@ def issue_uri(
     assert isinstance(
         public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
     )
-    cert = _leaf(
+    cert = build_leaf(
         ca,
         public_key,
         common_name,
@@ -310,7 +312,7 @@ def issue_server(
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    cert = _leaf(
+    cert = build_leaf(
         ca,
         key.public_key(),
         "federation registry",

@@ -1,10 +1,12 @@
-"""agents/view.py: shards merged per source; a relist drains what it did not confirm."""
+"""agents/view.py: shards merged per source; a relist drains what it did not
+confirm; an object that does not decode is left out, the others go on."""
 
 from __future__ import annotations
 
 import pytest
 
 from agents.client import Event, Relist, Synced, UnreadableStream
+from agents.stream import event
 from agents.view import View
 from federation.model import (
     Endpoint,
@@ -37,7 +39,7 @@ def shard(source: SourceRef, number: int, *addresses: str, generation: int = 1) 
         ),
     )
     key = keys.ShardKey(service=CART, source=source, shard=number).key
-    return Event("PUT", 10, "EndpointSet", key, endpoint_set.to_wire())
+    return event("PUT", 10, "EndpointSet", key, endpoint_set.to_wire())
 
 
 def addresses(view: View, source: SourceRef) -> list[str]:
@@ -57,12 +59,12 @@ def test_shards_of_a_source_merge_and_each_event_names_its_service() -> None:
 
 def test_a_relist_drops_what_it_did_not_confirm() -> None:
     view = View()
-    for event in (
+    for change in (
         shard(EAST, 0, "10.0.0.1"),
         shard(EAST, 1, "10.0.1.1"),
         shard(WEST, 0, "10.9.0.1"),
     ):
-        view.take(event)
+        view.take(change)
     view.take(Relist(20))
     view.take(shard(EAST, 0, "10.0.0.1", generation=2))
     assert not view.authoritative and str(WEST) in view.sets[CART]  # kept until the end
@@ -110,3 +112,26 @@ def test_a_patch_that_does_not_fit_is_an_unreadable_stream() -> None:
     with pytest.raises(UnreadableStream, match="does not fit"):
         view.take(Event("PATCH", 12, "EndpointSet", key, {"fields": {}, "endpoints": [[0, 5, []]]}))
     assert addresses(view, EAST) == ["10.0.0.1"]  # nothing half-applied
+
+
+def test_a_record_that_does_not_decode_is_left_out_and_the_rest_goes_on() -> None:
+    view = View()
+    good = shard(EAST, 0, "10.0.0.1")
+    assert isinstance(good.record, EndpointSet)  # decoded once, by the stream
+    view.take(good)
+    newer = shard(EAST, 0, "10.0.0.9", generation=2)
+    assert newer.object is not None
+    odd = event("PUT", 11, "EndpointSet", newer.key, {**newer.object, "fromTheFuture": 1})
+    assert odd.record is None and odd.unreadable is not None
+    assert view.take(odd).services == frozenset()
+    assert addresses(view, EAST) == ["10.0.0.1"]  # the last good copy stays
+    assert view.unreadable == {newer.key: odd.unreadable}
+    view.take(shard(WEST, 0, "10.9.0.1"))  # the others go on
+    assert addresses(view, WEST) == ["10.9.0.1"]
+    view.take(Relist(20))
+    view.take(odd)
+    view.take(shard(WEST, 0, "10.9.0.1"))
+    view.take(Synced(20))
+    assert addresses(view, EAST) == ["10.0.0.1"]  # present, unreadable: not a deletion
+    view.take(newer)
+    assert addresses(view, EAST) == ["10.0.0.9"] and view.unreadable == {}

@@ -349,12 +349,12 @@ def test_the_ca_refuses_its_own_output_with_the_wrong_usage_or_key() -> None:
     ca = certs.new_root("cluster.local", now)
     uri = "spiffe://cluster.local/federation/cluster/east"
     key = certs.new_key()
-    good = certs._leaf(
+    good = certs.build_leaf(
         ca, key.public_key(), "east", [x509.UniformResourceIdentifier(uri)],
         list(certs.LEAF_USAGES), now, dt.timedelta(hours=1),
     )  # fmt: skip
     certs.check_issued(ca, good, uri, now, public_key=key.public_key())
-    email = certs._leaf(
+    email = certs.build_leaf(
         ca, key.public_key(), "east", [x509.UniformResourceIdentifier(uri)],
         [x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION], now, dt.timedelta(hours=1),
     )  # fmt: skip
