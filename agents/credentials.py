@@ -14,31 +14,27 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from agents.client import Credentials, RegistryClient, RegistryError
 from federation.shared.clock import Backoff, Clock
 from federation.trust import ca as certs
+from federation.trust.bundle import TrustBundle
 
 log = logging.getLogger(__name__)
 
 
-def issuing_root(bundle: dict[str, Any]) -> bytes:
+def issuing_root(bundle: TrustBundle) -> bytes:
     """The PEM of the bundle's issuing root."""
-    for pem in bundle["roots"]:
-        cert = x509.load_pem_x509_certificate(pem.encode())
-        if certs.fingerprint(cert) == bundle["issuer"]:
-            return str(pem).encode()
-    raise ValueError("the trust bundle does not hold its issuing root")
+    return bundle.issuing_root()
 
 
-def roots_pem(bundle: dict[str, Any]) -> bytes:
-    return "".join(bundle["roots"]).encode()
+def roots_pem(bundle: TrustBundle) -> bytes:
+    return bundle.roots_pem
 
 
-def renew_at(cert: x509.Certificate, bundle: dict[str, Any] | None) -> float:
+def renew_at(cert: x509.Certificate, bundle: TrustBundle | None) -> float:
     """When to renew ``cert``: at once if the bundle's issuing root did not
     issue it, else once two thirds of its lifetime have passed."""
     if bundle is not None:
@@ -65,11 +61,11 @@ class CredentialKeeper:
         self.registry = registry
         self.clock = clock
         self.keep = keep  # where a renewed credential goes, so a restart needs no token
-        self.bundle: dict[str, Any] | None = None
+        self.bundle: TrustBundle | None = None
         self.renewals = 0
         self._changed = asyncio.Event()
 
-    def observe(self, bundle: dict[str, Any]) -> None:
+    def observe(self, bundle: TrustBundle) -> None:
         """A TrustBundle from the registry's watch."""
         self.bundle = bundle
         self._changed.set()

@@ -22,6 +22,7 @@ from agents.errors import (
     UnreadableStream,
 )
 from federation.model import Cluster, EndpointSet, TrafficPolicy, ValidationError, Workload
+from federation.trust.bundle import TrustBundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,13 @@ class Synced:
     revision: int
 
 
-Record = EndpointSet | Cluster | Workload | TrafficPolicy
+Record = EndpointSet | Cluster | Workload | TrafficPolicy | TrustBundle
 RECORDS: dict[str, Callable[[object], Record]] = {
     "EndpointSet": EndpointSet.from_wire,
     "Cluster": Cluster.from_wire,
     "Workload": Workload.from_wire,
     "TrafficPolicy": TrafficPolicy.from_wire,
+    "TrustBundle": TrustBundle.from_wire,
 }
 
 
@@ -53,8 +55,8 @@ RECORDS: dict[str, Callable[[object], Record]] = {
 class Event:
     """One change of the registry: ``object`` as it came on the wire (the
     delta, for a PATCH), and ``record``, the same object decoded once into
-    its model record (None for a deletion, a PATCH, the TrustBundle, whose
-    wire object is what agents read, or a kind this client does not know).
+    its model record (None for a deletion, a PATCH, or a kind this client
+    does not know).
     ``unreadable`` says why an object of a known kind did not decode: the
     consumer leaves it out and goes on with the others."""
 

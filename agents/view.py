@@ -25,7 +25,7 @@ from agents.client import (
     Synced,
     UnreadableStream,
 )
-from agents.stream import RECORDS, Record
+from agents.stream import Record
 from federation.model import (
     EndpointSet,
     ServiceRef,
@@ -38,6 +38,7 @@ from federation.model import (
     patches,
 )
 from federation.shared.clock import Backoff, Clock
+from federation.trust.bundle import TrustBundle
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class View:
     sets: dict[ServiceRef, dict[str, EndpointSet]] = field(default_factory=dict)
     policies: dict[ServiceRef, TrafficPolicy] = field(default_factory=dict)
     workloads: dict[str, Workload] = field(default_factory=dict)  # VMs by name
-    bundle: dict[str, Any] | None = None  # the TrustBundle
+    bundle: TrustBundle | None = None
     authoritative: bool = False  # a registry snapshot completed in this process
     loaded: bool = False  # from the registry, or (cluster agent) from its saved imports
     revision: int = 0  # the last registry revision applied
@@ -82,9 +83,9 @@ class View:
     _keys: dict[str, str] = field(default_factory=dict)  # registry key -> kind
     _unconfirmed: set[str] | None = None
 
-    def apply(self, kind: str, obj: Record | dict[str, Any] | None, key: str) -> Touched:
-        """One object of ``kind`` at registry ``key``: its model record (the
-        wire object for the TrustBundle), or None: deleted."""
+    def apply(self, kind: str, obj: Record | None, key: str) -> Touched:
+        """One object of ``kind`` at registry ``key``: its model record, or
+        None: deleted."""
         if self._unconfirmed is not None:
             self._unconfirmed.discard(key)
         if obj is None:
@@ -110,7 +111,7 @@ class View:
                 assert isinstance(obj, Workload)
                 self.workloads[name] = obj
             return EVERYTHING
-        if kind == "TrustBundle" and isinstance(obj, dict):
+        if kind == "TrustBundle" and isinstance(obj, TrustBundle):
             self.bundle = obj
             return EVERYTHING
         return NOTHING
@@ -175,8 +176,7 @@ class View:
         self.unreadable.pop(change.key, None)
         if change.type != "PUT":
             return self.apply(change.kind, None, change.key)
-        held = change.record if change.kind in RECORDS else change.object
-        return self.apply(change.kind, held, change.key)
+        return self.apply(change.kind, change.record, change.key)
 
     def patch(self, kind: str, delta: object, key: str) -> Touched:
         """A delta (``model.patches``) to the endpoint-set shard at ``key``.

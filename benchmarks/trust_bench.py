@@ -38,6 +38,7 @@ from federation.shared.clock import SystemClock
 from federation.sim.etcd_process import EtcdProcess
 from federation.store import open_store
 from federation.trust import ca as certs
+from federation.trust.bundle import TrustBundle
 from federation.trust.identity import Identity, Role
 
 PASSPHRASE = b"bench-encryption-key"
@@ -77,17 +78,17 @@ class SimAgent:
 
     async def run(self) -> None:
         async for change in self.client.changes():
-            if isinstance(change, Event) and change.kind == "TrustBundle" and change.object:
-                await self.install(change.object)
+            if isinstance(change, Event) and isinstance(change.record, TrustBundle):
+                await self.install(change.record)
 
-    async def install(self, bundle: dict[str, Any]) -> None:
+    async def install(self, bundle: TrustBundle) -> None:
         self.keeper.observe(bundle)
         await self.keeper.step()
         root = issuing_root(bundle)
         if root != self.intermediate_issuer:
             await request_intermediate(self.client, self.name)
             self.intermediate_issuer = root
-        await self.client.request("POST", "/v1/trust/acks", {"version": bundle["version"]})
+        await self.client.request("POST", "/v1/trust/acks", {"version": bundle.version})
 
 
 async def rotation(server: RegistryServer, agents: int) -> float:

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from cryptography import x509
 
@@ -29,6 +28,7 @@ from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, put
 from agents.credentials import CredentialKeeper, issuing_root, renew_at, roots_pem, run_steps
 from federation.shared.clock import Clock
 from federation.trust import ca as certs
+from federation.trust.bundle import TrustBundle
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,15 @@ class ClusterTrust:
         renew_at = await self._cacerts(bundle)
         if not self.credentials.current:
             return 0.5  # the credential keeper is on it; ack after
-        version = int(bundle["version"])
+        version = bundle.version
         if version > self.acked:
             await self.registry.ack_trust(version)
             self.acked = version
             log.info("installed trust bundle version %d", version)
         return 60.0 if renew_at is None else max(renew_at - self.clock.now(), 0.0)
 
-    async def _config_map(self, bundle: dict[str, Any]) -> None:
-        data = {"root-cert.pem": roots_pem(bundle).decode(), "version": str(bundle["version"])}
+    async def _config_map(self, bundle: TrustBundle) -> None:
+        data = {"root-cert.pem": roots_pem(bundle).decode(), "version": str(bundle.version)}
         current = await self.kube.get(CONFIG_MAPS, BUNDLE_NAMESPACE, BUNDLE_CONFIG_MAP)
         if current is not None and current.get("data") == data:
             return
@@ -137,7 +137,7 @@ class ClusterTrust:
         }
         await put(self.kube, CONFIG_MAPS, body, current)
 
-    async def _cacerts(self, bundle: dict[str, Any]) -> float | None:
+    async def _cacerts(self, bundle: TrustBundle) -> float | None:
         """Keep ``cacerts`` current; return when its intermediate is due."""
         secret = await self.kube.get(SECRETS, ISTIO_NAMESPACE, CACERTS)
         if secret is not None and secret["metadata"].get("labels", {}).get(MANAGED_BY) != AGENT:

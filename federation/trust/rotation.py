@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from federation.trust.bundle import TrustBundle
 from federation.trust.ca import cert_pem, fingerprint
 
 
@@ -123,13 +124,13 @@ class TrustState:
 
     def bundle_object(self, trust_domain: str) -> dict[str, Any]:
         """The watched ``TrustBundle``: what agents install and acknowledge."""
-        return {
-            "trustDomain": trust_domain,
-            "version": self.version,
-            "phase": self.phase.value,
-            "issuer": self.issuer,
-            "roots": [cert_pem(c).decode() for c in self.bundle],
-        }
+        return TrustBundle(
+            trust_domain=trust_domain,
+            version=self.version,
+            phase=self.phase.value,
+            issuer=self.issuer,
+            roots=tuple(cert_pem(c).decode() for c in self.bundle),
+        ).to_wire()
 
     def to_json(self) -> bytes:
         return json.dumps(

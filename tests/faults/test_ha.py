@@ -29,6 +29,7 @@ from federation.registry.leader import current_leader
 from federation.shared.clock import Backoff, SystemClock
 from federation.sim.etcd_process import EtcdCluster
 from federation.store import DEFAULT_PREFIX, EventType, Store, open_store
+from federation.trust.bundle import TrustBundle
 from federation.trust.rotation import Phase
 from tests.contract.registry_http.test_smoke import endpoint_set
 from tests.faults.replicas import (
@@ -285,11 +286,11 @@ async def acknowledge(client: RegistryClient, until_version: int) -> None:
     while True:
         try:
             _, events = await client.collect_snapshot()
-            bundle = next(e.object for e in events if e.kind == "TrustBundle" and e.object)
+            bundle = next(e.record for e in events if isinstance(e.record, TrustBundle))
             keeper.observe(bundle)
             await keeper.step()
-            version = int(bundle["version"])
-            if bundle["phase"] == Phase.IDLE.value and version >= until_version:
+            version = bundle.version
+            if bundle.phase == Phase.IDLE.value and version >= until_version:
                 return
             if keeper.current and version > acked:
                 await client.request("POST", "/v1/trust/acks", {"version": version})

@@ -12,7 +12,6 @@ import json
 import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.client import Credentials, RegistryClient, RegistryError, descends_from_pin
 from agents.credentials import CredentialKeeper, keep_in
 from federation.trust import ca as certs
+from federation.trust.bundle import TrustBundle
 from tests.contract.registry_http.conftest import Harness
 from tests.support import eventually
 from tests.tls import Workload, handshake, workload_from
@@ -314,10 +314,10 @@ async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
     east = await harness.enrol_cluster("east")
     keeper = CredentialKeeper(east, harness.clock, keep_in(tmp_path / "certs"))
 
-    async def bundle() -> dict[str, Any]:
+    async def bundle() -> TrustBundle:
         _, items = await harness.admin().collect_snapshot()
-        [trust] = [i.object for i in items if i.kind == "TrustBundle"]
-        return dict(trust or {})
+        [trust] = [i.record for i in items if isinstance(i.record, TrustBundle)]
+        return trust
 
     keeper.observe(await bundle())
     await keeper.step()
@@ -326,7 +326,7 @@ async def test_an_agent_renews_on_a_switch_and_at_two_thirds(
     await harness.admin().request("POST", "/v1/ca/rotate", {})
     await ack(east, 2)
     switched = await bundle()
-    assert switched["phase"] == "Switched"
+    assert switched.phase == "Switched"
     keeper.observe(switched)
     assert not keeper.current
     wait = await keeper.step()
