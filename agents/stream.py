@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -54,30 +54,43 @@ RECORDS: dict[str, Callable[[object], Record]] = {
 @dataclass(frozen=True, slots=True)
 class Event:
     """One change of the registry: ``object`` as it came on the wire (the
-    delta, for a PATCH), and ``record``, the same object decoded once into
-    its model record (None for a deletion, a PATCH, or a kind this client
-    does not know).
-    ``unreadable`` says why an object of a known kind did not decode: the
-    consumer leaves it out and goes on with the others."""
+    delta, for a PATCH), and ``record``, the same object decoded into its
+    model record, once, when first asked (None for a deletion, a PATCH, or
+    a kind this client does not know): a consumer that only counts or
+    forwards pays no decode.  ``unreadable`` says why an object of a known
+    kind did not decode: the consumer leaves it out and goes on."""
 
     type: str  # PUT, DELETE, or PATCH (``object`` is then the delta)
     revision: int
     kind: str
     key: str
     object: dict[str, Any] | None
-    record: Record | None = None
-    unreadable: str | None = None
+    _decoded: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def record(self) -> Record | None:
+        return self._decode()[0]  # type: ignore[no-any-return]
+
+    @property
+    def unreadable(self) -> str | None:
+        return self._decode()[1]  # type: ignore[no-any-return]
+
+    def _decode(self) -> list[Any]:
+        if not self._decoded:
+            decode = RECORDS.get(self.kind) if self.type == "PUT" else None
+            record, why = None, None
+            if decode is not None and self.object is not None:
+                try:
+                    record = decode(self.object)
+                except ValidationError as err:
+                    why = str(err)
+            self._decoded[:] = [record, why]
+        return self._decoded
 
 
 def event(type_: str, revision: int, kind: str, key: str, obj: Any) -> Event:
-    """An Event with its record decoded (PUTs of a known kind only)."""
-    decode = RECORDS.get(kind) if type_ == "PUT" and obj is not None else None
-    if decode is None:
-        return Event(type_, revision, kind, key, obj)
-    try:
-        return Event(type_, revision, kind, key, obj, decode(obj))
-    except ValidationError as err:
-        return Event(type_, revision, kind, key, obj, unreadable=str(err))
+    """An Event of the stream (its record decoded when first asked)."""
+    return Event(type_, revision, kind, key, obj)
 
 
 @dataclass(frozen=True, slots=True)
