@@ -24,6 +24,7 @@ from agents.cluster.metrics import AgentMetrics
 from agents.cluster.writer import Writer
 from agents.view import View
 from federation.model import EndpointSet, Locality, ServiceRef
+from federation.shared.logs import fields
 from federation.shared.routing import Choice, Memo, choose, revisit_after
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,13 @@ class Imports:
         if not self.view.authoritative:
             return
         for kind, name in sorted(self._owned(service, every=True), key=lambda o: o[0].plural):
-            log.info("%s %s/%s: its service left the federation", kind.plural, service, name)
+            log.info(
+                "%s %s/%s: its service left the federation",
+                kind.plural,
+                service,
+                name,
+                extra=fields(namespace=service.namespace, service=service.name),
+            )
             self.metrics.deleted_imports.inc()
             await self.writer.delete(kind, service.namespace, name)
 
@@ -168,8 +175,12 @@ class Imports:
         """Weights this cluster's data plane cannot honour: said once per
         service (a log line; the ServiceImport's annotation; a gauge)."""
         if unenforced and service not in self._unweighted:
-            log.warning("%s: a weighted policy is routed but %s", service,
-                        importer.WEIGHTS_UNENFORCED)  # fmt: skip
+            log.warning(
+                "%s: a weighted policy is routed but %s",
+                service,
+                importer.WEIGHTS_UNENFORCED,
+                extra=fields(namespace=service.namespace, service=service.name),
+            )
             self._unweighted.add(service)
         elif not unenforced:
             self._unweighted.discard(service)

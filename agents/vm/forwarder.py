@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from federation.model import EndpointSet, Locality, ServiceRef, TrafficPolicy
+from federation.shared.logs import fields
 from federation.shared.routing import Choice, Chosen, choose
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,25 @@ class Forwarder:
                     listen_port += UNPRIVILEGED_OFFSET
                     server = await asyncio.start_server(accept, host, listen_port)
             except OSError as err:
-                log.warning("cannot listen on %s:%d for %s: %s", host, listen_port, service, err)
+                log.warning(
+                    "cannot listen on %s:%d for %s: %s",
+                    host,
+                    listen_port,
+                    service,
+                    err,
+                    extra=fields(namespace=service.namespace, service=service.name),
+                )
                 continue
             self.servers[(service, port)] = server
             self.bound[(service, port)] = (host, listen_port)
-            log.info("forwarding %s:%d -> %s port %d", host, listen_port, service, port)
+            log.info(
+                "forwarding %s:%d -> %s port %d",
+                host,
+                listen_port,
+                service,
+                port,
+                extra=fields(namespace=service.namespace, service=service.name),
+            )
         self._write_map()
 
     def _write_map(self) -> None:
@@ -191,11 +206,20 @@ class Forwarder:
                     async with asyncio.timeout(CONNECT_TIMEOUT):
                         up_reader, up_writer = await asyncio.open_connection(*target)
                 except (OSError, TimeoutError):
-                    log.info("%s: %s:%d refused; trying the next endpoint", service, *target)
+                    log.info(
+                        "%s: %s:%d refused; trying the next endpoint",
+                        service,
+                        *target,
+                        extra=fields(namespace=service.namespace, service=service.name),
+                    )
                     continue
                 await _pipe(reader, writer, up_reader, up_writer)
                 return
-            log.warning("%s: no endpoint answered", service)
+            log.warning(
+                "%s: no endpoint answered",
+                service,
+                extra=fields(namespace=service.namespace, service=service.name),
+            )
         finally:
             writer.close()
             with contextlib.suppress(OSError):
