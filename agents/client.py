@@ -41,7 +41,6 @@ from agents.stream import (
     Relist,
     Synced,
     check_status,
-    event,
     parse_line,
     raise_error_line,
 )
@@ -223,7 +222,7 @@ class RegistryClient(Transport):
                         revision = int(line["revision"])
                         yield Relist(revision)
                     elif kind == "PUT" and revision is not None:
-                        yield event("PUT", revision, line["kind"], line["key"], line["object"])
+                        yield Event("PUT", revision, line["kind"], line["key"], line["object"])
                     elif kind == "END" and revision is not None:
                         yield Synced(revision)
                         return
@@ -311,7 +310,7 @@ class RegistryClient(Transport):
                     revision = int(line["revision"])
                     yield Event("PATCH", revision, line["kind"], line["key"], line["patch"])
                 else:
-                    yield event(
+                    yield Event(
                         str(kind), int(line["revision"]), line["kind"], line["key"], line["object"]
                     )
 

@@ -25,20 +25,11 @@ from federation.trust.bundle import TrustBundle
 log = logging.getLogger(__name__)
 
 
-def issuing_root(bundle: TrustBundle) -> bytes:
-    """The PEM of the bundle's issuing root."""
-    return bundle.issuing_root()
-
-
-def roots_pem(bundle: TrustBundle) -> bytes:
-    return bundle.roots_pem
-
-
 def renew_at(cert: x509.Certificate, bundle: TrustBundle | None) -> float:
     """When to renew ``cert``: at once if the bundle's issuing root did not
     issue it, else once two thirds of its lifetime have passed."""
     if bundle is not None:
-        root = x509.load_pem_x509_certificate(issuing_root(bundle))
+        root = x509.load_pem_x509_certificate(bundle.issuing_root())
         if cert.issuer != root.subject:
             return 0.0
     return certs.renewal_time(cert)
@@ -78,8 +69,8 @@ class CredentialKeeper:
         if credentials is None or self.bundle is None:
             return False
         leaf = credentials.certificate
-        root = x509.load_pem_x509_certificate(issuing_root(self.bundle))
-        return leaf.issuer == root.subject and credentials.ca_pem == roots_pem(self.bundle)
+        root = x509.load_pem_x509_certificate(self.bundle.issuing_root())
+        return leaf.issuer == root.subject and credentials.ca_pem == self.bundle.roots_pem
 
     def due(self) -> float:
         """Clock time at which the credential must be renewed."""
@@ -97,7 +88,7 @@ class CredentialKeeper:
             self.renewals += 1
             log.info("renewed the agent certificate")
         if self.bundle is not None and self.registry.credentials is not None:
-            bundle = roots_pem(self.bundle)
+            bundle = self.bundle.roots_pem
             if self.registry.credentials.ca_pem != bundle:
                 self.registry.trust(bundle)
         renewed = self.registry.credentials
@@ -138,8 +129,6 @@ __all__ = [
     "CredentialKeeper",
     "Credentials",
     "Keep",
-    "issuing_root",
     "keep_in",
-    "roots_pem",
     "run_steps",
 ]

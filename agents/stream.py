@@ -65,17 +65,20 @@ class Event:
     kind: str
     key: str
     object: dict[str, Any] | None
-    _decoded: list[Any] = field(default_factory=list, repr=False, compare=False)
+    # (record, why it did not decode), once decoded: a frozen Event's cache
+    _decoded: list[tuple[Record | None, str | None]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     @property
     def record(self) -> Record | None:
-        return self._decode()[0]  # type: ignore[no-any-return]
+        return self._decode()[0]
 
     @property
     def unreadable(self) -> str | None:
-        return self._decode()[1]  # type: ignore[no-any-return]
+        return self._decode()[1]
 
-    def _decode(self) -> list[Any]:
+    def _decode(self) -> tuple[Record | None, str | None]:
         if not self._decoded:
             decode = RECORDS.get(self.kind) if self.type == "PUT" else None
             record, why = None, None
@@ -84,13 +87,8 @@ class Event:
                     record = decode(self.object)
                 except ValidationError as err:
                     why = str(err)
-            self._decoded[:] = [record, why]
-        return self._decoded
-
-
-def event(type_: str, revision: int, kind: str, key: str, obj: Any) -> Event:
-    """An Event of the stream (its record decoded when first asked)."""
-    return Event(type_, revision, kind, key, obj)
+            self._decoded.append((record, why))
+        return self._decoded[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +200,6 @@ __all__ = [
     "StreamState",
     "Synced",
     "check_status",
-    "event",
     "json_body",
     "parse_line",
     "raise_error_line",

@@ -261,7 +261,7 @@ class Transport:
         """One JSON request; retried on connection errors and 5xx (and on
         a certificate refused, which a rotation in flight explains).  Use
         the route methods below; this is their transport."""
-        failure: RegistryError = Unavailable("no attempt made")
+        failure: RegistryError | None = None
         cause: BaseException | None = None
         for delay in self.backoff.delays(self.retries if retry else 1):
             if delay:
@@ -281,7 +281,7 @@ class Transport:
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 failure, cause = await self._unreachable(err), err
             self._next_replica()
-        raise failure from cause
+        raise failure or Unavailable(f"{method} {path}: no attempt made") from cause
 
     def use(self, credentials: Credentials) -> None:
         """Present ``credentials`` and trust their bundle from the next

@@ -30,7 +30,7 @@ from registry_bench import ms, raw_etcd_latency
 
 from agents.client import Credentials, Event, RegistryClient, RegistryError
 from agents.cluster.trust import request_intermediate
-from agents.credentials import CredentialKeeper, issuing_root
+from agents.credentials import CredentialKeeper
 from federation.api.server import RegistryServer
 from federation.model import Cluster, Locality
 from federation.registry import Registry
@@ -84,7 +84,7 @@ class SimAgent:
     async def install(self, bundle: TrustBundle) -> None:
         self.keeper.observe(bundle)
         await self.keeper.step()
-        root = issuing_root(bundle)
+        root = bundle.issuing_root()
         if root != self.intermediate_issuer:
             await request_intermediate(self.client, self.name)
             self.intermediate_issuer = root

@@ -36,8 +36,7 @@ class WorkQueue(Generic[K]):
         jitter: random.Random | None = None,
     ) -> None:
         self.clock = clock
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self._backoff = Backoff(base_delay, max_delay)
         self._random = jitter or random.Random()
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
@@ -91,7 +90,7 @@ class WorkQueue(Generic[K]):
         """Put ``key`` back after its backoff; returns the delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = Backoff(self.base_delay, self.max_delay).delay(failures, self._random)
+        delay = self._backoff.delay(failures, self._random)
         self.add_after(key, delay)
         return delay
 

@@ -25,7 +25,7 @@ from cryptography import x509
 from agents.client import RegistryClient, RegistryError
 from agents.cluster.exporter import AGENT, MANAGED_BY
 from agents.cluster.kube import CONFIG_MAPS, SECRETS, Kube, KubeError, Obj, put
-from agents.credentials import CredentialKeeper, issuing_root, renew_at, roots_pem, run_steps
+from agents.credentials import CredentialKeeper, renew_at, run_steps
 from federation.shared.clock import Clock
 from federation.trust import ca as certs
 from federation.trust.bundle import TrustBundle
@@ -121,7 +121,7 @@ class ClusterTrust:
         return 60.0 if renew_at is None else max(renew_at - self.clock.now(), 0.0)
 
     async def _config_map(self, bundle: TrustBundle) -> None:
-        data = {"root-cert.pem": roots_pem(bundle).decode(), "version": str(bundle.version)}
+        data = {"root-cert.pem": bundle.roots_pem.decode(), "version": str(bundle.version)}
         current = await self.kube.get(CONFIG_MAPS, BUNDLE_NAMESPACE, BUNDLE_CONFIG_MAP)
         if current is not None and current.get("data") == data:
             return
@@ -147,8 +147,8 @@ class ClusterTrust:
                 )
                 self._foreign_logged = True
             return None
-        root = issuing_root(bundle)
-        roots = roots_pem(bundle)
+        root = bundle.issuing_root()
+        roots = bundle.roots_pem
         if secret is not None:
             held = x509.load_pem_x509_certificate(secret_file(secret, "ca-cert.pem"))
             due = renew_at(held, bundle)

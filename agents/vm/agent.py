@@ -28,7 +28,7 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.client import Event, RegistryClient, RegistryError, Relist, Synced
-from agents.credentials import CredentialKeeper, keep_in, renew_at, roots_pem, run_steps
+from agents.credentials import CredentialKeeper, keep_in, renew_at, run_steps
 from agents.telemetry import LinkMetrics, health_app
 from agents.view import View, follow, keep_alive
 from agents.vm import saved
@@ -207,7 +207,7 @@ class VMAgent:
         if bundle is None:
             return 60.0
         directory = self.state_dir / "workload"
-        roots = roots_pem(bundle)
+        roots = bundle.roots_pem
         _write(self.state_dir / "bundle.pem", roots)
         cert_path = directory / "cert.pem"
         if cert_path.exists():

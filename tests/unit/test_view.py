@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from agents.client import Event, Relist, Synced, UnreadableStream
-from agents.stream import event
 from agents.view import View
 from federation.model import (
     Endpoint,
@@ -39,7 +38,7 @@ def shard(source: SourceRef, number: int, *addresses: str, generation: int = 1) 
         ),
     )
     key = keys.ShardKey(service=CART, source=source, shard=number).key
-    return event("PUT", 10, "EndpointSet", key, endpoint_set.to_wire())
+    return Event("PUT", 10, "EndpointSet", key, endpoint_set.to_wire())
 
 
 def addresses(view: View, source: SourceRef) -> list[str]:
@@ -121,7 +120,7 @@ def test_a_record_that_does_not_decode_is_left_out_and_the_rest_goes_on() -> Non
     view.take(good)
     newer = shard(EAST, 0, "10.0.0.9", generation=2)
     assert newer.object is not None
-    odd = event("PUT", 11, "EndpointSet", newer.key, {**newer.object, "fromTheFuture": 1})
+    odd = Event("PUT", 11, "EndpointSet", newer.key, {**newer.object, "fromTheFuture": 1})
     assert odd.record is None and odd.unreadable is not None
     assert view.take(odd).services == frozenset()
     assert addresses(view, EAST) == ["10.0.0.1"]  # the last good copy stays
