@@ -193,7 +193,7 @@ async def test_kubectl_works_unchanged(server: SimKubeServer, tmp_path: Path) ->
 
     kubectl_async = lambda *a: asyncio.to_thread(kubectl, *a)  # noqa: E731
     assert "default" in await kubectl_async("get", "namespaces")
-    await kubectl_async("create", "--validate=false", "-f", str(manifest))
+    await kubectl_async("create", "-f", str(manifest))
     await kubectl_async("label", "service", "echo", "tier=web")
     shown = json.loads(await kubectl_async("get", "service", "echo", "-o", "json"))
     assert shown["metadata"]["labels"] == {"tier": "web"}

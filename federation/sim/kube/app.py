@@ -19,7 +19,7 @@ from aiohttp import web
 from federation.sim.kube import tables
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.rbac import Grant, Request
-from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
+from federation.sim.kube.server import OPEN_PATHS, KubeApi, Options, watch_events
 from federation.sim.kube.services import DEFAULT_SERVICE_CIDR
 from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
 
@@ -28,8 +28,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(body), status=status, content_type="application/json")
+def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    response = web.Response(body=json.dumps(body), status=status, content_type="application/json")
+    for warning in warnings or []:  # one Warning header each, as kube sends them
+        response.headers.add("Warning", f'299 - "{_quoted(warning)}"')
+    return response
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _error(err: KubeError) -> web.Response:
@@ -111,19 +118,23 @@ async def _resource(request: web.Request) -> web.StreamResponse:
         if target.name is None:
             return _json(api.list(target, query))
         return _json(api.store.get(target.rt, target.namespace or "", target.name))
+    options = Options.of(query)
     if request.method == "POST" and target.name is None:
-        return _json(api.create(target, await _read_body(request)), 201)
+        created = api.create(target, await _read_body(request), options)
+        return _json(created, 201, options.warnings)
     if target.name is None:
         raise KubeError(
             405, "MethodNotAllowed", f"{request.method} is not supported on a collection"
         )
     if request.method == "PUT":
-        return _json(api.update(target, await _read_body(request)))
+        updated = api.update(target, await _read_body(request), options)
+        return _json(updated, 200, options.warnings)
     if request.method == "PATCH":
-        return _json(api.patch(target, request.content_type, await _read_body(request)))
+        body = await _read_body(request)
+        return _json(api.patch(target, request.content_type, body, options), 200, options.warnings)
     if request.method == "DELETE":
-        status, body = api.delete(target)
-        return _json(body, status)
+        status, deleted = api.delete(target, options)
+        return _json(deleted, status)
     raise KubeError(405, "MethodNotAllowed", f"{request.method} is not supported")
 
 
@@ -155,8 +166,15 @@ async def _stream_watch(
         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     )
     await response.prepare(request)
+    as_table = tables.wants_table(request.headers.get("Accept", ""))
+    include = query.get("includeObject", "Metadata")
     try:
         async for event in watch_events(api, target.rt, sub, query):
+            if as_table and event["type"] != "BOOKMARK":
+                # ``kubectl get --watch``: each event's object is a one-row Table.
+                obj = event["object"]
+                rv = obj.get("metadata", {}).get("resourceVersion", "")
+                event = event | {"object": tables.table(target.rt, [obj], rv, include)}
             await response.write(json.dumps(event).encode() + b"\n")
     except ConnectionResetError:  # the client left; a cancellation propagates
         pass
@@ -238,6 +256,33 @@ async def _group_resources(request: web.Request) -> web.Response:
     return _json(_resource_list(api, request.match_info["group"], request.match_info["version"]))
 
 
+_PROTOBUF = "application/com.github.proto-openapi.spec"
+
+
+def _openapi_json(request: web.Request, doc: Any) -> web.Response:
+    """An OpenAPI document as JSON; a client that will take only protobuf
+    gets 406, and falls back to JSON as against an old server."""
+    accept = request.headers.get("Accept", "")
+    if accept and all(_PROTOBUF in part for part in accept.split(",")):
+        raise KubeError(406, "NotAcceptable", "only application/json is served here")
+    response = _json(doc)
+    if request.query.get("hash"):
+        response.headers["Cache-Control"] = "public, immutable"
+    return response
+
+
+async def _openapi_v2(request: web.Request) -> web.Response:
+    return _openapi_json(request, request.app[API_KEY].openapi().v2())
+
+
+async def _openapi_v3_root(request: web.Request) -> web.Response:
+    return _openapi_json(request, request.app[API_KEY].openapi().v3_root())
+
+
+async def _openapi_v3(request: web.Request) -> web.Response:
+    return _openapi_json(request, request.app[API_KEY].openapi().v3(request.match_info["gv"]))
+
+
 async def _faults(request: web.Request) -> web.Response:
     """POST {"latencySeconds", "errorRates": {verb: p}, "dropWatches", "compact",
     "unreachable"}.  While unreachable, every other request has its connection
@@ -277,6 +322,9 @@ def build_app(api: KubeApi) -> web.Application:
     app.router.add_get("/apis", _api_groups)
     app.router.add_get("/api/v1", _core_resources)
     app.router.add_get("/apis/{group}/{version}", _group_resources)
+    app.router.add_get("/openapi/v2", _openapi_v2)
+    app.router.add_get("/openapi/v3", _openapi_v3_root)
+    app.router.add_get("/openapi/v3/{gv:.+}", _openapi_v3)
     app.router.add_route("*", "/_sim/faults", _faults)
     app.router.add_route("*", "/api/v1/{tail:.+}", _resource)
     app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", _resource)

@@ -134,7 +134,9 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str, obj: Obj) -> Obj:
+    def create(self, rt: ResourceType, namespace: str, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """Store a new object; ``dry_run`` answers what would be stored
+        (no resourceVersion) and stores nothing."""
         meta = assign_name(rt, obj)
         name = meta["name"]
         if (rt.key, namespace, name) in self._objects:
@@ -148,9 +150,14 @@ class ObjectStore:
         meta["generation"] = 1
         meta.pop("deletionTimestamp", None)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        if dry_run:
+            meta.pop("resourceVersion", None)
+            return copy.deepcopy(obj)
         return self._write(rt, namespace, obj, "ADDED")
 
-    def update(self, rt: ResourceType, namespace: str, name: str, obj: Obj) -> Obj:
+    def update(
+        self, rt: ResourceType, namespace: str, name: str, obj: Obj, *, dry_run: bool = False
+    ) -> Obj:
         current = self._objects.get((rt.key, namespace, name))
         if current is None:
             raise KubeError.not_found(rt, name)
@@ -169,16 +176,21 @@ class ObjectStore:
         meta["name"] = name
         meta["generation"] = old_meta["generation"] + (1 if _spec(obj) != _spec(current) else 0)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            return self._remove(rt, namespace, name, obj)
         if _without_rv(obj) == _without_rv(current):
             return copy.deepcopy(current)  # a no-op update writes nothing
+        if dry_run:
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return copy.deepcopy(obj)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._remove(rt, namespace, name, obj)
         return self._write(rt, namespace, obj, "MODIFIED")
 
-    def delete(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+    def delete(self, rt: ResourceType, namespace: str, name: str, *, dry_run: bool = False) -> Obj:
         current = self._objects.get((rt.key, namespace, name))
         if current is None:
             raise KubeError.not_found(rt, name)
+        if dry_run:
+            return copy.deepcopy(current)
         if current["metadata"].get("finalizers"):
             if current["metadata"].get("deletionTimestamp"):
                 return copy.deepcopy(current)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from federation.sim.kube import openapi
 from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import (
@@ -52,6 +53,32 @@ class Faults:
         return rate > 0 and self.rng.random() < rate
 
 
+@dataclass(slots=True)
+class Options:
+    """A write's query options (``dryRun``, ``fieldValidation``,
+    ``fieldManager``, ``force``) and the warnings it answers with."""
+
+    dry_run: bool = False
+    field_validation: str = "Warn"  # kube's default since 1.23
+    field_manager: str = ""
+    force: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, query: dict[str, str]) -> Options:
+        dry_run = query.get("dryRun", "")
+        if dry_run not in ("", "All"):
+            raise KubeError.bad_request(
+                f'dryRun: Unsupported value: "{dry_run}": supported values: "All"'
+            )
+        return cls(
+            dry_run=dry_run == "All",
+            field_validation=query.get("fieldValidation") or "Warn",
+            field_manager=query.get("fieldManager", ""),
+            force=query.get("force", "").lower() in ("true", "1"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     rt: ResourceType
@@ -79,6 +106,7 @@ class KubeApi:
         self.token = token  # the admin's: anything goes
         self.grants: dict[str, Grant] = {}  # other bearer tokens, under RBAC
         self.bookmark_interval = bookmark_interval
+        self._documents: tuple[tuple[tuple[str, str], ...], openapi.Documents] | None = None
         for name in DEFAULT_NAMESPACES:
             self.store.create(
                 NAMESPACE, "", {"metadata": {"name": name}, "status": {"phase": "Active"}}
@@ -123,10 +151,12 @@ class KubeApi:
 
     # -- verbs ----------------------------------------------------------------
 
-    def create(self, target: _Target, body: Any) -> Obj:
+    def create(self, target: _Target, body: Any, options: Options | None = None) -> Obj:
+        options = options or Options()
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
+        obj = self._known_fields(target.rt, obj, options)
         assign_name(target.rt, obj)
         if target.rt.status_subresource:
             obj.pop("status", None)  # set through /status only
@@ -136,25 +166,29 @@ class KubeApi:
             if self.store.exists(SERVICE, ns, obj["metadata"]["name"]):
                 raise KubeError.already_exists(SERVICE, obj["metadata"]["name"])
             self.services.prepare_create(obj)
+        if options.dry_run:
+            return self.store.create(target.rt, ns, obj, dry_run=True)
         created = self.store.create(target.rt, ns, obj)
         if declared:
             created = self._establish(created, declared)
         self._sync_service(target.rt, ns, created["metadata"]["name"])
         return created
 
-    def update(self, target: _Target, body: Any) -> Obj:
+    def update(self, target: _Target, body: Any, options: Options | None = None) -> Obj:
         assert target.name is not None
+        options = options or Options()
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
+        obj = self._known_fields(target.rt, obj, options)
         if target.subresource == "status":
             current = self.store.get(target.rt, ns, target.name)
             current["status"] = obj.get("status")
             current["metadata"]["resourceVersion"] = obj.get("metadata", {}).get("resourceVersion")
             obj = current
-        return self._replace(target, ns, obj)
+        return self._replace(target, ns, obj, options)
 
-    def _replace(self, target: _Target, ns: str, obj: Obj) -> Obj:
+    def _replace(self, target: _Target, ns: str, obj: Obj, options: Options) -> Obj:
         assert target.name is not None
         if target.rt.status_subresource:  # a CRD's status moves through /status alone
             stored = self.store.get(target.rt, ns, target.name)
@@ -173,6 +207,8 @@ class KubeApi:
             obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}},
             loopback_endpoints=self.loopback_endpoints,
         )
+        if options.dry_run:
+            return self.store.update(target.rt, ns, target.name, obj, dry_run=True)
         updated = self.store.update(target.rt, ns, target.name, obj)
         self._sync_service(target.rt, ns, target.name)
         return updated
@@ -186,8 +222,11 @@ class KubeApi:
         else:
             self.services.release(ns, name)
 
-    def patch(self, target: _Target, content_type: str, body: Any) -> Obj:
+    def patch(
+        self, target: _Target, content_type: str, body: Any, options: Options | None = None
+    ) -> Obj:
         assert target.name is not None
+        options = options or Options()
         ns = target.namespace or ""
         current = self.store.get(target.rt, ns, target.name)
         if content_type == patches.JSON:
@@ -211,11 +250,14 @@ class KubeApi:
             (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
         )
         patched["metadata"]["resourceVersion"] = wanted_rv or current["metadata"]["resourceVersion"]
-        return self._replace(target, ns, patched)
+        patched = self._known_fields(target.rt, patched, options)
+        return self._replace(target, ns, patched, options)
 
-    def delete(self, target: _Target) -> tuple[int, Obj]:
+    def delete(self, target: _Target, options: Options | None = None) -> tuple[int, Obj]:
         assert target.name is not None
         ns = target.namespace or ""
+        if options is not None and options.dry_run:
+            return 200, self.store.delete(target.rt, ns, target.name, dry_run=True)
         if target.rt is NAMESPACE:
             self._empty_namespace(target.name)
         result = self.store.delete(target.rt, ns, target.name)
@@ -270,6 +312,36 @@ class KubeApi:
         requested = query.get("resourceVersion", "")
         since = None if requested in ("", "0") else _int(requested, "resourceVersion")
         return self.store.subscribe(target.rt, target.namespace, selector, since)
+
+    # -- schemas --------------------------------------------------------------
+
+    def openapi(self) -> openapi.Documents:
+        """The OpenAPI documents for what is served now (rebuilt when a CRD changes)."""
+        crds, _ = self.store.list(CRD, None, Selector())
+        key = tuple(sorted((c["metadata"]["name"], c["metadata"]["resourceVersion"]) for c in crds))
+        if self._documents is None or self._documents[0] != key:
+            self._documents = (key, openapi.Documents(self.types.all(), self._crd_of))
+        return self._documents[1]
+
+    def _crd_of(self, rt: ResourceType) -> Obj | None:
+        if rt.status_subresource is None:
+            return None  # built in
+        return self.store.get(CRD, "", f"{rt.plural}.{rt.group}")
+
+    def _known_fields(self, rt: ResourceType, obj: Obj, options: Options) -> Obj:
+        """The object without the fields its schema does not declare, under
+        the request's fieldValidation."""
+        crd = self._crd_of(rt)
+        if crd is None:
+            name = openapi.builtin_name(rt)
+            fields = (
+                None if name is None else openapi.Fields(openapi.upstream()[name], structural=False)
+            )
+        else:
+            fields = openapi.Fields(openapi.crd_schema(rt, crd), structural=True)
+        known, warnings = openapi.check_fields(rt, obj, fields, options.field_validation)
+        options.warnings.extend(warnings)
+        return known
 
     # -- helpers --------------------------------------------------------------
 
