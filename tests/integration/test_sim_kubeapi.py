@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config, watch
 
 from agents.cluster.crds import crd
 from federation.sim.kube.app import SimKubeServer
+from federation.sim.kube.resources import NAMESPACE
 from tests.support import eventually
 
 SERVICE_EXPORT_CRD = crd("ServiceExport", "serviceexports")
@@ -199,3 +201,31 @@ async def test_kubectl_works_unchanged(server: SimKubeServer, tmp_path: Path) ->
     assert shown["metadata"]["labels"] == {"tier": "web"}
     assert "echo" in await kubectl_async("get", "svc", "-l", "tier=web")
     await kubectl_async("delete", "service", "echo")
+
+
+async def test_the_deploy_overlay_passes_a_server_dry_run(
+    server: SimKubeServer, tmp_path: Path
+) -> None:
+    """`kubectl apply --dry-run=server -k` on deploy/, as on a real cluster:
+    every object validated against kube's schemas, none stored."""
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    overlay = str(Path(__file__).parents[2] / "deploy/cluster/overlays/flat")
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [find_kubectl(), "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    built = kubectl("kustomize", overlay).stdout
+    namespaces = [doc for doc in yaml.safe_load_all(built) if doc and doc["kind"] == "Namespace"]
+    for namespace in namespaces:  # a dry run cannot create what the others live in
+        server.api.store.create(
+            NAMESPACE, "", {"metadata": {"name": namespace["metadata"]["name"]}}
+        )
+    done = await asyncio.to_thread(kubectl, "apply", "--dry-run=server", "-k", overlay)
+    assert done.returncode == 0, done.stderr
+    assert "deployment.apps/federation-agent created (server dry run)" in done.stdout
+    assert "clusterrole.rbac.authorization.k8s.io/" in done.stdout
+    stored = await asyncio.to_thread(kubectl, "get", "deployments", "-A", "-o", "name")
+    assert stored.stdout.strip() == ""

@@ -16,9 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.sim.kube import tables
+from federation.sim.kube import events_v1, tables
+from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.rbac import Grant, Request
+from federation.sim.kube.resources import EVENT, EVENTS_V1
 from federation.sim.kube.server import OPEN_PATHS, KubeApi, Options, watch_events
 from federation.sim.kube.services import DEFAULT_SERVICE_CIDR
 from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
@@ -110,6 +112,8 @@ async def _resource(request: web.Request) -> web.StreamResponse:
     api = request.app[API_KEY]
     target = api.resolve(request.path)
     query = dict(request.query)
+    if target.rt is EVENTS_V1:
+        return await _new_events(request, api, target, query)
     if request.method == "GET":
         if query.get("watch", "").lower() in ("1", "true"):
             return await _stream_watch(request, api, target, query)
@@ -118,7 +122,7 @@ async def _resource(request: web.Request) -> web.StreamResponse:
         if target.name is None:
             return _json(api.list(target, query))
         return _json(api.store.get(target.rt, target.namespace or "", target.name))
-    options = Options.of(query)
+    options = Options.of(query, request.headers.get("User-Agent", ""))
     if request.method == "POST" and target.name is None:
         created = api.create(target, await _read_body(request), options)
         return _json(created, 201, options.warnings)
@@ -138,6 +142,38 @@ async def _resource(request: web.Request) -> web.StreamResponse:
     raise KubeError(405, "MethodNotAllowed", f"{request.method} is not supported")
 
 
+async def _new_events(
+    request: web.Request, api: KubeApi, target: Any, query: dict[str, str]
+) -> web.StreamResponse:
+    """events.k8s.io/v1: the core Events, converted both ways (events_v1)."""
+    core = api.target(EVENT, target.namespace, target.name)
+    if request.method == "GET":
+        if query.get("watch", "").lower() in ("1", "true"):
+            return await _stream_watch(request, api, core, query, events_v1.from_core)
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return _json(_table(api, core, query))
+        if target.name is None:
+            return _json(events_v1.convert_list(api.list(core, query)))
+        return _json(events_v1.from_core(api.store.get(EVENT, target.namespace, target.name)))
+    options = Options.of(query, request.headers.get("User-Agent", ""))
+    if request.method == "DELETE" and target.name is not None:
+        status, deleted = api.delete(core, options)
+        return _json(deleted, status)
+    body = await _read_body(request)
+    if request.method == "POST" and target.name is None:
+        event = events_v1.to_core(api.known_fields(EVENTS_V1, body, options), creating=True)
+        created = events_v1.from_core(api.create(core, event, options))
+        return _json(created, 201, options.warnings)
+    if target.name is None or request.method not in ("PUT", "PATCH"):
+        raise KubeError(405, "MethodNotAllowed", f"{request.method} is not supported here")
+    if request.method == "PATCH":
+        current = events_v1.from_core(api.store.get(EVENT, target.namespace, target.name))
+        body = patches.patched(current, request.content_type, body, strategic=True)
+    event = events_v1.to_core(api.known_fields(EVENTS_V1, body, options), creating=False)
+    updated = events_v1.from_core(api.update(core, event, options))
+    return _json(updated, 200, options.warnings)
+
+
 def _table(api: KubeApi, target: Any, query: dict[str, str]) -> dict[str, Any]:
     """``kubectl get``'s view: the object (or list) as a meta.k8s.io Table."""
     include = query.get("includeObject", "Metadata")
@@ -151,8 +187,9 @@ def _table(api: KubeApi, target: Any, query: dict[str, str]) -> dict[str, Any]:
 
 
 async def _stream_watch(
-    request: web.Request, api: KubeApi, target: Any, query: dict[str, str]
-) -> web.StreamResponse:
+    request: web.Request, api: KubeApi, target: Any, query: dict[str, str],
+    convert: Callable[[Any], Any] = lambda obj: obj,
+) -> web.StreamResponse:  # fmt: skip
     try:
         sub = api.watch(target, query)
     except KubeError as err:
@@ -175,6 +212,8 @@ async def _stream_watch(
                 obj = event["object"]
                 rv = obj.get("metadata", {}).get("resourceVersion", "")
                 event = event | {"object": tables.table(target.rt, [obj], rv, include)}
+            elif event["type"] != "BOOKMARK":
+                event = event | {"object": convert(event["object"])}
             await response.write(json.dumps(event).encode() + b"\n")
     except ConnectionResetError:  # the client left; a cancellation propagates
         pass

@@ -366,6 +366,13 @@ def _v3_param(param: dict[str, Any]) -> dict[str, Any]:
 # -- field validation and pruning --------------------------------------------
 
 
+def resolve(schema: Any) -> dict[str, Any]:
+    """A schema with its $refs (to kube's definitions) followed."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = upstream().get(schema["$ref"].rsplit("/", 1)[-1], {})
+    return schema if isinstance(schema, dict) else {}
+
+
 class Fields:
     """What one object holds that its schema does not declare."""
 

@@ -14,7 +14,36 @@ JSON = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 
+# The groups whose kinds take strategic merge patches (kube's compiled-in types).
+STRATEGIC_GROUPS = frozenset(
+    {
+        "",
+        "apps",
+        "discovery.k8s.io",
+        "coordination.k8s.io",
+        "events.k8s.io",
+        "rbac.authorization.k8s.io",
+    }
+)
 _MERGE_KEYS = ("name", "port", "ip", "containerPort", "type")
+
+
+def patched(current: Any, content_type: str, body: Any, *, strategic: bool) -> Any:
+    """``current`` after a patch of one of the three types (``strategic``:
+    whether the kind takes strategic merge patches, as built-in kinds do)."""
+    if content_type == JSON:
+        return json_patch(current, body)
+    if content_type == MERGE:
+        return merge_patch(current, body)
+    if content_type == STRATEGIC:
+        if not strategic:
+            raise KubeError(
+                415, "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: {JSON}, {MERGE}, {APPLY}",
+            )  # fmt: skip
+        return strategic_merge_patch(current, body)
+    raise KubeError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

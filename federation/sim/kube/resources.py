@@ -30,6 +30,15 @@ BUILTIN = (
     _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice", True),
     _builtin("coordination.k8s.io", "leases", "Lease", True),
     _builtin("", "events", "Event", True, "ev"),
+    _builtin("events.k8s.io", "events", "Event", True, "ev"),  # the same objects (events_v1)
+    # Stored and validated against kube's schemas, nothing more: what deploy/
+    # holds, so `kubectl apply --dry-run=server -k deploy/...` works here too.
+    _builtin("", "serviceaccounts", "ServiceAccount", True, "sa"),
+    _builtin("apps", "deployments", "Deployment", True, "deploy"),
+    _builtin("rbac.authorization.k8s.io", "roles", "Role", True),
+    _builtin("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", True),
+    _builtin("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", False),
+    _builtin("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", False),
     _builtin(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -40,7 +49,7 @@ BUILTIN = (
     ),
 )
 
-CRD = BUILTIN[-1]
+CRD = next(rt for rt in BUILTIN if rt.plural == "customresourcedefinitions")
 NAMESPACE = BUILTIN[0]
 SERVICE = BUILTIN[1]
 NODE = BUILTIN[2]
@@ -48,6 +57,7 @@ SECRET = BUILTIN[3]
 POD = BUILTIN[5]
 ENDPOINT_SLICE = BUILTIN[6]
 EVENT = BUILTIN[8]
+EVENTS_V1 = BUILTIN[9]
 
 
 class Registry:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from federation.sim.kube import apply as ownership
 from federation.sim.kube import openapi
 from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
@@ -63,18 +64,31 @@ class Options:
     field_manager: str = ""
     force: bool = False
     warnings: list[str] = field(default_factory=list)
+    user_agent: str = ""
+    applied: bool = False  # an apply already recorded its fields
+
+    @property
+    def manager(self) -> str:
+        """Who an update's fields belong to: the request's fieldManager, or
+        (as kube derives it) its User-Agent up to the first "/"; the
+        simulation's own controllers, in process, are "federation-sim"."""
+        return self.field_manager or self.user_agent.split("/", 1)[0][:128] or "federation-sim"
 
     @classmethod
-    def of(cls, query: dict[str, str]) -> Options:
+    def of(cls, query: dict[str, str], user_agent: str = "") -> Options:
         dry_run = query.get("dryRun", "")
         if dry_run not in ("", "All"):
             raise KubeError.bad_request(
                 f'dryRun: Unsupported value: "{dry_run}": supported values: "All"'
             )
+        manager = query.get("fieldManager", "")
+        if len(manager) > 128:
+            raise KubeError.bad_request("fieldManager: Too long: may not be longer than 128")
         return cls(
             dry_run=dry_run == "All",
             field_validation=query.get("fieldValidation") or "Warn",
-            field_manager=query.get("fieldManager", ""),
+            field_manager=manager,
+            user_agent=user_agent,
             force=query.get("force", "").lower() in ("true", "1"),
         )
 
@@ -156,7 +170,7 @@ class KubeApi:
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
-        obj = self._known_fields(target.rt, obj, options)
+        obj = self.known_fields(target.rt, obj, options)
         assign_name(target.rt, obj)
         if target.rt.status_subresource:
             obj.pop("status", None)  # set through /status only
@@ -166,6 +180,8 @@ class KubeApi:
             if self.store.exists(SERVICE, ns, obj["metadata"]["name"]):
                 raise KubeError.already_exists(SERVICE, obj["metadata"]["name"])
             self.services.prepare_create(obj)
+        if not options.applied:
+            ownership.track_update(target.rt, self._schema(target.rt), None, obj, options.manager)
         if options.dry_run:
             return self.store.create(target.rt, ns, obj, dry_run=True)
         created = self.store.create(target.rt, ns, obj)
@@ -180,7 +196,7 @@ class KubeApi:
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
-        obj = self._known_fields(target.rt, obj, options)
+        obj = self.known_fields(target.rt, obj, options)
         if target.subresource == "status":
             current = self.store.get(target.rt, ns, target.name)
             current["status"] = obj.get("status")
@@ -200,6 +216,9 @@ class KubeApi:
                 obj = obj | {"status": stored["status"]}
             else:
                 obj = {k: v for k, v in obj.items() if k != "status"}
+        if target.subresource is None and not options.applied:
+            live = self.store.get(target.rt, ns, target.name)
+            ownership.track_update(target.rt, self._schema(target.rt), live, obj, options.manager)
         if target.rt is SERVICE and target.subresource is None:
             self.services.prepare_update(ns, self.store.get(SERVICE, ns, target.name), obj)
         validate(
@@ -228,21 +247,12 @@ class KubeApi:
         assert target.name is not None
         options = options or Options()
         ns = target.namespace or ""
+        if content_type == patches.APPLY:
+            return self._apply(target, ns, _object(body), options)
         current = self.store.get(target.rt, ns, target.name)
-        if content_type == patches.JSON:
-            patched = patches.json_patch(current, body)
-        elif content_type == patches.MERGE:
-            patched = patches.merge_patch(current, body)
-        elif content_type in (patches.STRATEGIC, patches.APPLY):
-            if target.rt.group not in ("", "discovery.k8s.io", "coordination.k8s.io"):
-                raise KubeError(
-                    415,
-                    "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format - accepted media types include: {patches.JSON}, {patches.MERGE}",
-                )
-            patched = patches.strategic_merge_patch(current, body)
-        else:
-            raise KubeError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+        patched = patches.patched(
+            current, content_type, body, strategic=target.rt.group in patches.STRATEGIC_GROUPS
+        )
         if not isinstance(patched, dict):
             raise KubeError.bad_request("a patch must leave an object")
         patched.setdefault("metadata", {})
@@ -250,8 +260,33 @@ class KubeApi:
             (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
         )
         patched["metadata"]["resourceVersion"] = wanted_rv or current["metadata"]["resourceVersion"]
-        patched = self._known_fields(target.rt, patched, options)
+        patched = self.known_fields(target.rt, patched, options)
         return self._replace(target, ns, patched, options)
+
+    def _apply(self, target: _Target, ns: str, body: Obj, options: Options) -> Obj:
+        """Server-side apply: create or merge, recording the manager's intent."""
+        assert target.name is not None
+        if target.subresource is not None:
+            raise KubeError.bad_request("apply to a subresource is not supported here")
+        body = self.known_fields(target.rt, body, options)
+        meta = body.setdefault("metadata", {})
+        if meta.get("name", target.name) != target.name:
+            raise KubeError.bad_request(
+                f"the name of the object ({meta['name']}) does not match the URL ({target.name})"
+            )
+        meta["name"] = target.name
+        exists = self.store.exists(target.rt, ns, target.name)
+        live = self.store.get(target.rt, ns, target.name) if exists else None
+        schema = self._schema(target.rt)
+        result = ownership.apply(
+            target.rt, schema, live, body, options.field_manager, force=options.force
+        )
+        options.applied = True
+        if live is None:
+            return self.create(self.target(target.rt, target.namespace), result, options)
+        if meta.get("resourceVersion"):
+            result["metadata"]["resourceVersion"] = meta["resourceVersion"]
+        return self._replace(target, ns, result, options)
 
     def delete(self, target: _Target, options: Options | None = None) -> tuple[int, Obj]:
         assert target.name is not None
@@ -328,17 +363,20 @@ class KubeApi:
             return None  # built in
         return self.store.get(CRD, "", f"{rt.plural}.{rt.group}")
 
-    def _known_fields(self, rt: ResourceType, obj: Obj, options: Options) -> Obj:
+    def _schema(self, rt: ResourceType) -> dict[str, Any]:
+        """A kind's schema: kube's for a built-in kind, its CRD's otherwise."""
+        crd = self._crd_of(rt)
+        if crd is not None:
+            return openapi.crd_schema(rt, crd)
+        name = openapi.builtin_name(rt)
+        return openapi.upstream()[name] if name else {}
+
+    def known_fields(self, rt: ResourceType, obj: Obj, options: Options) -> Obj:
         """The object without the fields its schema does not declare, under
         the request's fieldValidation."""
-        crd = self._crd_of(rt)
-        if crd is None:
-            name = openapi.builtin_name(rt)
-            fields = (
-                None if name is None else openapi.Fields(openapi.upstream()[name], structural=False)
-            )
-        else:
-            fields = openapi.Fields(openapi.crd_schema(rt, crd), structural=True)
+        schema = self._schema(rt)
+        structural = rt.status_subresource is not None
+        fields = openapi.Fields(schema, structural=structural) if schema else None
         known, warnings = openapi.check_fields(rt, obj, fields, options.field_validation)
         options.warnings.extend(warnings)
         return known

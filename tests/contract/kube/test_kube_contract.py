@@ -432,3 +432,25 @@ async def test_events_are_created_listed_and_watched(kube: Kube) -> None:
     assert ("ADDED", created.metadata.name, "Tested") in seen
     again = await kube.core.list_namespaced_event(ns)
     assert [e.reason for e in again.items if e.metadata.name == created.metadata.name] == ["Tested"]
+
+
+async def test_events_are_served_as_events_k8s_io_v1_too(kube: Kube) -> None:
+    """One Event, two schemas: written as events.k8s.io/v1, read as core/v1."""
+    ns = kube.namespace
+    events = client.EventsV1Api(kube.api)
+    body = {
+        "metadata": {"name": "web.v1"},
+        "eventTime": "2026-12-02T00:00:00.000000Z", "action": "Testing",
+        "reportingController": "federation.io/contract", "reportingInstance": "contract-1",
+        "reason": "Tested", "type": "Normal", "note": "through the new API",
+        "regarding": {"apiVersion": "v1", "kind": "Service", "namespace": ns, "name": "web"},
+    }  # fmt: skip
+    created = await events.create_namespaced_event(ns, body)
+    assert created.note == "through the new API" and created.regarding.name == "web"
+    core = await kube.core.read_namespaced_event("web.v1", ns)
+    assert core.message == "through the new API" and core.involved_object.name == "web"
+    assert core.reporting_component == "federation.io/contract"
+    listed = await events.list_namespaced_event(ns)
+    assert [e.reason for e in listed.items if e.metadata.name == "web.v1"] == ["Tested"]
+    incomplete = {k: v for k, v in body.items() if k != "action"} | {"metadata": {"name": "x"}}
+    await expect_status(422, events.create_namespaced_event(ns, incomplete))
