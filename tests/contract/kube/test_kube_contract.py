@@ -438,6 +438,7 @@ async def test_events_are_served_as_events_k8s_io_v1_too(kube: Kube) -> None:
     """One Event, two schemas: written as events.k8s.io/v1, read as core/v1."""
     ns = kube.namespace
     events = client.EventsV1Api(kube.api)
+    before = await events.list_namespaced_event(ns)
     body = {
         "metadata": {"name": "web.v1"},
         "eventTime": "2026-12-02T00:00:00.000000Z", "action": "Testing",
@@ -452,5 +453,17 @@ async def test_events_are_served_as_events_k8s_io_v1_too(kube: Kube) -> None:
     assert core.reporting_component == "federation.io/contract"
     listed = await events.list_namespaced_event(ns)
     assert [e.reason for e in listed.items if e.metadata.name == "web.v1"] == ["Tested"]
+    stream = watch.Watch()
+    async with asyncio.timeout(20):
+        async for change in stream.stream(
+            events.list_namespaced_event, ns,
+            resource_version=before.metadata.resource_version, timeout_seconds=10,
+        ):  # fmt: skip
+            if change["object"].metadata.name == "web.v1":
+                assert change["type"] == "ADDED" and change["object"].note == "through the new API"
+                break
+        else:
+            raise AssertionError("the watch ended without the event")
+    stream.stop()
     incomplete = {k: v for k, v in body.items() if k != "action"} | {"metadata": {"name": "x"}}
     await expect_status(422, events.create_namespaced_event(ns, incomplete))
