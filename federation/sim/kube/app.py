@@ -19,9 +19,10 @@ from aiohttp import web
 from federation.sim.kube import events_v1, tables
 from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
+from federation.sim.kube.options import Options
 from federation.sim.kube.rbac import Grant, Request
 from federation.sim.kube.resources import EVENT, EVENTS_V1
-from federation.sim.kube.server import OPEN_PATHS, KubeApi, Options, watch_events
+from federation.sim.kube.server import OPEN_PATHS, KubeApi, watch_events
 from federation.sim.kube.services import DEFAULT_SERVICE_CIDR
 from federation.sim.kube.tls import make_serving_certs, write_kubeconfig
 
@@ -207,13 +208,12 @@ async def _stream_watch(
     include = query.get("includeObject", "Metadata")
     try:
         async for event in watch_events(api, target.rt, sub, query):
-            if as_table and event["type"] != "BOOKMARK":
-                # ``kubectl get --watch``: each event's object is a one-row Table.
+            if event["type"] != "BOOKMARK":
                 obj = event["object"]
                 rv = obj.get("metadata", {}).get("resourceVersion", "")
-                event = event | {"object": tables.table(target.rt, [obj], rv, include)}
-            elif event["type"] != "BOOKMARK":
-                event = event | {"object": convert(event["object"])}
+                # ``kubectl get --watch``: each event's object is a one-row Table.
+                shown = tables.table(target.rt, [obj], rv, include) if as_table else convert(obj)
+                event = event | {"object": shown}
             await response.write(json.dumps(event).encode() + b"\n")
     except ConnectionResetError:  # the client left; a cancellation propagates
         pass

@@ -313,7 +313,7 @@ def apply(rt: ResourceType, schema: dict[str, Any], live: Obj | None, applied: O
     )  # fmt: skip
     kept = copy.deepcopy(live)
     for path in sorted(mine - wanted, key=len, reverse=True):
-        if not managed.owners(path, besides=me) and not _owned_below(managed, path, me):
+        if not _owned_below(managed, path, me):
             remove_at(kept, path)
     result: Obj = merge(kept, applied, schema)
     managed.drop({path for _, path in conflicts})  # forced: theirs no more
@@ -324,6 +324,8 @@ def apply(rt: ResourceType, schema: dict[str, Any], live: Obj | None, applied: O
 
 
 def _owned_below(managed: Managed, path: Path, me: tuple[str, str]) -> bool:
+    """Whether anyone besides ``me`` owns the field (or list item) or
+    something inside it."""
     item = path[:-1] if path[-1] == ITEM else path
     return any(
         s_path[: len(item)] == item

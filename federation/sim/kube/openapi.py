@@ -135,7 +135,8 @@ def _gvk(rt: ResourceType, kind: str | None = None) -> dict[str, str]:
 
 class Documents:
     """The OpenAPI documents for what is served now: built-in kinds and the
-    CRDs established.  ``crds`` maps a CRD kind to its CRD object."""
+    CRDs established.  ``crd_of`` gives a CRD kind's CRD object (None for
+    a built-in kind)."""
 
     def __init__(self, types: Iterable[ResourceType], crd_of: Callable[[ResourceType], Obj | None]):
         self.definitions: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from federation.sim.kube.objects import (
     Subscription,
     assign_name,
 )
+from federation.sim.kube.options import Options
 from federation.sim.kube.rbac import Grant
 from federation.sim.kube.resources import CRD, NAMESPACE, SERVICE, Registry, types_from_crd
 from federation.sim.kube.selectors import Selector
@@ -52,45 +53,6 @@ class Faults:
     def should_fail(self, verb: str) -> bool:
         rate = self.error_rates.get(verb, 0.0)
         return rate > 0 and self.rng.random() < rate
-
-
-@dataclass(slots=True)
-class Options:
-    """A write's query options (``dryRun``, ``fieldValidation``,
-    ``fieldManager``, ``force``) and the warnings it answers with."""
-
-    dry_run: bool = False
-    field_validation: str = "Warn"  # kube's default since 1.23
-    field_manager: str = ""
-    force: bool = False
-    warnings: list[str] = field(default_factory=list)
-    user_agent: str = ""
-    applied: bool = False  # an apply already recorded its fields
-
-    @property
-    def manager(self) -> str:
-        """Who an update's fields belong to: the request's fieldManager, or
-        (as kube derives it) its User-Agent up to the first "/"; the
-        simulation's own controllers, in process, are "federation-sim"."""
-        return self.field_manager or self.user_agent.split("/", 1)[0][:128] or "federation-sim"
-
-    @classmethod
-    def of(cls, query: dict[str, str], user_agent: str = "") -> Options:
-        dry_run = query.get("dryRun", "")
-        if dry_run not in ("", "All"):
-            raise KubeError.bad_request(
-                f'dryRun: Unsupported value: "{dry_run}": supported values: "All"'
-            )
-        manager = query.get("fieldManager", "")
-        if len(manager) > 128:
-            raise KubeError.bad_request("fieldManager: Too long: may not be longer than 128")
-        return cls(
-            dry_run=dry_run == "All",
-            field_validation=query.get("fieldValidation") or "Warn",
-            field_manager=manager,
-            user_agent=user_agent,
-            force=query.get("force", "").lower() in ("true", "1"),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +83,7 @@ class KubeApi:
         self.grants: dict[str, Grant] = {}  # other bearer tokens, under RBAC
         self.bookmark_interval = bookmark_interval
         self._documents: tuple[tuple[tuple[str, str], ...], openapi.Documents] | None = None
+        self._schemas: dict[ResourceType, dict[str, Any]] = {}  # forgotten on any CRD write
         for name in DEFAULT_NAMESPACES:
             self.store.create(
                 NAMESPACE, "", {"metadata": {"name": name}, "status": {"phase": "Active"}}
@@ -170,7 +133,8 @@ class KubeApi:
         obj = _object(body)
         ns = self._namespace_for_write(target, obj)
         self._check_kind(target.rt, obj)
-        obj = self.known_fields(target.rt, obj, options)
+        if not options.applied:  # an apply pruned its body already
+            obj = self.known_fields(target.rt, obj, options)
         assign_name(target.rt, obj)
         if target.rt.status_subresource:
             obj.pop("status", None)  # set through /status only
@@ -185,6 +149,7 @@ class KubeApi:
         if options.dry_run:
             return self.store.create(target.rt, ns, obj, dry_run=True)
         created = self.store.create(target.rt, ns, obj)
+        self._forget_schemas(target.rt)
         if declared:
             created = self._establish(created, declared)
         self._sync_service(target.rt, ns, created["metadata"]["name"])
@@ -206,21 +171,20 @@ class KubeApi:
 
     def _replace(self, target: _Target, ns: str, obj: Obj, options: Options) -> Obj:
         assert target.name is not None
+        live = self.store.get(target.rt, ns, target.name)
         if target.rt.status_subresource:  # a CRD's status moves through /status alone
-            stored = self.store.get(target.rt, ns, target.name)
             if target.subresource == "status":
                 rv = obj.get("metadata", {}).get("resourceVersion")
-                obj = stored | {"status": obj.get("status")}
-                obj["metadata"] = dict(stored["metadata"]) | {"resourceVersion": rv}
-            elif "status" in stored:
-                obj = obj | {"status": stored["status"]}
+                obj = live | {"status": obj.get("status")}
+                obj["metadata"] = dict(live["metadata"]) | {"resourceVersion": rv}
+            elif "status" in live:
+                obj = obj | {"status": live["status"]}
             else:
                 obj = {k: v for k, v in obj.items() if k != "status"}
         if target.subresource is None and not options.applied:
-            live = self.store.get(target.rt, ns, target.name)
             ownership.track_update(target.rt, self._schema(target.rt), live, obj, options.manager)
         if target.rt is SERVICE and target.subresource is None:
-            self.services.prepare_update(ns, self.store.get(SERVICE, ns, target.name), obj)
+            self.services.prepare_update(ns, live, obj)
         validate(
             target.rt,
             obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}},
@@ -229,6 +193,7 @@ class KubeApi:
         if options.dry_run:
             return self.store.update(target.rt, ns, target.name, obj, dry_run=True)
         updated = self.store.update(target.rt, ns, target.name, obj)
+        self._forget_schemas(target.rt)
         self._sync_service(target.rt, ns, target.name)
         return updated
 
@@ -296,6 +261,7 @@ class KubeApi:
         if target.rt is NAMESPACE:
             self._empty_namespace(target.name)
         result = self.store.delete(target.rt, ns, target.name)
+        self._forget_schemas(target.rt)
         self._sync_service(target.rt, ns, target.name)
         if target.rt is CRD and not result["metadata"].get("deletionTimestamp"):
             self._forget_crd(result)
@@ -365,11 +331,20 @@ class KubeApi:
 
     def _schema(self, rt: ResourceType) -> dict[str, Any]:
         """A kind's schema: kube's for a built-in kind, its CRD's otherwise."""
-        crd = self._crd_of(rt)
-        if crd is not None:
-            return openapi.crd_schema(rt, crd)
-        name = openapi.builtin_name(rt)
-        return openapi.upstream()[name] if name else {}
+        schema = self._schemas.get(rt)
+        if schema is None:
+            crd = self._crd_of(rt)
+            if crd is not None:
+                schema = openapi.crd_schema(rt, crd)
+            else:
+                name = openapi.builtin_name(rt)
+                schema = openapi.upstream()[name] if name else {}
+            self._schemas[rt] = schema
+        return schema
+
+    def _forget_schemas(self, rt: ResourceType) -> None:
+        if rt is CRD:
+            self._schemas.clear()
 
     def known_fields(self, rt: ResourceType, obj: Obj, options: Options) -> Obj:
         """The object without the fields its schema does not declare, under

@@ -14,6 +14,7 @@ from typing import Any
 from tests.contract.kube.conftest import Kube
 from tests.contract.kube.test_openapi import widgets  # noqa: F401  (a fixture)
 from tests.integration.test_sim_kubeapi import find_kubectl
+from tests.support import eventually
 
 DEADLINE = 30.0
 
@@ -80,15 +81,17 @@ async def test_kubectl_explain_reads_the_servers_schemas(
     assert "port\t<integer> -required-" in ports.replace("  ", "\t").replace("\t\t", "\t")
     assert "addresses" in await ok(kube, "explain", "endpointslices.endpoints")
     group, plural, _ = widgets
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE  # a real apiserver publishes a new CRD's schema shortly
-    while True:
-        done = await kubectl(kube, "explain", f"{plural}.spec", f"--api-version={group}/v1")
-        if done.code == 0 or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert done.code == 0, done.err
-    assert "size" in done.out and "<integer>" in done.out
+    explained: list[Done] = []
+
+    async def explains() -> bool:
+        explained.append(
+            await kubectl(kube, "explain", f"{plural}.spec", f"--api-version={group}/v1")
+        )
+        return explained[-1].code == 0
+
+    # A real apiserver publishes a new CRD's schema shortly after it is established.
+    await eventually(explains, timeout=DEADLINE, what=f"kubectl explain {plural}")
+    assert "size" in explained[-1].out and "<integer>" in explained[-1].out
 
 
 async def test_kubectl_wait_for_a_condition_a_field_and_a_deletion(
