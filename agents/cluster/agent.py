@@ -51,7 +51,9 @@ from agents.cluster.exports import Exports
 from agents.cluster.imports import Imports
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
+    HTTP_ROUTES,
     NODES,
+    SERVICE_ENTRIES,
     SERVICE_EXPORTS,
     SERVICE_IMPORTS,
     SERVICES,
@@ -95,6 +97,12 @@ class ImportKey:
 
 Key = ExportKey | ImportKey
 WORKERS = 4
+# Kinds the agent writes only where their CRDs are served, and what for.
+OPTIONAL_KINDS = {
+    WORKLOAD_ENTRIES: "VM endpoints also get Istio WorkloadEntries",
+    SERVICE_ENTRIES: "weighted splits get an Istio ServiceEntry",
+    HTTP_ROUTES: "weighted splits get Gateway API HTTPRoutes and per-source Services",
+}
 CONFLICT_DELAY = 0.05
 
 
@@ -229,7 +237,7 @@ class ClusterAgent:
     def _owned_services(self) -> set[ServiceRef]:
         """Every service that has managed objects in this cluster."""
         owned: set[ServiceRef] = set()
-        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, SERVICES, WORKLOAD_ENTRIES):
+        for kind in (SERVICE_IMPORTS, ENDPOINT_SLICES, SERVICES, *OPTIONAL_KINDS):
             if kind in self.informers:
                 owned |= {
                     ServiceRef(namespace=ns, name=name)
@@ -244,17 +252,18 @@ class ClusterAgent:
             await ensure_crds(self.kube)
         except KubeError as err:
             log.warning("cannot install the MCS CRDs (%s); assuming they are there", err)
-        try:
-            if await self.kube.served(WORKLOAD_ENTRIES):
-                log.info("Istio is installed: VM endpoints also get WorkloadEntries")
-                self.informers[WORKLOAD_ENTRIES] = Informer(
-                    self.kube,
-                    WORKLOAD_ENTRIES,
-                    self._kube_changed(WORKLOAD_ENTRIES),
-                    index_labels=(importer.SERVICE_LABEL,),
-                )
-        except KubeError as err:
-            log.warning("cannot tell whether Istio is installed (%s); no WorkloadEntries", err)
+        for kind, served_means in OPTIONAL_KINDS.items():
+            try:
+                if await self.kube.served(kind):
+                    log.info("%s are served: %s", kind.plural, served_means)
+                    self.informers[kind] = Informer(
+                        self.kube,
+                        kind,
+                        self._kube_changed(kind),
+                        index_labels=(importer.SERVICE_LABEL,),
+                    )
+            except KubeError as err:
+                log.warning("cannot tell whether %s are served (%s); none", kind.plural, err)
         async with asyncio.TaskGroup() as group:
             for informer in self.informers.values():
                 group.create_task(informer.run())

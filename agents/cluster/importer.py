@@ -18,6 +18,7 @@ identity."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,14 @@ def _service_ports(sets: Iterable[EndpointSet]) -> tuple[EndpointPort, ...]:
             if endpoint.ports:
                 return endpoint.ports
     return ()
+
+
+def service_ports(
+    sets: list[EndpointSet], derived: mcs.Derived | None = None
+) -> tuple[EndpointPort, ...]:
+    """The import's ports: the MCS merge, else the first source's."""
+    derived = derived if derived is not None else mcs.derive(sets)
+    return derived.ports or _service_ports(sets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +213,19 @@ def _by_source(endpoints: tuple[Chosen, ...]) -> dict[str, tuple[Chosen, ...]]:
     return {source: tuple(members) for source, members in grouped.items()}
 
 
-def _source_slices(
+def source_slices(
     service: ServiceRef,
     name: str,
     source: str,
     chosen: tuple[Chosen, ...],
     refused: Mapping[str, str],
     bodies: Bodies,
+    *,
+    mcs_labels: bool = True,
 ) -> tuple[list[Desired], dict[str, str]]:
+    """One source's slices for the Service ``name``, at most MAX_PER_SLICE
+    endpoints each; ``mcs_labels``: labelled as the MCS API's slices of the
+    import (the -global Service's are; a per-source Service's are not)."""
     kept, left_out = holdable(chosen, refused)
     groups: dict[tuple[str, tuple[EndpointPort, ...]], list[Chosen]] = {}
     for member in kept:
@@ -223,12 +237,22 @@ def _source_slices(
         for index, start in enumerate(range(0, len(members), MAX_PER_SLICE)):
             slice_name = f"{prefix}-{index}"
             chunk = members[start : start + MAX_PER_SLICE]
-            signature = (name, family, endpoint_ports, _members(chunk))
+            signature = (name, family, endpoint_ports, mcs_labels, _members(chunk))
             body = bodies.body(
                 service,
                 slice_name,
                 signature,
-                lambda: _slice(service, name, slice_name, source, family, endpoint_ports, chunk),  # noqa: B023 - called at once
+                functools.partial(
+                    _slice,
+                    service,
+                    name,
+                    slice_name,
+                    source,
+                    family,
+                    endpoint_ports,
+                    chunk,
+                    mcs_labels,
+                ),
             )
             out.append(Desired(ENDPOINT_SLICES, service.namespace, slice_name, body))
     return out, left_out
@@ -255,17 +279,20 @@ def materialize(
     bodies: Bodies | None = None,
     saved_view: dict[str, str] | None = None,
     ips: tuple[str, ...] = (),
+    weights_note: str | None = None,
 ) -> Materialized:
     """The objects of ``service`` here.  ``saved_view``: the saved-view
     annotations to write as they are (the agent refreshes them at most every
     few seconds: at 255 sources they are the largest thing it writes).
     ``ips``: the derived Service's cluster IPs, once the apiserver gave them
-    (the ServiceImport's ``spec.ips``, as GKE's derived Services do)."""
+    (the ServiceImport's ``spec.ips``, as GKE's derived Services do).
+    ``weights_note``: which data plane here honours a weighted split
+    (``canary.note``); without one, the ServiceImport says none does."""
     bodies = bodies if bodies is not None else Bodies()
     name = global_name(service, suffix)
     labels = labels_of(service)
     derived = mcs.derive(sets)
-    ports = derived.ports or _service_ports(sets)
+    ports = service_ports(sets, derived)
     affinity: dict[str, Any] = {}
     if derived.session_affinity is SessionAffinity.CLIENT_IP:
         affinity["sessionAffinity"] = "ClientIP"
@@ -301,14 +328,14 @@ def materialize(
     for source, chosen in sorted(by_source.items()):
         slices, dropped = bodies.source(
             service, source, chosen, len(refused or {}),
-            lambda: _source_slices(service, name, source, chosen, refused or {}, bodies),  # noqa: B023 - called at once
+            lambda: source_slices(service, name, source, chosen, refused or {}, bodies),  # noqa: B023 - called at once
         )  # fmt: skip
         out += slices
         left_out.update(dropped)
     saved = saved_view if saved_view is not None else _saved(sets, choice, bodies)
     annotations = {CHOICE_ANNOTATION: choice.reason, **saved}
     if weighted(choice):
-        annotations[WEIGHTS_ANNOTATION] = WEIGHTS_UNENFORCED
+        annotations[WEIGHTS_ANNOTATION] = weights_note or WEIGHTS_UNENFORCED
     if left_out:
         shown = [{"address": a, "reason": r} for a, r in sorted(left_out.items())[:LEFT_OUT_SHOWN]]
         annotations[LEFT_OUT_ANNOTATION] = json.dumps(
@@ -390,21 +417,20 @@ def _slice(
     family: str,
     ports: tuple[EndpointPort, ...],
     members: list[Chosen],
+    mcs_labels: bool,
 ) -> Obj:
+    labels = {
+        **labels_of(service),
+        SERVICE_NAME: name,
+        "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+    }
+    if mcs_labels:
+        labels[MCS_SERVICE_NAME] = service.name
+        labels[MCS_SOURCE_CLUSTER] = SourceRef.parse(source).name
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {
-            "name": slice_name,
-            "namespace": service.namespace,
-            "labels": {
-                **labels_of(service),
-                SERVICE_NAME: name,
-                "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
-                MCS_SERVICE_NAME: service.name,
-                MCS_SOURCE_CLUSTER: SourceRef.parse(source).name,
-            },
-        },
+        "metadata": {"name": slice_name, "namespace": service.namespace, "labels": labels},
         "addressType": family,
         "endpoints": [
             {
@@ -479,5 +505,8 @@ __all__ = [
     "labels_of",
     "materialize",
     "merged",
+    "service_ports",
     "sets_from_import",
+    "source_slices",
+    "weighted",
 ]

@@ -10,10 +10,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agents.cluster import importer, istio
+from agents.cluster import canary, importer, istio
 from agents.cluster.exporter import managed
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
+    HTTP_ROUTES,
+    SERVICE_ENTRIES,
     SERVICE_IMPORTS,
     SERVICES,
     WORKLOAD_ENTRIES,
@@ -85,18 +87,24 @@ class Imports:
             and now - saved_at < SAVED_VIEW_EVERY
             and len(saved.get(importer.SOURCES_ANNOTATION, "")) > SAVED_VIEW_SMALL
         )
+        planes = canary.Planes(HTTP_ROUTES in self.informers, SERVICE_ENTRIES in self.informers)
         for _ in range(3):  # each round may learn addresses the apiserver refuses
+            refused = self.writer.refused_addresses
+            weighting, note = canary.objects(
+                service, sets, choice, planes, self.suffix, refused, self.bodies
+            )
             done = importer.materialize(
                 service,
                 sets,
                 choice,
                 self.suffix,
-                self.writer.refused_addresses,
+                refused,
                 self.bodies,
                 saved if behind else None,
                 self._cluster_ips(service),
+                note,
             )
-            desired, keep = done.objects, set[str]()
+            desired, keep = done.objects + weighting, set[str]()
             if WORKLOAD_ENTRIES in self.informers:
                 entries, keep = istio.workload_entries(
                     service, choice, self.view.workloads, self.suffix
@@ -108,7 +116,7 @@ class Imports:
         if not behind:
             self._saved[service] = (now, done.saved)
         self._count_left_out(service, len(done.left_out))
-        self._say_weights(service, importer.weighted(choice))
+        self._say_weights(service, importer.weighted(choice) and note is None)
         self._observe(service, sets)
         self.metrics.imports.set(len(self.choices))
         revisit = revisit_after(choice, sets, policy, now)
@@ -155,11 +163,12 @@ class Imports:
             await self.writer.delete(kind, service.namespace, name)
 
     def _owned(self, service: ServiceRef, *, every: bool = False) -> set[tuple[Kind, str]]:
-        """The managed objects of ``service`` here (kind, name): slices and
-        WorkloadEntries, or (``every``) its Service and ServiceImport too."""
-        kinds = [ENDPOINT_SLICES, WORKLOAD_ENTRIES]
+        """The managed objects of ``service`` here (kind, name): all but its
+        ServiceImport, or (``every``) that too.  A reconcile always wants
+        the -global Service, so only per-source Services can go with it."""
+        kinds = [ENDPOINT_SLICES, WORKLOAD_ENTRIES, SERVICES, HTTP_ROUTES, SERVICE_ENTRIES]
         if every:
-            kinds += [SERVICE_IMPORTS, SERVICES]
+            kinds.append(SERVICE_IMPORTS)
         owned: set[tuple[Kind, str]] = set()
         for kind in kinds:
             if kind not in self.informers:

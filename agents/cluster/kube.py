@@ -74,6 +74,8 @@ EVENTS = Kind("", "v1", "events")
 KUBE_BACKOFF = Backoff(0.1, 5.0)  # an informer's list and watch after a failure
 ISTIO_GROUP = "networking.istio.io"
 WORKLOAD_ENTRIES = Kind(ISTIO_GROUP, "v1beta1", "workloadentries")  # served by Istio 1.8+
+SERVICE_ENTRIES = Kind(ISTIO_GROUP, "v1beta1", "serviceentries")
+HTTP_ROUTES = Kind("gateway.networking.k8s.io", "v1", "httproutes")  # Gateway API 1.0+
 
 
 def key_of(obj: Obj) -> str:
@@ -422,11 +424,13 @@ async def ensure_namespace(kube: Kube, namespace: str) -> None:
 __all__ = [
     "CONFIG_MAPS",
     "ENDPOINT_SLICES",
+    "HTTP_ROUTES",
     "LEASES",
     "NAMESPACES",
     "NODES",
     "SECRETS",
     "SERVICES",
+    "SERVICE_ENTRIES",
     "SERVICE_EXPORTS",
     "SERVICE_IMPORTS",
     "WORKLOAD_ENTRIES",

@@ -5,7 +5,9 @@ deletes its other managed objects.  A write the apiserver refuses affects
 only that service: a 422 that names endpoint addresses teaches the writer
 those addresses (the service is materialized again without them), any
 other refusal but 409 is one log line, a counter, and a ``Refused`` for the
-work queue to retry with backoff.  A 409 means someone else wrote first:
+work queue to retry with backoff.  An object of the same name that the
+agent does not manage (a user's Service ``echo-west``, say) is never
+overwritten: that is a refusal too.  A 409 means someone else wrote first:
 the caller looks again."""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.cluster import importer
+from agents.cluster.exporter import managed
 from agents.cluster.kube import (
     ENDPOINT_SLICES,
     Conflict,
@@ -77,6 +80,8 @@ class Writer:
             version = None if current is None else current["metadata"].get("resourceVersion")
             if last is not None and last[1] is item.body and last[0] == version is not None:
                 continue  # the body we wrote, and nobody wrote since
+            if current is not None and not managed(current):
+                self.refuse(service, item, "it exists and the federation agent does not manage it")
             if current is not None and not importer.differs(current, item.body):
                 self.written[key] = (current["metadata"].get("resourceVersion"), item.body)
                 continue
@@ -119,7 +124,7 @@ class Writer:
         )
         return True
 
-    def refuse(self, service: ServiceRef, item: importer.Desired, err: KubeError) -> None:
+    def refuse(self, service: ServiceRef, item: importer.Desired, err: KubeError | str) -> None:
         self.on_refused(item.kind)
         log.warning(
             "the apiserver refused %s %s: %s",

@@ -19,7 +19,7 @@ from agents.client import Credentials, RegistryClient
 from agents.cluster.agent import ClusterAgent
 from agents.cluster.crds import ensure_crds
 from agents.cluster.exporter import Site
-from agents.cluster.kube import SERVICE_EXPORTS, Kube, ensure_namespace
+from agents.cluster.kube import CRDS, SERVICE_EXPORTS, Kube, ensure_namespace
 from agents.credentials import keep_in
 from agents.vm.agent import Probe, VMAgent
 from federation.api.http import Settings
@@ -29,6 +29,7 @@ from federation.registry import Registry
 from federation.shared.clock import Backoff
 from federation.shared.tasks import cancel_and_wait
 from federation.sim.cluster import SimCluster
+from federation.sim.kube import thirdparty
 from federation.sim.kube.rbac import Grant
 from federation.store import Store, open_store
 
@@ -45,6 +46,9 @@ class ClusterSpec:
     region: str
     zones: Sequence[str] = ("a",)
     nodes_per_zone: int = 1
+    # Other projects' CRDs the cluster serves (federation.sim.kube.thirdparty
+    # names), installed before its agent starts.
+    serves: Sequence[str] = ()
 
 
 @dataclass
@@ -122,6 +126,8 @@ class World:
         assert member.kubeconfig is not None
         member.kube = await Kube.from_kubeconfig(member.kubeconfig)
         await ensure_crds(member.kube)  # as deploy/crds does
+        for name in spec.serves:
+            await member.kube.create(CRDS, None, thirdparty.load(name))
         for namespace in AGENT_NAMESPACES:  # as deploy/cluster/base/namespaces.yaml does
             await ensure_namespace(member.kube, namespace)
         grant = agent_grant()

@@ -8,10 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from agents.cluster.importer import WEIGHTS_ANNOTATION
-from agents.cluster.kube import EVENTS, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, Kube
+from agents.cluster.kube import (
+    EVENTS,
+    HTTP_ROUTES,
+    SERVICE_ENTRIES,
+    SERVICE_EXPORTS,
+    SERVICE_IMPORTS,
+    SERVICES,
+    Kube,
+)
 from federation.model import ServiceRef, TrafficPolicy
-from federation.sim.world import World
-from tests.integration.test_cluster_agent import NS, echo_world, routed_to
+from federation.sim.kube import thirdparty
+from federation.sim.kube.resources import ENDPOINT_SLICE
+from federation.sim.world import ClusterSpec, World
+from tests.integration.test_cluster_agent import NS, echo_world, pod_ips, routed_to
 from tests.support import eventually
 
 
@@ -129,3 +139,64 @@ async def test_weights_kube_proxy_cannot_honour_are_said_not_dropped(tmp_path: P
             lambda: registry.get_sample_value("federation_agent_unenforced_weights") == 1.0,
             what="the gauge counting the service",
         )
+
+
+async def test_weights_go_to_gateway_api_and_istio_where_they_are_served(tmp_path: Path) -> None:
+    """east2 serves Gateway API's and Istio's CRDs: a 90/10 split becomes an
+    HTTPRoute over per-source Services and a weighted ServiceEntry, the
+    ServiceImport says so, and nothing is left once the split ends."""
+    specs = [
+        ClusterSpec("east1", "us-east", ("a",)),
+        ClusterSpec("east2", "us-east", ("b",), serves=tuple(thirdparty.BY_NAME)),
+        ClusterSpec("west", "us-west", ("c",)),
+    ]
+    async with World(tmp_path, specs, heartbeat_ttl=2, lease_seconds=1.0) as world:
+        for name in world.members:
+            world.sim(name).run_echo(NS, "echo", replicas=2)
+            await world.export(name, NS, "echo")
+        await routed_to(world, "east2", "east2")
+        echo = ServiceRef(namespace=NS, name="echo")
+        split = {"cluster:east1": 90, "cluster:west": 10}
+        async with world.admin() as admin:
+            await admin.put_policy(TrafficPolicy(service=echo, weights=split))
+        kube = kube_of(world, "east2")
+
+        async def weighted_route() -> bool:
+            route = await kube.get(HTTP_ROUTES, NS, "echo-global")
+            backends = route["spec"]["rules"][0]["backendRefs"] if route else []
+            return {b["name"]: b["weight"] for b in backends} == {"echo-east1": 9, "echo-west": 1}
+
+        await eventually(weighted_route, what="an HTTPRoute weighting east1 9 to west 1")
+        per_source = world.sim("east2").client.list(
+            ENDPOINT_SLICE, NS, "kubernetes.io/service-name=echo-west"
+        )
+        assert {a for s in per_source for e in s["endpoints"] for a in e["addresses"]} == pod_ips(
+            world, "west"
+        )
+        entry = await kube.get(SERVICE_ENTRIES, NS, "echo-global")
+        assert entry is not None
+        assert {e["address"] for e in entry["spec"]["endpoints"]} == pod_ips(
+            world, "east1"
+        ) | pod_ips(world, "west")
+        imported = await kube.get(SERVICE_IMPORTS, NS, "echo")
+        assert imported is not None
+        said = imported["metadata"]["annotations"][WEIGHTS_ANNOTATION]
+        assert said.startswith("enforced by Gateway API HTTPRoutes") and "ServiceEntry" in said
+        agent = world.members["east2"].agent
+        assert agent is not None
+        assert agent.metrics.registry.get_sample_value("federation_agent_unenforced_weights") == 0
+
+        async with world.admin() as admin:
+            await admin.delete_policy(echo)
+
+        async def cleared() -> bool:
+            left = [
+                await kube.get(HTTP_ROUTES, NS, "echo-global"),
+                await kube.get(SERVICE_ENTRIES, NS, "echo-global"),
+                await kube.get(SERVICES, NS, "echo-west"),
+                await kube.get(SERVICES, NS, "echo-east1"),
+            ]
+            return left == [None] * 4
+
+        await eventually(cleared, what="the split's objects gone with the split")
+        assert await kube.get(SERVICES, NS, "echo-global") is not None

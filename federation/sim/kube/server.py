@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federation.sim.kube import apply as ownership
-from federation.sim.kube import openapi
+from federation.sim.kube import openapi, structural
 from federation.sim.kube import patch as patches
 from federation.sim.kube.errors import KubeError
 from federation.sim.kube.objects import (
@@ -138,6 +138,7 @@ class KubeApi:
         assign_name(target.rt, obj)
         if target.rt.status_subresource:
             obj.pop("status", None)  # set through /status only
+        obj = self._custom_values(target.rt, obj)
         validate(target.rt, obj, loopback_endpoints=self.loopback_endpoints)
         declared = types_from_crd(obj) if target.rt is CRD else []
         if target.rt is SERVICE:
@@ -185,6 +186,7 @@ class KubeApi:
             ownership.track_update(target.rt, self._schema(target.rt), live, obj, options.manager)
         if target.rt is SERVICE and target.subresource is None:
             self.services.prepare_update(ns, live, obj)
+        obj = self._custom_values(target.rt, obj)
         validate(
             target.rt,
             obj | {"metadata": obj.get("metadata", {}) | {"name": target.name}},
@@ -328,6 +330,16 @@ class KubeApi:
         if rt.status_subresource is None:
             return None  # built in
         return self.store.get(CRD, "", f"{rt.plural}.{rt.group}")
+
+    def _custom_values(self, rt: ResourceType, obj: Obj) -> Obj:
+        """A custom resource with its CRD's defaults, or its 422."""
+        crd = self._crd_of(rt)
+        if crd is None:
+            return obj
+        versions = crd.get("spec", {}).get("versions") or []
+        version: dict[str, Any] = next((v for v in versions if v.get("name") == rt.version), {})
+        schema = (version.get("schema") or {}).get("openAPIV3Schema")
+        return structural.check(rt, obj, schema) if schema else obj
 
     def _schema(self, rt: ResourceType) -> dict[str, Any]:
         """A kind's schema: kube's for a built-in kind, its CRD's otherwise."""
