@@ -104,7 +104,11 @@ class Imports:
                 self._cluster_ips(service),
                 note,
             )
-            desired, keep = done.objects + weighting, set[str]()
+            # The ServiceImport last: it says the weights are enforced only
+            # once what enforces them is written.
+            desired = [d for d in done.objects if d.kind is not SERVICE_IMPORTS] + weighting
+            desired += [d for d in done.objects if d.kind is SERVICE_IMPORTS]
+            keep = set[str]()
             if WORKLOAD_ENTRIES in self.informers:
                 entries, keep = istio.workload_entries(
                     service, choice, self.view.workloads, self.suffix

@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from agents.cluster import importer
 from agents.cluster.exporter import managed
@@ -124,16 +125,23 @@ class Writer:
         )
         return True
 
-    def refuse(self, service: ServiceRef, item: importer.Desired, err: KubeError | str) -> None:
+    def refuse(self, service: ServiceRef, item: importer.Desired, why: KubeError | str) -> NoReturn:
+        """One log line, the counter, and ``Refused`` for this key alone:
+        the apiserver's refusal, or the agent's own (``why`` a string)."""
         self.on_refused(item.kind)
+        who = "the apiserver refused" if isinstance(why, KubeError) else "not writing"
         log.warning(
-            "the apiserver refused %s %s: %s",
+            "%s %s %s: %s",
+            who,
             item.kind.plural,
             item.name,
-            err,
+            why,
             extra=fields(cluster=self.cluster, namespace=service.namespace, service=service.name),
         )
-        raise Refused(f"{item.kind.plural} {item.namespace}/{item.name}: {err}") from err
+        refused = Refused(f"{item.kind.plural} {item.namespace}/{item.name}: {why}")
+        if isinstance(why, KubeError):
+            raise refused from why
+        raise refused
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
         self.written.pop((kind.plural, namespace, name), None)

@@ -4,6 +4,8 @@ ServiceImport's type, ips, ports, session affinity and cluster names."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +143,12 @@ async def test_weights_kube_proxy_cannot_honour_are_said_not_dropped(tmp_path: P
         )
 
 
-async def test_weights_go_to_gateway_api_and_istio_where_they_are_served(tmp_path: Path) -> None:
-    """east2 serves Gateway API's and Istio's CRDs: a 90/10 split becomes an
-    HTTPRoute over per-source Services and a weighted ServiceEntry, the
-    ServiceImport says so, and nothing is left once the split ends."""
+SPLIT = {"cluster:east1": 90, "cluster:west": 10}
+
+
+@contextlib.asynccontextmanager
+async def weighting_world(tmp_path: Path) -> AsyncIterator[World]:
+    """The echo world, where east2 serves Gateway API's and Istio's CRDs."""
     specs = [
         ClusterSpec("east1", "us-east", ("a",)),
         ClusterSpec("east2", "us-east", ("b",), serves=tuple(thirdparty.BY_NAME)),
@@ -155,10 +159,17 @@ async def test_weights_go_to_gateway_api_and_istio_where_they_are_served(tmp_pat
             world.sim(name).run_echo(NS, "echo", replicas=2)
             await world.export(name, NS, "echo")
         await routed_to(world, "east2", "east2")
+        yield world
+
+
+async def test_weights_go_to_gateway_api_and_istio_where_they_are_served(tmp_path: Path) -> None:
+    """east2 serves Gateway API's and Istio's CRDs: a 90/10 split becomes an
+    HTTPRoute over per-source Services and a weighted ServiceEntry, the
+    ServiceImport says so, and nothing is left once the split ends."""
+    async with weighting_world(tmp_path) as world:
         echo = ServiceRef(namespace=NS, name="echo")
-        split = {"cluster:east1": 90, "cluster:west": 10}
         async with world.admin() as admin:
-            await admin.put_policy(TrafficPolicy(service=echo, weights=split))
+            await admin.put_policy(TrafficPolicy(service=echo, weights=SPLIT))
         kube = kube_of(world, "east2")
 
         async def weighted_route() -> bool:
@@ -200,3 +211,34 @@ async def test_weights_go_to_gateway_api_and_istio_where_they_are_served(tmp_pat
 
         await eventually(cleared, what="the split's objects gone with the split")
         assert await kube.get(SERVICES, NS, "echo-global") is not None
+
+
+async def test_a_users_service_of_a_per_source_name_is_never_overwritten(tmp_path: Path) -> None:
+    async with weighting_world(tmp_path) as world:
+        kube = kube_of(world, "east2")
+        mine = {
+            "metadata": {"name": "echo-west", "namespace": NS},
+            "spec": {"ports": [{"port": 9}]},
+        }
+        await kube.create(SERVICES, NS, mine)
+        async with world.admin() as admin:
+            await admin.put_policy(
+                TrafficPolicy(service=ServiceRef(namespace=NS, name="echo"), weights=SPLIT)
+            )
+        agent = world.members["east2"].agent
+        assert agent is not None
+        registry = agent.metrics.registry
+        await eventually(
+            lambda: (registry.get_sample_value(
+                "federation_agent_refused_writes_total", {"kind": "services"}
+            ) or 0) >= 1,
+            what="the agent refusing to write over the user's Service",
+        )  # fmt: skip
+        kept = await kube.get(SERVICES, NS, "echo-west")
+        assert kept is not None
+        assert [p["port"] for p in kept["spec"]["ports"]] == [9]
+        assert "app.kubernetes.io/managed-by" not in (kept["metadata"].get("labels") or {})
+        imported = await kube.get(SERVICE_IMPORTS, NS, "echo")
+        assert imported is not None  # it does not claim what was not written
+        said = (imported["metadata"].get("annotations") or {}).get(WEIGHTS_ANNOTATION, "")
+        assert not said.startswith("enforced")

@@ -194,3 +194,50 @@ async def test_a_vm_joins_both_ways_and_fails_over(world: World, tmp_path: Path)
         await asyncio.gather(task, return_exceptions=True)
         await client.close()
         await workload.stop()
+
+
+async def test_a_90_10_policy_splits_a_thousand_vm_connections_across_clusters(
+    world: World,
+) -> None:
+    """End to end on simulated clusters: the policy goes through the
+    registry, the VM agent's forwarder weights 1,000 connections 90/10
+    between east's and west's echo (within 5 points)."""
+    for name in world.members:
+        world.sim(name).run_echo(NS, "echo", replicas=2)
+        await world.export(name, NS, "echo")
+    forward_port = free_port()
+    record = VMRecord(
+        name="client-vm",
+        namespace=NS,
+        service_account="client",
+        address="127.0.9.2",
+        locality=Locality(region="us-east", zone="a"),
+    )
+    await world.start_vm(record, pinned={ECHO: ("127.0.0.1", forward_port)})
+    gate = asyncio.Semaphore(32)
+
+    async def one() -> str:
+        async with gate:
+            return await answer_from("127.0.0.1", forward_port)
+
+    async def reaches_east() -> bool:
+        try:
+            return await one() == "east"
+        except (OSError, AssertionError, TimeoutError, ValueError):
+            return False
+
+    await eventually(reaches_east, timeout=15, what="the VM reaching east, its region")
+    async with world.admin() as admin:
+        await admin.put_policy(
+            TrafficPolicy(service=ECHO, weights={"cluster:east": 90, "cluster:west": 10})
+        )
+
+    async def split_applied() -> bool:  # before it, a us-east VM reaches east only
+        answers = await asyncio.gather(*(one() for _ in range(100)))
+        return "west" in answers
+
+    await eventually(split_applied, timeout=15, what="the VM's forwarder taking the split")
+    answers = await asyncio.gather(*(one() for _ in range(1000)))
+    east = answers.count("east") / len(answers)
+    assert 0.85 <= east <= 0.95, east
+    assert answers.count("east") + answers.count("west") == 1000
