@@ -25,9 +25,10 @@ class ShardSummary:
     generation: int
 
 
-def summarize(value: bytes) -> ShardSummary | None:
+def summarize(value: bytes, decoded: Any = None) -> ShardSummary | None:
+    """The shard's counts; ``decoded``: ``value`` already decoded."""
     try:
-        obj = orjson.loads(value)
+        obj = orjson.loads(value) if decoded is None else decoded
         endpoints = obj.get("endpoints") or []
         return ShardSummary(
             endpoints=len(endpoints),
@@ -50,10 +51,11 @@ class Summary:
             for item in items:
                 self._take(item)
 
-    def observe(self, change: Change) -> None:
-        self._take(change.item)
+    def observe(self, change: Change, decoded: Any = None) -> None:
+        """Take a change; ``decoded``: its new value as ``change.decoded()`` gave it."""
+        self._take(change.item, decoded)
 
-    def _take(self, item: Item) -> None:
+    def _take(self, item: Item, decoded: Any = None) -> None:
         if item.kind != "EndpointSet":
             return
         try:
@@ -63,7 +65,7 @@ class Summary:
         service, source = str(where.service), str(where.source)
         sources = self._shards.setdefault(service, {})
         shards = sources.setdefault(source, {})
-        summary = None if item.value is None else summarize(item.value)
+        summary = None if item.value is None else summarize(item.value, decoded)
         if summary is None:
             shards.pop(where.shard, None)
             if not shards:

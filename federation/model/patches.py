@@ -38,12 +38,16 @@ WORTH = 0.5  # a delta is sent only under this share of the whole value's size
 __all__ = ["PATCH_FIELDS", "diff", "patched"]
 
 
-def diff(old: bytes, new: bytes, *, worth: float = WORTH) -> dict[str, Any] | None:
+def diff(
+    old: bytes, new: bytes, *, worth: float = WORTH, decoded: Any = None
+) -> dict[str, Any] | None:
     """The delta from stored set ``old`` to stored set ``new``, or None
     when it is not under ``worth`` of ``new``'s size (or the two are not
-    one shard's forms)."""
+    one shard's forms).  ``decoded``: ``new`` already decoded, when the
+    caller has it (the watch hub decodes each new value once)."""
     try:
-        before, after = orjson.loads(old), orjson.loads(new)
+        before = orjson.loads(old)
+        after = orjson.loads(new) if decoded is None else decoded
     except orjson.JSONDecodeError:
         return None
     if not isinstance(before, dict) or not isinstance(after, dict):

@@ -70,8 +70,8 @@ __all__ = [
 ]
 
 
-_LOCALITIES: dict[tuple[object, ...], Locality] = {}
-_PORTS: dict[tuple[object, ...], EndpointPort] = {}
+_LOCALITIES: dict[bytes, Locality] = {}
+_PORTS: dict[bytes, EndpointPort] = {}
 
 
 # -- records ----------------------------------------------------------------------
@@ -275,19 +275,27 @@ class Endpoint:
 
     @classmethod
     def from_wire(cls, data: object) -> Endpoint:
+        """Checks every field once, here, then builds the record without
+        ``__post_init__`` checking them again: a publish of a 100-endpoint
+        shard decodes 100 of these, and the second pass was 40% of it."""
         f = Fields(data, _ENDPOINT_FIELDS)
-        return cls(
-            address=check_ip("address", f.get("address")),
-            ports=f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT),
-            locality=f.nested("locality", Locality.from_wire),
-            ready=check_bool("ready", f.get("ready", True)),
-            serving=check_bool("serving", f.get("serving", True)),
-            terminating=check_bool("terminating", f.get("terminating", False)),
-            weight=check_int("weight", f.get("weight", 1), 0, MAX_WEIGHT),
-            hostname=check_dns_label("hostname", f.get("hostname"))
-            if f.get("hostname", "")
-            else "",
-        )
+        ports = f.items("ports", EndpointPort.from_wire, MAX_PORTS_PER_ENDPOINT)
+        if len(ports) > 1 and len({p.name for p in ports}) != len(ports):
+            raise Inconsistent("ports", "port names must be unique")
+        hostname = f.get("hostname", "")
+        endpoint = object.__new__(cls)
+        for name, value in (
+            ("address", check_ip("address", f.get("address"))),
+            ("ports", ports),
+            ("locality", f.nested("locality", Locality.from_wire)),
+            ("ready", check_bool("ready", f.get("ready", True))),
+            ("serving", check_bool("serving", f.get("serving", True))),
+            ("terminating", check_bool("terminating", f.get("terminating", False))),
+            ("weight", check_int("weight", f.get("weight", 1), 0, MAX_WEIGHT)),
+            ("hostname", check_dns_label("hostname", hostname) if hostname else ""),
+        ):
+            object.__setattr__(endpoint, name, value)
+        return endpoint
 
 
 _ENDPOINT_FIELDS = frozenset(

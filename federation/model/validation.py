@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import TypeVar
 
+import orjson
+
 _E = TypeVar("_E", bound=Enum)
 _R = TypeVar("_R")
 MEMO_ENTRIES = 4096  # small records (localities, ports) remembered per kind
@@ -118,23 +120,22 @@ def _parsed_ip(text: str) -> str | None:
         return None
 
 
-def memo_wire(
-    cache: dict[tuple[object, ...], _R], data: object, build: Callable[[object], _R]
-) -> _R:
+def memo_wire(cache: dict[bytes, _R], data: object, build: Callable[[object], _R]) -> _R:
     """``build(data)`` for a small record of scalar fields, remembered by
-    its exact fields and their types (so ``80.0`` or ``True`` never hits
-    the entry of ``80`` or ``1``).  Records are frozen, so one object may
-    serve every endpoint that has the same locality or port."""
+    its JSON encoding (one C call: ``80.0`` and ``true`` never encode as
+    ``80`` and ``1``, and key order is part of the key, so a different
+    input is a miss, never a wrong hit; NaN and infinities encode as
+    ``null`` but never build a record).  Records are frozen, so one object
+    may serve every endpoint that has the same locality or port."""
     if not isinstance(data, dict) or len(cache) > MEMO_ENTRIES:
         if isinstance(data, dict):
             cache.clear()
         return build(data)
-    values = tuple(data.values())  # the key order is part of the key: a miss, never a wrong hit
-    key = (tuple(data), tuple(map(type, values)), values)
     try:
-        hit = cache.get(key)
-    except TypeError:  # a nested value: not a small record, validate as is
+        key = orjson.dumps(data)
+    except TypeError:  # not JSON (a Python caller's own value): validate as is
         return build(data)
+    hit = cache.get(key)
     if hit is None:
         hit = cache[key] = build(data)
     return hit

@@ -55,15 +55,28 @@ class Change:
     def line(self) -> bytes:
         return self.item.line(self.type, self.revision)
 
-    def patch_line(self) -> bytes | None:
+    def decoded(self) -> Any:
+        """The new value of a rewritten endpoint set, decoded (None for
+        anything else, or what does not decode): for ``patch_line`` and
+        whatever else reads it, so it is decoded once."""
+        item = self.item
+        if self.type != "PUT" or item.kind != "EndpointSet" or item.value is None:
+            return None
+        try:
+            return orjson.loads(item.value)
+        except orjson.JSONDecodeError:
+            return None
+
+    def patch_line(self, decoded: Any = None) -> bytes | None:
         """The PATCH line of a rewritten endpoint set (docs/api.md), when
-        the replaced value is known and the delta is worth sending."""
+        the replaced value is known and the delta is worth sending;
+        ``decoded``: the new value as ``decoded()`` gave it."""
         item = self.item
         if self.type != "PUT" or item.kind != "EndpointSet":
             return None
         if self.previous is None or item.value is None:
             return None
-        delta = patches.diff(self.previous, item.value)
+        delta = patches.diff(self.previous, item.value, decoded=decoded)
         if delta is None:
             return None
         head = (

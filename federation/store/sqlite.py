@@ -236,7 +236,7 @@ class SqliteStore:
         revision = self._revision + 1
         events: list[Event] = []
         with self._transaction():
-            if not all(self._compare_holds(c) for c in compare):
+            if not self._compares_hold(compare):
                 return TxnResult(succeeded=False, revision=self._revision)
             for op in ops:
                 event = self._apply(op, revision)
@@ -248,11 +248,18 @@ class SqliteStore:
             self._advance(revision, events)
         return TxnResult(succeeded=True, revision=self._revision)
 
-    def _compare_holds(self, compare: Compare) -> bool:
-        row = self._db.execute(
-            "SELECT mod_rev FROM kv WHERE key = ?", (check_key(compare.key),)
-        ).fetchone()
-        return (row[0] if row else 0) == compare.mod_revision
+    def _compares_hold(self, compare: Sequence[Compare]) -> bool:
+        """Every compare, in one query (a publish guards three keys)."""
+        if not compare:
+            return True
+        wanted = [(check_key(c.key), c.mod_revision) for c in compare]
+        marks = ",".join("?" * len(wanted))
+        rows = self._db.execute(
+            f"SELECT key, mod_rev FROM kv WHERE key IN ({marks})",
+            [key for key, _ in wanted],
+        )
+        held = dict(rows.fetchall())
+        return all(held.get(key, 0) == mod for key, mod in wanted)
 
     def _apply(self, op: Op, revision: int) -> Event | None:
         raw = check_key(op.key)
