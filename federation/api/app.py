@@ -262,7 +262,7 @@ def build_app(registry: Registry, settings: Settings | None = None) -> web.Appli
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = Metrics()
     app[SETTINGS_KEY] = settings or Settings()
-    app[HUB_KEY] = WatchHub(registry)
+    app[HUB_KEY] = WatchHub(registry, tick=app[SETTINGS_KEY].bookmark_interval / 4)
     app[HEALTH_KEY] = Health()
     app.cleanup_ctx.append(_run_hub)
     for route in ROUTES:

@@ -70,11 +70,17 @@ class WatchHub:
         capacity: int = CAPACITY,
         max_bytes: int = MAX_BYTES,
         coalesce: float = COALESCE,
+        tick: float = 1.0,
     ) -> None:
         self.registry = registry
         self.coalesce = coalesce
+        # Streams are woken at least every ``tick`` seconds, changes or not,
+        # by one timer for all of them (to bookmark, or to notice a revoked
+        # caller), instead of a timeout of each stream's own per wait.
+        self.tick = tick
+        self._ticker: asyncio.TimerHandle | None = None
         self._soon: asyncio.TimerHandle | None = None
-        self._streams_wake: asyncio.Future[None] | None = None
+        self._sleepers: list[asyncio.Future[None]] = []  # the streams waiting
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._bytes = 0  # the lines in _entries
@@ -93,8 +99,16 @@ class WatchHub:
         await self.roster.load(self.registry)  # at or after the head: events replay onto it
         await self.summary.load(self.registry)
         self._task = asyncio.create_task(self._run(), name="watch-hub")
+        self._tick()
+
+    def _tick(self) -> None:
+        self._notify_streams()
+        self._ticker = asyncio.get_running_loop().call_later(self.tick, self._tick)
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self._task is not None:
             task, self._task = self._task, None
             await cancel_and_wait(task)  # a crash was reported when it happened (supervise)
@@ -223,9 +237,10 @@ class WatchHub:
 
     def _notify_streams(self) -> None:
         self._soon = None
-        if self._streams_wake is not None and not self._streams_wake.done():
-            self._streams_wake.set_result(None)
-        self._streams_wake = None
+        sleepers, self._sleepers = self._sleepers, []
+        for waiter in sleepers:
+            if not waiter.done():  # a stream cancelled meanwhile cancelled its own
+                waiter.set_result(None)
 
     def _waiter(self) -> asyncio.Future[None]:
         if self._wake is None:
@@ -233,9 +248,11 @@ class WatchHub:
         return self._wake
 
     def _stream_waiter(self) -> asyncio.Future[None]:
-        if self._streams_wake is None:
-            self._streams_wake = asyncio.get_running_loop().create_future()
-        return self._streams_wake
+        """A future of the caller's own, done at the next wake or tick (one
+        shared future would be cancelled for all by one stream's cancellation)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append(waiter)
+        return waiter
 
 
 class Subscription:
@@ -245,14 +262,18 @@ class Subscription:
         self.revision = since  # the revision the client has seen everything up to
         self._epoch = hub._epoch
 
-    async def next(self, timeout: float) -> list[Entry]:
-        """The entries after the cursor, waiting up to ``timeout`` for some
-        (then returns []; ``revision`` is then safe to bookmark).  Raises
-        ``Compacted`` if the cursor fell out of the buffer."""
+    async def next(self, timeout: float | None = None) -> list[Entry]:
+        """The entries after the cursor, waiting for some until the hub's
+        next tick, or at most ``timeout`` (then returns []; ``revision`` is
+        then safe to bookmark).  Raises ``Compacted`` if the cursor fell
+        out of the buffer."""
         entries = self._take()
         if not entries:
             waiter = self.hub._stream_waiter()
-            await asyncio.wait([waiter], timeout=timeout)
+            if timeout is None:
+                await waiter
+            else:
+                await asyncio.wait([waiter], timeout=timeout)
             entries = self._take()
         if not entries and self.hub._head > self.revision:
             self.revision = self.hub._head
