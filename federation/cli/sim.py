@@ -10,6 +10,8 @@ from typing import Any
 
 from federation.cli.common import UsageError, log_flags, parse_listen, stop_on_signals
 from federation.sim.cluster import SimCluster
+from federation.sim.kube import thirdparty
+from federation.sim.kube.resources import CRD
 
 
 def add_commands(subparsers: Any) -> None:
@@ -27,7 +29,19 @@ def add_commands(subparsers: Any) -> None:
     )
     cluster.add_argument("--region", default="sim-region-1")
     cluster.add_argument("--zones", default="a", help="comma-separated zone names (default a)")
+    cluster.add_argument(
+        "--serve",
+        default="",
+        help="other projects' CRDs to serve, comma-separated: gateway-api (HTTPRoute), "
+        "istio (ServiceEntry); an agent then hands weighted splits to them",
+    )
     cluster.set_defaults(handler=run_cluster)
+
+
+SERVABLE = {
+    "gateway-api": "httproutes.gateway.networking.k8s.io",
+    "istio": "serviceentries.networking.istio.io",
+}
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -37,15 +51,25 @@ def run_cluster(args: argparse.Namespace) -> int:
     zones = [z for z in args.zones.split(",") if z]
     if not zones:
         raise UsageError("--zones names no zone")
+    crds = []
+    for name in (n for n in args.serve.split(",") if n):
+        if name not in SERVABLE:
+            raise UsageError(f"--serve {name}: not one of {', '.join(SERVABLE)}")
+        try:
+            crds.append(thirdparty.load(SERVABLE[name]))
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from None
     cluster = SimCluster(
         args.name, index=args.index, region=args.region, zones=zones, api_host=host, api_port=port
     )
-    return asyncio.run(_serve(cluster, args.kubeconfig))
+    return asyncio.run(_serve(cluster, args.kubeconfig, crds))
 
 
-async def _serve(cluster: SimCluster, kubeconfig: Path) -> int:
+async def _serve(cluster: SimCluster, kubeconfig: Path, crds: list[dict[str, Any]]) -> int:
     stop = stop_on_signals()
     async with cluster:
+        for crd in crds:
+            cluster.client.create(CRD, "", crd)
         cluster.write_kubeconfig(kubeconfig)
         name = cluster.name
         sys.stdout.write(
@@ -54,7 +78,8 @@ async def _serve(cluster: SimCluster, kubeconfig: Path) -> int:
             f"  api server  {cluster.url}\n  kubeconfig  {kubeconfig}\n"
             f"  dns         {cluster.dns.host}:{cluster.dns.port} (clusterset.local)\n"
             f"  addresses   127.{cluster.index}.0.0/16 (nodes, pods, service IPs)\n"
-            f"  try: kubectl --kubeconfig {kubeconfig} get namespaces\n"
+            + "".join(f"  serves      {c['metadata']['name']}\n" for c in crds)
+            + f"  try: kubectl --kubeconfig {kubeconfig} get namespaces\n"
         )
         sys.stdout.flush()
         await stop.wait()
