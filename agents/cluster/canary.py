@@ -12,8 +12,8 @@ weights to them.
   weight, up to MAX_INLINE endpoints.
 
 Weights are routing's (``Chosen.weight``, per endpoint), reduced by their
-greatest common divisor so 90/10 reads 9/1.  ``note`` says which of them
-honours the split, for the ServiceImport; None when neither does."""
+greatest common divisor so 90/10 reads 9/1.  ``objects`` also says which
+of them honours the split, for the ServiceImport; None when neither does."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from federation.shared.routing import Choice, Chosen
 SOURCE_LABEL = "federation.io/source"
 MAX_INLINE = 4096  # endpoints in one ServiceEntry (kube's object limit is 1.5 MB)
 MAX_ROUTE_WEIGHT = 1_000_000  # Gateway API's bound on a backendRef's weight
-GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +40,6 @@ class Planes:
 
     gateway: bool = False
     istio: bool = False
-
-    def __bool__(self) -> bool:
-        return self.gateway or self.istio
 
 
 def source_service_name(service: ServiceRef, source: str) -> str:
@@ -63,33 +59,8 @@ def _reduced(weights: Mapping[str, int]) -> dict[str, int]:
     return {key: max(1, weight // divisor) for key, weight in weights.items()}
 
 
-def _by_source(choice: Choice) -> dict[str, tuple[Chosen, ...]]:
-    if choice.by_source:
-        return dict(choice.by_source)
-    grouped: dict[str, list[Chosen]] = {}
-    for chosen in choice.endpoints:
-        grouped.setdefault(chosen.source, []).append(chosen)
-    return {source: tuple(members) for source, members in grouped.items()}
-
-
 def _tcp(ports: Iterable[EndpointPort]) -> list[EndpointPort]:
     return [p for p in ports if p.protocol is Protocol.TCP]
-
-
-def applies(choice: Choice, sets: list[EndpointSet]) -> bool:
-    """A weighted split of a service with a cluster IP (a headless import
-    has no Service in front of its endpoints to weight)."""
-    return importer.weighted(choice) and mcs.derive(sets).type == mcs.CLUSTER_SET_IP
-
-
-def note(service: ServiceRef, planes: Planes, inline_ok: bool, suffix: str) -> str | None:
-    """What the ServiceImport says honours the split, or None."""
-    said = []
-    if planes.gateway:
-        said.append(f"Gateway API HTTPRoutes on {global_name(service, suffix)}")
-    if planes.istio and inline_ok:
-        said.append(f"Istio ServiceEntry {global_name(service, suffix)}")
-    return "enforced by " + " and ".join(said) if said else None
 
 
 def objects(
@@ -101,26 +72,35 @@ def objects(
     refused: Mapping[str, str],
     bodies: Bodies,
 ) -> tuple[list[Desired], str | None]:
-    """The objects that weight ``service`` here, and the ServiceImport's note."""
-    if not planes or not applies(choice, sets):
+    """The objects that weight ``service`` here, and what the ServiceImport
+    says honours the split (None: nothing here does).  Only a weighted split
+    of a service with a cluster IP: a headless import has no Service in
+    front of its endpoints to weight."""
+    if not (planes.gateway or planes.istio) or not importer.weighted(choice):
         return [], None
-    ports = _tcp(importer.service_ports(sets))
-    by_source = _by_source(choice)
+    derived = mcs.derive(sets)
+    if derived.type != mcs.CLUSTER_SET_IP:
+        return [], None
+    ports = _tcp(importer.service_ports(sets, derived))
+    if not ports:
+        return [], None
+    name = global_name(service, suffix)
     out: list[Desired] = []
-    if planes.gateway and ports:
-        out += _gateway(service, by_source, ports, suffix, refused, bodies)
-    inline_ok = len(choice.endpoints) <= MAX_INLINE and bool(ports)
-    if planes.istio and inline_ok:
-        out.append(_service_entry(service, choice.endpoints, ports, suffix))
-    served = Planes(planes.gateway and bool(ports), planes.istio)
-    return out, note(service, served, inline_ok, suffix)
+    said: list[str] = []
+    if planes.gateway:
+        out += _gateway(service, importer.by_source(choice), ports, name, refused, bodies)
+        said.append(f"Gateway API HTTPRoutes on {name}")
+    if planes.istio and len(choice.endpoints) <= MAX_INLINE:
+        out.append(_service_entry(service, choice.endpoints, ports, name))
+        said.append(f"Istio ServiceEntry {name}")
+    return out, ("enforced by " + " and ".join(said) if said else None)
 
 
 def _gateway(
     service: ServiceRef,
-    by_source: dict[str, tuple[Chosen, ...]],
+    by_source: Mapping[str, tuple[Chosen, ...]],
     ports: list[EndpointPort],
-    suffix: str,
+    target: str,
     refused: Mapping[str, str],
     bodies: Bodies,
 ) -> list[Desired]:
@@ -143,7 +123,6 @@ def _gateway(
             service, name, source, chosen, refused, bodies, mcs_labels=False
         )
         out += slices
-    target = global_name(service, suffix)
     for port in ports:
         route = target if len(ports) == 1 else f"{target[:57].rstrip('-')}-{port.port}"
         backends = [
@@ -162,7 +141,7 @@ def _gateway(
                 service.namespace,
                 route,
                 {
-                    "apiVersion": f"{GATEWAY_GROUP}/v1",
+                    "apiVersion": f"{HTTP_ROUTES.group}/{HTTP_ROUTES.version}",
                     "kind": "HTTPRoute",
                     "metadata": {
                         "name": route,
@@ -183,9 +162,8 @@ def _gateway(
 
 
 def _service_entry(
-    service: ServiceRef, chosen: tuple[Chosen, ...], ports: list[EndpointPort], suffix: str
+    service: ServiceRef, chosen: tuple[Chosen, ...], ports: list[EndpointPort], name: str
 ) -> Desired:
-    name = global_name(service, suffix)
     weights = _reduced({f"{c.source}|{c.address}": c.weight for c in chosen})
     endpoints: list[Obj] = []
     for c in chosen:
@@ -204,7 +182,7 @@ def _service_entry(
             entry["network"] = locality.network
         endpoints.append(entry)
     body: Obj = {
-        "apiVersion": "networking.istio.io/v1beta1",
+        "apiVersion": f"{SERVICE_ENTRIES.group}/{SERVICE_ENTRIES.version}",
         "kind": "ServiceEntry",
         "metadata": {"name": name, "namespace": service.namespace, "labels": labels_of(service)},
         "spec": {
@@ -225,8 +203,6 @@ __all__ = [
     "MAX_INLINE",
     "SOURCE_LABEL",
     "Planes",
-    "applies",
-    "note",
     "objects",
     "source_service_name",
 ]

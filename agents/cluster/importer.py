@@ -206,9 +206,12 @@ class Bodies:
             cache.pop(service, None)
 
 
-def _by_source(endpoints: tuple[Chosen, ...]) -> dict[str, tuple[Chosen, ...]]:
+def by_source(choice: Choice) -> Mapping[str, tuple[Chosen, ...]]:
+    """The chosen endpoints per source (routing's own grouping when it kept one)."""
+    if choice.by_source:
+        return choice.by_source
     grouped: dict[str, list[Chosen]] = {}
-    for chosen in endpoints:
+    for chosen in choice.endpoints:
         grouped.setdefault(chosen.source, []).append(chosen)
     return {source: tuple(members) for source, members in grouped.items()}
 
@@ -287,7 +290,7 @@ def materialize(
     ``ips``: the derived Service's cluster IPs, once the apiserver gave them
     (the ServiceImport's ``spec.ips``, as GKE's derived Services do).
     ``weights_note``: which data plane here honours a weighted split
-    (``canary.note``); without one, the ServiceImport says none does."""
+    (``canary.objects``); without one, the ServiceImport says none does."""
     bodies = bodies if bodies is not None else Bodies()
     name = global_name(service, suffix)
     labels = labels_of(service)
@@ -324,8 +327,7 @@ def materialize(
     # a source whose chosen endpoints are the very tuple routing gave last
     # time (its memo) is not looked at again.
     left_out: dict[str, str] = {}
-    by_source = choice.by_source or _by_source(choice.endpoints)
-    for source, chosen in sorted(by_source.items()):
+    for source, chosen in sorted(by_source(choice).items()):
         slices, dropped = bodies.source(
             service, source, chosen, len(refused or {}),
             lambda: source_slices(service, name, source, chosen, refused or {}, bodies),  # noqa: B023 - called at once
@@ -456,42 +458,6 @@ def sets_from_import(obj: Obj) -> list[EndpointSet]:
         return []
 
 
-def differs(current: Obj, desired: Obj) -> bool:
-    """True if ``current`` lacks what ``desired`` sets (server-added fields,
-    such as a Service's clusterIP, are not differences)."""
-    wanted = desired.get("metadata", {}).get("annotations")
-    if wanted is not None and current.get("metadata", {}).get("annotations") != wanted:
-        return True  # the agent owns its objects' annotations whole
-    return not _contains(current, desired)
-
-
-def _contains(current: Any, desired: Any) -> bool:
-    if isinstance(desired, dict):
-        if not isinstance(current, dict):
-            return False
-        return all(
-            (v is None and current.get(k) is None) or _contains(current.get(k), v)
-            for k, v in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(current) == len(desired)
-            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
-        )
-    return bool(current == desired)
-
-
-def merged(current: Obj, desired: Obj) -> Obj:
-    """``desired`` over ``current``, keeping what the server owns
-    (resourceVersion, uid, a Service's clusterIP)."""
-    body = {**current, **{k: v for k, v in desired.items() if k != "metadata"}}
-    body["metadata"] = {**current.get("metadata", {}), **desired["metadata"]}
-    if "spec" in current and "spec" in desired:
-        body["spec"] = {**current["spec"], **desired["spec"]}
-    return body
-
-
 __all__ = [
     "CHOICE_ANNOTATION",
     "LEFT_OUT_ANNOTATION",
@@ -499,12 +465,11 @@ __all__ = [
     "SOURCES_ANNOTATION",
     "Desired",
     "Materialized",
-    "differs",
+    "by_source",
     "global_name",
     "holdable",
     "labels_of",
     "materialize",
-    "merged",
     "service_ports",
     "sets_from_import",
     "source_slices",

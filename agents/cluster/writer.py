@@ -8,7 +8,9 @@ other refusal but 409 is one log line, a counter, and a ``Refused`` for the
 work queue to retry with backoff.  An object of the same name that the
 agent does not manage (a user's Service ``echo-west``, say) is never
 overwritten: that is a refusal too.  A 409 means someone else wrote first:
-the caller looks again."""
+the caller looks again.  ``differs`` and ``merged`` compare a desired body
+with the live object and lay one over the other, keeping what the server
+owns."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from agents.cluster import importer
 from agents.cluster.exporter import managed
@@ -83,7 +85,7 @@ class Writer:
                 continue  # the body we wrote, and nobody wrote since
             if current is not None and not managed(current):
                 self.refuse(service, item, "it exists and the federation agent does not manage it")
-            if current is not None and not importer.differs(current, item.body):
+            if current is not None and not differs(current, item.body):
                 self.written[key] = (current["metadata"].get("resourceVersion"), item.body)
                 continue
             try:
@@ -93,7 +95,7 @@ class Writer:
                         namespace_known = True
                     stored = await self.kube.create(item.kind, item.namespace, item.body)
                 else:
-                    body = importer.merged(current, item.body)
+                    body = merged(current, item.body)
                     stored = await self.kube.replace(item.kind, item.namespace, item.name, body)
                 informer.store(stored)
                 self.written[key] = (stored["metadata"].get("resourceVersion"), item.body)
@@ -149,4 +151,40 @@ class Writer:
             self.informers[kind].forget(namespace, name)
 
 
-__all__ = ["Conflicted", "Refused", "Writer"]
+def differs(current: Obj, desired: Obj) -> bool:
+    """True if ``current`` lacks what ``desired`` sets (server-added fields,
+    such as a Service's clusterIP, are not differences)."""
+    wanted = desired.get("metadata", {}).get("annotations")
+    if wanted is not None and current.get("metadata", {}).get("annotations") != wanted:
+        return True  # the agent owns its objects' annotations whole
+    return not _contains(current, desired)
+
+
+def _contains(current: Any, desired: Any) -> bool:
+    if isinstance(desired, dict):
+        if not isinstance(current, dict):
+            return False
+        return all(
+            (v is None and current.get(k) is None) or _contains(current.get(k), v)
+            for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
+
+
+def merged(current: Obj, desired: Obj) -> Obj:
+    """``desired`` over ``current``, keeping what the server owns
+    (resourceVersion, uid, a Service's clusterIP)."""
+    body = {**current, **{k: v for k, v in desired.items() if k != "metadata"}}
+    body["metadata"] = {**current.get("metadata", {}), **desired["metadata"]}
+    if "spec" in current and "spec" in desired:
+        body["spec"] = {**current["spec"], **desired["spec"]}
+    return body
+
+
+__all__ = ["Conflicted", "Refused", "Writer", "differs", "merged"]

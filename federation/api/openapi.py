@@ -15,8 +15,9 @@ from federation.model import (
     Protocol,
     SessionAffinity,
 )
+from federation.model.members import MAX_ZONES
 from federation.model.policy import MAX_FAILOVER_TARGETS, MAX_GRACE_SECONDS
-from federation.model.records import MAX_AFFINITY_TIMEOUT, MAX_ZONES
+from federation.model.records import MAX_AFFINITY_TIMEOUT
 from federation.model.validation import MAX_LABELS
 from federation.registry.tokens import MAX_TOKEN_TTL, MIN_TOKEN_TTL
 

@@ -8,7 +8,8 @@ traffic.  A contradiction names the field, as the API's 422 does."""
 
 from __future__ import annotations
 
-from federation.model.records import Cluster, EndpointSet, Workload
+from federation.model.members import Cluster, Workload
+from federation.model.records import EndpointSet
 from federation.model.validation import Inconsistent
 
 

@@ -8,8 +8,9 @@ from typing import TypeVar
 
 import orjson
 
+from federation.model.members import Cluster, Workload
 from federation.model.policy import TrafficPolicy
-from federation.model.records import Cluster, EndpointSet, Workload
+from federation.model.records import EndpointSet
 from federation.model.validation import ValidationError
 
 _RecordT = TypeVar("_RecordT", Cluster, Workload, EndpointSet, TrafficPolicy)

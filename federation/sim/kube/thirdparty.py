@@ -17,7 +17,6 @@ them into DIR (``make`` does it into ``.venv``); ``load`` reads them."""
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import io
 import json
@@ -200,7 +199,7 @@ def load(name: str, directory: Path = DEFAULT_DIR) -> Obj:
         raise KeyError(name)
     path = directory / f"{name}.json"
     try:
-        return copy.deepcopy(json.loads(path.read_text()))
+        return dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path}: not fetched; run `python -m federation.sim.kube.thirdparty {directory}`"
