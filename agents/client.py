@@ -32,6 +32,7 @@ from agents.errors import (
     why,
 )
 from agents.joining import descends_from_pin, fetch_pinned_ca, registry_urls
+from agents.published import Published
 from agents.stream import (
     CHUNK,
     Ahead,
@@ -46,6 +47,7 @@ from agents.stream import (
 )
 from agents.transport import Credentials, Transport, load_cert_chain
 from federation.model import Cluster, EndpointSet, ServiceRef, SourceRef, TrafficPolicy, Workload
+from federation.model.deltas import between
 from federation.shared.clock import Clock
 from federation.trust import ca as certs
 from federation.trust.tokens import TokenError, pin_of
@@ -53,7 +55,14 @@ from federation.trust.tokens import TokenError, pin_of
 log = logging.getLogger("agents.client")
 
 
+DELTA_FALLBACK = frozenset({400, 404, 405, 409, 413, 422})  # a refused delta is sent whole
+
+
 class RegistryClient(Transport):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.published = Published()  # what it last published per shard, for deltas
+
     # -- join and renew ----------------------------------------------------------
 
     @classmethod
@@ -82,8 +91,26 @@ class RegistryClient(Transport):
     # -- records -----------------------------------------------------------------
 
     async def publish(self, endpoint_set: EndpointSet, *, retry: bool = True) -> dict[str, Any]:
+        """Publish one shard: as a delta from what this client last
+        published for it when that is much smaller (decision 50), else
+        whole.  A delta the registry refuses (its stored shard is another
+        generation, or it cannot take deltas) is sent again whole, whose
+        answer is the authoritative one."""
         path = f"/v1/services/{endpoint_set.service}/sources/{endpoint_set.source}"
-        return await self.request("PUT", path, endpoint_set.to_wire(), retry=retry)
+        last = self.published.take(endpoint_set)
+        delta = None if last is None else between(last, endpoint_set)
+        answer: dict[str, Any] | None = None
+        if delta is not None:
+            try:
+                answer = await self.request("PATCH", path, delta, retry=retry)
+            except Rejected as err:
+                if err.status not in DELTA_FALLBACK:
+                    raise
+                log.debug("publishing %s whole: the delta was refused: %s", path, err)
+        if answer is None:
+            answer = await self.request("PUT", path, endpoint_set.to_wire(), retry=retry)
+        self.published.keep(endpoint_set)
+        return answer
 
     async def withdraw(
         self,
@@ -94,6 +121,7 @@ class RegistryClient(Transport):
         retry: bool = True,
     ) -> dict[str, Any]:
         """Withdraw every shard of the source's set, or just ``shard``."""
+        self.published.forget(service, source, shard)
         path = f"/v1/services/{service}/sources/{source}"
         if shard is not None:
             path += f"?shard={shard}"

@@ -182,6 +182,7 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.sent: dict[int, float] = {}
+        self.publishes: list[float] = []  # publish round trips, seconds
         self.seen: dict[int, list[float]] = {}
         self.skipped = 0  # updates not sent: every cluster was still publishing
 
@@ -250,6 +251,7 @@ async def churn(
         async with gate:
             started = time.perf_counter()
             answer = await fake.client.publish(changed)
+        arrivals.publishes.append(time.perf_counter() - started)
         arrivals.sent[int(answer["revision"])] = started
 
     try:
@@ -363,6 +365,8 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
                 "relist_complete": sets == expected and endpoints == expected * args.endpoints,
                 "p50_ms": ms(latencies, 0.5),
                 "p99_ms": ms(latencies, 0.99),
+                "publish_p50_ms": ms(arrivals.publishes, 0.5),
+                "publish_p99_ms": ms(arrivals.publishes, 0.99),
                 "delivered": round(arrivals.delivered(len(fakes)), 4),
                 "skipped_updates": arrivals.skipped,
                 "updates_per_s": round(achieved, 1),

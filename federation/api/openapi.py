@@ -161,6 +161,54 @@ SCHEMAS: dict[str, Any] = {
             "exportedAt": _TIME,
         },
     },
+    "EndpointSetDelta": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["baseGeneration", "fields"],
+        "properties": {
+            "shard": {"type": "integer", "minimum": 0, "maximum": MAX_SHARDS - 1},
+            "baseGeneration": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "fields": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["generation"],
+                "properties": {
+                    "generation": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    "ports": _PORTS,
+                    "changedAt": _TIME,
+                    "headless": {"type": "boolean"},
+                    "sessionAffinity": {
+                        "type": "string",
+                        "enum": [a.value for a in SessionAffinity],
+                    },
+                    "sessionAffinityTimeoutSeconds": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": MAX_AFFINITY_TIMEOUT,
+                    },
+                    "exportedAt": _TIME,
+                },
+            },
+            "endpoints": {
+                "type": "array",
+                "maxItems": MAX_ENDPOINTS_PER_SET,
+                "items": {
+                    "type": "array",
+                    "minItems": 3,
+                    "maxItems": 3,
+                    "prefixItems": [
+                        {"type": "integer", "minimum": 0, "maximum": MAX_ENDPOINTS_PER_SET},
+                        {"type": "integer", "minimum": 0, "maximum": MAX_ENDPOINTS_PER_SET},
+                        {
+                            "type": "array",
+                            "maxItems": MAX_ENDPOINTS_PER_SET,
+                            "items": {"$ref": "#/components/schemas/Endpoint"},
+                        },
+                    ],
+                },
+            },
+        },
+    },
     "Heartbeat": {
         "type": "object",
         "additionalProperties": False,

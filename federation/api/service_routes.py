@@ -26,7 +26,8 @@ from federation.model import (
     ValidationError,
     merge_shards,
 )
-from federation.model.claims import Contradiction, check_claims
+from federation.model.claims import Contradiction, check_claims, check_wire_claims
+from federation.model.deltas import PublishDelta
 from federation.model.validation import Fields, check_int
 from federation.registry import NotFound
 from federation.trust.identity import Identity
@@ -57,6 +58,26 @@ async def _publish(request: web.Request) -> web.Response:
     if written:
         await request.app[HUB_KEY].caught_up(revision, PUBLISH_PACING)
     return json_response({"revision": revision, "written": written})
+
+
+async def _publish_delta(request: web.Request) -> web.Response:
+    """Apply a publisher's delta to its stored shard (decision 50): only
+    the endpoints it carries are decoded and checked, the result's claims
+    all are; paced as ``_publish`` is.  409 when the stored shard is not
+    the delta's base: the publisher sends the whole shard."""
+    service, source = service_of(request), source_of(request.match_info["source"])
+    body = require_object(await read_json(request), "EndpointSetDelta")
+    delta = PublishDelta.from_wire(body, service, source)
+    member = await request.app[HUB_KEY].roster.lookup(
+        registry_of(request), Identity.of_source(source)
+    )
+    if member is None:
+        raise NotFound(f"source {source} is not registered")
+    revision = await registry_of(request).publish_delta(
+        delta, lambda rebased: check_wire_claims(rebased.endpoints, member)
+    )
+    await request.app[HUB_KEY].caught_up(revision, PUBLISH_PACING)
+    return json_response({"revision": revision, "written": True})
 
 
 async def _withdraw(request: web.Request) -> web.Response:
@@ -153,6 +174,14 @@ SERVICE_ROUTES: list[Route] = [
         Access.OWNER,
         "Publish a source's endpoint set",
         "EndpointSet",
+    ),
+    Route(
+        "PATCH",
+        "/v1/services/{namespace}/{name}/sources/{source}",
+        _publish_delta,
+        Access.OWNER,
+        "Change a source's published shard by a delta from its base generation",
+        "EndpointSetDelta",
     ),
     Route(
         "DELETE",

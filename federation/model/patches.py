@@ -21,8 +21,9 @@ not be much smaller than the value, so a delta is always worth sending."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,9 +34,10 @@ PATCH_FIELDS = frozenset(
     {"generation", "ports", "stale", "changedAt", "staleSince", "headless", "sessionAffinity"}
     | {"sessionAffinityTimeoutSeconds", "exportedAt"}
 )
+_T = TypeVar("_T")
 WORTH = 0.5  # a delta is sent only under this share of the whole value's size
 
-__all__ = ["PATCH_FIELDS", "diff", "patched"]
+__all__ = ["PATCH_FIELDS", "diff", "patched", "splices"]
 
 
 def diff(
@@ -60,15 +62,18 @@ def diff(
     old_list, new_list = before["endpoints"], after["endpoints"]
     if not isinstance(old_list, list) or not isinstance(new_list, list):
         return None
-    delta = {"fields": fields, "endpoints": _splices(old_list, new_list)}
+    delta = {"fields": fields, "endpoints": [[*s] for s in splices(old_list, new_list)]}
     if len(orjson.dumps(delta)) >= worth * len(new):
         return None
     return delta
 
 
-def _splices(old: list[Any], new: list[Any]) -> list[list[Any]]:
+def splices(old: Sequence[_T], new: Sequence[_T]) -> list[tuple[int, int, Sequence[_T]]]:
+    """``(start, end, items)``: ``old[start:end]`` becomes ``items``, in
+    ascending order (a run of changed positions each, when the lengths are
+    equal; one between the common prefix and suffix otherwise)."""
     if len(old) == len(new):
-        out: list[list[Any]] = []
+        out: list[tuple[int, int, Sequence[_T]]] = []
         i, n = 0, len(old)
         while i < n:
             if old[i] == new[i]:
@@ -77,7 +82,7 @@ def _splices(old: list[Any], new: list[Any]) -> list[list[Any]]:
             j = i
             while j < n and old[j] != new[j]:
                 j += 1
-            out.append([i, j, new[i:j]])
+            out.append((i, j, new[i:j]))
             i = j
         return out
     shortest = min(len(old), len(new))
@@ -87,7 +92,7 @@ def _splices(old: list[Any], new: list[Any]) -> list[list[Any]]:
     suffix = 0
     while suffix < shortest - prefix and old[-1 - suffix] == new[-1 - suffix]:
         suffix += 1
-    return [[prefix, len(old) - suffix, new[prefix : len(new) - suffix]]]
+    return [(prefix, len(old) - suffix, new[prefix : len(new) - suffix])]
 
 
 def patched(current: EndpointSet, delta: object) -> EndpointSet:
@@ -110,12 +115,12 @@ def patched(current: EndpointSet, delta: object) -> EndpointSet:
     return replace(base, endpoints=endpoints)
 
 
-def _spliced(old: tuple[Endpoint, ...], splices: object) -> tuple[Endpoint, ...]:
-    if not isinstance(splices, list):
+def _spliced(old: tuple[Endpoint, ...], raw: object) -> tuple[Endpoint, ...]:
+    if not isinstance(raw, list):
         raise ValidationError("endpoints", "expected a list of splices")
     out: list[Endpoint] = []
     at = 0
-    for index, splice in enumerate(splices):
+    for index, splice in enumerate(raw):
         path = f"endpoints[{index}]"
         if not isinstance(splice, list) or len(splice) != 3 or not isinstance(splice[2], list):
             raise ValidationError(path, "a splice is [start, end, [endpoint, ...]]")

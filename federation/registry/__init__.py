@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from federation.model import (
     Cluster,
@@ -34,6 +34,7 @@ from federation.model import (
     encode,
     keys,
 )
+from federation.model.deltas import PublishDelta, Rebased
 from federation.model.keys import ShardKey
 from federation.registry.admins import Admins, load_csr
 from federation.registry.changes import Change, Item, item_of
@@ -306,6 +307,9 @@ class Registry:
 
     async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
         return await self.sets.publish(endpoint_set)
+
+    async def publish_delta(self, delta: PublishDelta, vet: Callable[[Rebased], None]) -> int:
+        return await self.sets.publish_delta(delta, vet)
 
     async def withdraw(
         self, service: ServiceRef, source: SourceRef, shard: int | None = None

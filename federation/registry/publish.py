@@ -64,17 +64,18 @@ def digest(endpoint_set: EndpointSet) -> bytes:
 
 
 def state_of(
-    record: EndpointSet, value: bytes, before: PublishState, revision: int
+    record: EndpointSet, fresh_digest: bytes, before: PublishState, revision: int
 ) -> PublishState:
-    """The guard state after ``record`` was written as ``value`` at
-    ``revision``; a fresh record's stored bytes are its digest's input, so
-    the set is not encoded twice."""
+    """The guard state after ``record`` (its set-level fields are what is
+    read here) was written at ``revision``; ``fresh_digest``: the digest
+    of its fresh form, which the writer has at hand (the stored bytes' own
+    for a fresh record), so the set is not encoded twice."""
     return replace(
         before,
         mod=revision,
         revision=revision,
         generation=record.generation,
-        digest=digest(record) if record.stale else hashlib.sha256(value).digest(),
+        digest=fresh_digest,
         stale=record.stale,
         stale_since=record.stale_since,
     )

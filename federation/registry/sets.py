@@ -9,8 +9,12 @@ replica wrote the shard before."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+import orjson
 
 from federation.model import (
     MAX_SET_BYTES,
@@ -21,12 +25,15 @@ from federation.model import (
     encode,
     keys,
 )
+from federation.model.deltas import Misfit, PublishDelta, Rebased
 from federation.model.keys import ShardKey
 from federation.registry.errors import Conflict, NotFound, TooLarge
 from federation.registry.leader import Fence
 from federation.registry.publish import (
     Guard,
     PublishState,
+    digest,
+    fresh,
     is_newer,
     stamped,
     state_of,
@@ -37,6 +44,14 @@ from federation.store import Compare, Delete, Put, Store
 
 PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
+
+
+def check_size(value: bytes) -> None:
+    if len(value) > MAX_SET_BYTES:
+        raise TooLarge(
+            f"the endpoint set is {len(value)} bytes stored, over the bound of "
+            f"{MAX_SET_BYTES}; publish it as more shards"
+        )
 
 
 class EndpointSets:
@@ -76,28 +91,93 @@ class EndpointSets:
                     return state.revision, False
             record = stamped(endpoint_set, state, state.alive_mod != 0, self.clock.now())
             value = encode(record)
-            if len(value) > MAX_SET_BYTES:
-                raise TooLarge(
-                    f"the endpoint set is {len(value)} bytes stored, over the bound of "
-                    f"{MAX_SET_BYTES}; publish it as more shards"
-                )
-            ops: list[Put | Delete] = [Put(key=key, value=value)]
-            if state.mod == 0:
-                ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
-            result = await self.store.txn(
-                [
-                    Compare(key=key, mod_revision=state.mod),
-                    Compare(key=guard.member, mod_revision=state.member_mod),
-                    Compare(key=guard.alive, mod_revision=state.alive_mod),
-                ],
-                ops,
-            )
-            if result.succeeded:
-                self._remember(key, state_of(record, value, state, result.revision))
-                return result.revision, True
-            self._published.pop(key, None)
+            check_size(value)
+            fresh_digest = digest(record) if record.stale else hashlib.sha256(value).digest()
+            revision = await self._write(shard, guard, state, record, value, fresh_digest)
+            if revision is not None:
+                return revision, True
             state = None
         raise Conflict("the endpoint set is being written concurrently; try again")
+
+    async def publish_delta(self, delta: PublishDelta, vet: Callable[[Rebased], None]) -> int:
+        """Apply a publisher's delta to its stored shard and write the
+        result (decision 50); returns the revision.  The stored shard is
+        read each time (the delta applies to exactly its base generation),
+        the member and liveness guards come from this replica's memory when
+        the shard is the one it last wrote.  ``vet`` checks the result's
+        claims.  Misfit when the stored shard is not the delta's base."""
+        shard = ShardKey(service=delta.service, source=delta.source, shard=delta.shard)
+        key = self._key(shard.key)
+        guard = Guard(
+            key,
+            self._key(keys.member_key(delta.source.kind, delta.source.name)),
+            self._key(keys.alive_key(delta.source)),
+        )
+        for _ in range(8):
+            got = await self.store.get(key)
+            if got.kv is None:
+                raise NotFound(
+                    f"{delta.source} has no shard {delta.shard} of {delta.service} to change; "
+                    "publish it whole"
+                )
+            stored = orjson.loads(got.kv.value)
+            try:
+                rebased = delta.onto(stored)
+            except Misfit as err:
+                raise Conflict(str(err)) from None
+            vet(rebased)
+            state = self._published.get(key)
+            if state is None or state.mod != got.kv.mod_revision:
+                member_mod, alive_mod = await self._member_mods(guard)
+                if member_mod == 0:
+                    raise NotFound(f"source {delta.source} is not registered")
+                state = PublishState(
+                    mod=got.kv.mod_revision, member_mod=member_mod, alive_mod=alive_mod
+                )
+            was = replace(state, stale=stored["stale"], stale_since=stored["staleSince"])
+            header = stamped(rebased.header, was, state.alive_mod != 0, self.clock.now())
+            value = orjson.dumps(
+                {**header.header_wire(), "endpoints": rebased.endpoints},
+                option=orjson.OPT_SORT_KEYS,
+            )
+            check_size(value)
+            if header.stale:
+                whole = {**fresh(header).header_wire(), "endpoints": rebased.endpoints}
+                fresh_digest = hashlib.sha256(orjson.dumps(whole, option=orjson.OPT_SORT_KEYS))
+            else:
+                fresh_digest = hashlib.sha256(value)
+            revision = await self._write(shard, guard, state, header, value, fresh_digest.digest())
+            if revision is not None:
+                return revision
+        raise Conflict("the endpoint set is being written concurrently; try again")
+
+    async def _write(
+        self,
+        shard: ShardKey,
+        guard: Guard,
+        state: PublishState,
+        record: EndpointSet,
+        value: bytes,
+        fresh_digest: bytes,
+    ) -> int | None:
+        """One guarded write of a shard; its revision, or None when a guard
+        failed (what this replica remembered is dropped)."""
+        ops: list[Put | Delete] = [Put(key=guard.key, value=value)]
+        if state.mod == 0:
+            ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
+        result = await self.store.txn(
+            [
+                Compare(key=guard.key, mod_revision=state.mod),
+                Compare(key=guard.member, mod_revision=state.member_mod),
+                Compare(key=guard.alive, mod_revision=state.alive_mod),
+            ],
+            ops,
+        )
+        if result.succeeded:
+            self._remember(guard.key, state_of(record, fresh_digest, state, result.revision))
+            return result.revision
+        self._published.pop(guard.key, None)
+        return None
 
     def _remember(self, key: str, state: PublishState) -> None:
         self._published[key] = state
@@ -107,15 +187,23 @@ class EndpointSets:
 
     async def _publish_state(self, guard: Guard) -> PublishState:
         got = await self.store.get(guard.key)
-        member = await self.store.get(guard.member)
-        alive = await self.store.get(guard.alive)
+        member_mod, alive_mod = await self._member_mods(guard)
         current = None if got.kv is None else decode(EndpointSet, got.kv.value)
         return PublishState.read(
             current,
             mod=0 if got.kv is None else got.kv.mod_revision,
-            member_mod=0 if member.kv is None else member.kv.mod_revision,
-            alive_mod=0 if alive.kv is None else alive.kv.mod_revision,
+            member_mod=member_mod,
+            alive_mod=alive_mod,
             revision=got.revision,
+        )
+
+    async def _member_mods(self, guard: Guard) -> tuple[int, int]:
+        """The mod revisions (0: absent) of the member record and its liveness."""
+        member = await self.store.get(guard.member)
+        alive = await self.store.get(guard.alive)
+        return (
+            0 if member.kv is None else member.kv.mod_revision,
+            0 if alive.kv is None else alive.kv.mod_revision,
         )
 
     async def withdraw(

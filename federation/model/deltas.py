@@ -1,0 +1,186 @@
+"""A publisher's delta: the change from the shard it last published to the
+one it publishes now, sent instead of the whole shard.
+
+A churning source flips one endpoint of a 100-endpoint shard.  Sent whole,
+the registry decodes and checks all 100 endpoints to store one change
+(docs/performance.md, run K); sent as a delta it checks what changed.  The
+registry applies the delta to the stored shard's JSON, never decoding the
+unchanged endpoints into records: they were checked when they were first
+written, and only their claims are checked again (decision 50).
+
+The body (``PATCH /v1/services/{ns}/{name}/sources/{source}``, docs/api.md):
+
+- ``shard``: which shard (0 when absent);
+- ``baseGeneration``: the generation the delta was computed from; the
+  registry applies it only to exactly that stored generation (409
+  otherwise: the publisher sends the whole shard instead);
+- ``fields``: the set-level fields that change, ``generation`` always
+  (newer than the base); never ``stale`` or ``staleSince``, the registry's;
+- ``endpoints``: splices ``[start, end, [endpoint, ...]]`` as in the watch's
+  PATCH lines (``federation.model.patches``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from federation.model.patches import WORTH, splices
+from federation.model.records import (
+    MAX_ENDPOINTS_PER_SET,
+    MAX_SHARDS,
+    Endpoint,
+    EndpointSet,
+    ServiceRef,
+    SourceRef,
+)
+from federation.model.validation import Fields, Inconsistent, ValidationError, check_int
+
+PUBLISHED_FIELDS = frozenset(
+    {"generation", "ports", "changedAt", "headless", "sessionAffinity"}
+    | {"sessionAffinityTimeoutSeconds", "exportedAt"}
+)
+_BODY_FIELDS = frozenset({"shard", "baseGeneration", "fields", "endpoints"})
+MIN_ENDPOINTS = 8  # a shard this small is sent whole: a delta would save nothing
+
+__all__ = ["MIN_ENDPOINTS", "PUBLISHED_FIELDS", "Misfit", "PublishDelta", "Rebased", "between"]
+
+
+class Misfit(Exception):
+    """The delta does not apply to the stored shard (another base
+    generation, or splices past its end): the API's 409."""
+
+
+def _published(endpoint_set: EndpointSet) -> dict[str, Any]:
+    return {
+        "generation": endpoint_set.generation,
+        "ports": [p.to_wire() for p in endpoint_set.ports],
+        "changedAt": endpoint_set.changed_at,
+        "headless": endpoint_set.headless,
+        "sessionAffinity": endpoint_set.session_affinity.value,
+        "sessionAffinityTimeoutSeconds": endpoint_set.affinity_timeout,
+        "exportedAt": endpoint_set.exported_at,
+    }
+
+
+def between(old: EndpointSet, new: EndpointSet, *, worth: float = WORTH) -> dict[str, Any] | None:
+    """The delta body from ``old`` (what was published) to ``new``, or
+    None when the whole shard is the better message: another shard, not
+    a newer generation, a small shard, or most endpoints changed."""
+    if (old.service, old.source, old.shard) != (new.service, new.source, new.shard):
+        return None
+    if new.generation <= old.generation or len(new.endpoints) < MIN_ENDPOINTS:
+        return None
+    before, after = _published(old), _published(new)
+    changes = splices(old.endpoints, new.endpoints)
+    if sum(len(s[2]) for s in changes) >= worth * len(new.endpoints):
+        return None
+    return {
+        "shard": new.shard,
+        "baseGeneration": old.generation,
+        "fields": {k: v for k, v in after.items() if before[k] != v},
+        "endpoints": [[start, end, [e.to_wire() for e in items]] for start, end, items in changes],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Rebased:
+    """A delta applied to a stored shard: the new set-level fields as a
+    record without endpoints, and every endpoint in its stored form."""
+
+    header: EndpointSet
+    endpoints: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishDelta:
+    """A checked delta body: everything the stored shard need not be read
+    for is checked here (a 400 or 422 before any read)."""
+
+    service: ServiceRef
+    source: SourceRef
+    shard: int
+    base: int
+    fields: dict[str, Any]
+    splices: tuple[tuple[int, int, tuple[Endpoint, ...]], ...]
+
+    @classmethod
+    def from_wire(cls, data: object, service: ServiceRef, source: SourceRef) -> PublishDelta:
+        f = Fields(data, _BODY_FIELDS)
+        shard = check_int("shard", f.get("shard", 0), 0, MAX_SHARDS - 1)
+        base = check_int("baseGeneration", f.get("baseGeneration"), 0, 2**63 - 1)
+        fields = f.get("fields")
+        if not isinstance(fields, dict):
+            raise ValidationError("fields", "expected an object")
+        unknown = sorted(str(k) for k in fields if k not in PUBLISHED_FIELDS)
+        if unknown:
+            raise ValidationError(f"fields.{unknown[0]}", "not a field a publisher's delta sets")
+        if "generation" not in fields:
+            raise ValidationError("fields.generation", "required field is missing")
+        head = {"service": service.to_wire(), "source": str(source), "shard": shard}
+        try:
+            checked = EndpointSet.from_wire({**head, **fields})
+        except ValidationError as err:
+            raise err.within("fields") from None
+        if checked.generation <= base:
+            raise Inconsistent("fields.generation", f"must be newer than baseGeneration {base}")
+        return cls(service, source, shard, base, fields, _checked_splices(f.get("endpoints", [])))
+
+    def onto(self, stored: dict[str, Any]) -> Rebased:
+        """This delta applied to the stored shard's decoded JSON (which is
+        not changed).  Misfit when the stored shard is not its base."""
+        if stored.get("generation") != self.base:
+            raise Misfit(
+                f"the stored shard is generation {stored.get('generation')}, not the delta's "
+                f"base {self.base}; publish the whole shard"
+            )
+        old: list[dict[str, Any]] = stored["endpoints"]
+        out: list[dict[str, Any]] = []
+        at = 0
+        for start, end, items in self.splices:
+            if end > len(old):
+                raise Misfit(f"a splice ends at {end}, past the stored {len(old)} endpoints")
+            out += old[at:start]
+            out += [e.to_wire() for e in items]
+            at = end
+        out += old[at:]
+        if len(out) > MAX_ENDPOINTS_PER_SET:
+            raise Inconsistent(
+                "endpoints",
+                f"{len(out)} endpoints after the delta, at most {MAX_ENDPOINTS_PER_SET}",
+            )
+        header = {k: v for k, v in stored.items() if k != "endpoints"}
+        return Rebased(EndpointSet.from_wire({**header, **self.fields}), out)
+
+
+def _checked_splices(raw: object) -> tuple[tuple[int, int, tuple[Endpoint, ...]], ...]:
+    if not isinstance(raw, list):
+        raise ValidationError("endpoints", "expected a list of splices")
+    if len(raw) > MAX_ENDPOINTS_PER_SET:
+        raise ValidationError("endpoints", f"{len(raw)} items, at most {MAX_ENDPOINTS_PER_SET}")
+    out = []
+    at = 0
+    for index, splice in enumerate(raw):
+        path = f"endpoints[{index}]"
+        if not isinstance(splice, list) or len(splice) != 3:
+            raise ValidationError(path, "a splice is [start, end, [endpoint, ...]]")
+        start = check_int(f"{path}[0]", splice[0], 0, MAX_ENDPOINTS_PER_SET)
+        end = check_int(f"{path}[1]", splice[1], 0, MAX_ENDPOINTS_PER_SET)
+        if not isinstance(splice[2], list) or len(splice[2]) > MAX_ENDPOINTS_PER_SET:
+            raise ValidationError(
+                f"{path}[2]", f"a list of at most {MAX_ENDPOINTS_PER_SET} endpoints"
+            )
+        items = tuple(_endpoint(f"{path}[2][{i}]", e) for i, e in enumerate(splice[2]))
+        if start < at or end < start:
+            raise Inconsistent(path, "splices are ascending and do not overlap: [start, end] with "
+                               f"start >= {at} and end >= start")  # fmt: skip
+        out.append((start, end, items))
+        at = end
+    return tuple(out)
+
+
+def _endpoint(path: str, raw: object) -> Endpoint:
+    try:
+        return Endpoint.from_wire(raw)
+    except ValidationError as err:
+        raise err.within(path) from None
