@@ -36,6 +36,7 @@ from federation.model import (
     TrafficPolicy,
     ValidationError,
 )
+from federation.shared.heap import freeze_startup
 from federation.shared.routing import choose, explained
 from federation.shared.tasks import stop_tasks
 from federation.trust.ca import spiffe_ids
@@ -121,6 +122,7 @@ async def _agent(args: argparse.Namespace, host: str, port: int) -> int:
         site = Site(name, record.locality, NetworkMode(args.network_mode))
         agent = ClusterAgent(kube, client, site, suffix=args.suffix, keep_credentials=keep)
         work = agent.run() if not args.exit_when_removed else _until_removed(agent.run(), client)
+        freeze_startup()
         await serve_until_signal(work, agent.health_app(), host, port)
         if args.exit_when_removed and client.revoked is not None:
             raise UsageError(client.revoked)

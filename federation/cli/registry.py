@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from federation.api.server import RegistryServer
     from federation.registry import Registry
     from federation.registry import RegistryError as DomainError
+    from federation.shared.heap import freeze_startup
     from federation.store import StoreError, open_store
     from federation.trust.identity import check_trust_domain
 
@@ -99,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         try:
             await server.start()
+            freeze_startup()
             sys.stdout.write(
                 f"registry serving {server.url} (store {store_url.split('?')[0]})\n"
                 f"mesh root sha256 {registry.ca.fingerprint}"
