@@ -43,6 +43,7 @@ from federation.shared.clock import Clock
 from federation.store import Compare, Delete, Put, Store
 
 PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
+VALUE_CACHE_BYTES = 32 << 20  # of those, the stored bytes of the most recent
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 
 
@@ -60,6 +61,11 @@ class EndpointSets:
         self.prefix = prefix
         self.clock = clock
         self._published: OrderedDict[str, PublishState] = OrderedDict()
+        # The bytes this replica last wrote per shard, bounded in bytes: a
+        # delta applies to them without reading the shard back (the write
+        # is guarded by their mod revision all the same).
+        self._values: OrderedDict[str, bytes] = OrderedDict()
+        self._value_bytes = 0
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -101,11 +107,13 @@ class EndpointSets:
 
     async def publish_delta(self, delta: PublishDelta, vet: Callable[[Rebased], None]) -> int:
         """Apply a publisher's delta to its stored shard and write the
-        result (decision 50); returns the revision.  The stored shard is
-        read each time (the delta applies to exactly its base generation),
-        the member and liveness guards come from this replica's memory when
-        the shard is the one it last wrote.  ``vet`` checks the result's
-        claims.  Misfit when the stored shard is not the delta's base."""
+        result (decision 50); returns the revision.  The delta applies to
+        what this replica last wrote when it remembers it (the bytes and the
+        guards' revisions), else to the shard read from the store; either
+        way the write is guarded by that value's mod revision, so a shard
+        written meanwhile fails the guard and is read back.  ``vet`` checks
+        the result's claims.  Conflict when the stored shard is not the
+        delta's base."""
         shard = ShardKey(service=delta.service, source=delta.source, shard=delta.shard)
         key = self._key(shard.key)
         guard = Guard(
@@ -114,26 +122,31 @@ class EndpointSets:
             self._key(keys.alive_key(delta.source)),
         )
         for _ in range(8):
-            got = await self.store.get(key)
-            if got.kv is None:
-                raise NotFound(
-                    f"{delta.source} has no shard {delta.shard} of {delta.service} to change; "
-                    "publish it whole"
-                )
-            stored = orjson.loads(got.kv.value)
+            state = self._published.get(key)
+            held = self._values.get(key) if state is not None else None
+            remembered = held is not None
+            if state is None or held is None:
+                got = await self.store.get(key)
+                if got.kv is None:
+                    raise NotFound(
+                        f"{delta.source} has no shard {delta.shard} of {delta.service} to "
+                        "change; publish it whole"
+                    )
+                held, mod = got.kv.value, got.kv.mod_revision
+                if state is None or state.mod != mod:
+                    member_mod, alive_mod = await self._member_mods(guard)
+                    if member_mod == 0:
+                        raise NotFound(f"source {delta.source} is not registered")
+                    state = PublishState(mod=mod, member_mod=member_mod, alive_mod=alive_mod)
+            stored = orjson.loads(held)
             try:
                 rebased = delta.onto(stored)
             except Misfit as err:
+                if remembered:  # another replica may have written since: read it
+                    self._forget(key)
+                    continue
                 raise Conflict(str(err)) from None
             vet(rebased)
-            state = self._published.get(key)
-            if state is None or state.mod != got.kv.mod_revision:
-                member_mod, alive_mod = await self._member_mods(guard)
-                if member_mod == 0:
-                    raise NotFound(f"source {delta.source} is not registered")
-                state = PublishState(
-                    mod=got.kv.mod_revision, member_mod=member_mod, alive_mod=alive_mod
-                )
             was = replace(state, stale=stored["stale"], stale_since=stored["staleSince"])
             header = stamped(rebased.header, was, state.alive_mod != 0, self.clock.now())
             value = orjson.dumps(
@@ -174,16 +187,25 @@ class EndpointSets:
             ops,
         )
         if result.succeeded:
-            self._remember(guard.key, state_of(record, fresh_digest, state, result.revision))
+            self._remember(guard.key, state_of(record, fresh_digest, state, result.revision), value)
             return result.revision
-        self._published.pop(guard.key, None)
+        self._forget(guard.key)
         return None
 
-    def _remember(self, key: str, state: PublishState) -> None:
+    def _remember(self, key: str, state: PublishState, value: bytes) -> None:
         self._published[key] = state
         self._published.move_to_end(key)
         while len(self._published) > PUBLISH_CACHE:
-            self._published.popitem(last=False)
+            self._forget(next(iter(self._published)))
+        self._value_bytes += len(value) - len(self._values.pop(key, b""))
+        self._values[key] = value
+        while self._value_bytes > VALUE_CACHE_BYTES:
+            _, old = self._values.popitem(last=False)
+            self._value_bytes -= len(old)
+
+    def _forget(self, key: str) -> None:
+        self._published.pop(key, None)
+        self._value_bytes -= len(self._values.pop(key, b""))
 
     async def _publish_state(self, guard: Guard) -> PublishState:
         got = await self.store.get(guard.key)
@@ -218,7 +240,7 @@ class EndpointSets:
         got = await self.store.get(self._key(where.key))
         if got.kv is None:
             raise NotFound(f"{source} publishes no shard {shard} for {service}")
-        self._published.pop(self._key(where.key), None)
+        self._forget(self._key(where.key))
         result = await self.store.txn(
             [Compare(key=self._key(where.key), mod_revision=got.kv.mod_revision)],
             [Delete(key=self._key(where.key)), Delete(key=self._key(where.index_key))],
@@ -243,7 +265,7 @@ class EndpointSets:
             for kv in page.kvs:
                 shard = keys.parse_index(kv.key[len(self.prefix) :])
                 ops += [Delete(key=self._key(shard.key)), Delete(key=kv.key)]
-                self._published.pop(self._key(shard.key), None)
+                self._forget(self._key(shard.key))
             if ops:
                 await self.store.txn([], ops)
                 count += len(ops) // 2
@@ -274,7 +296,7 @@ class EndpointSets:
                 [Put(key=key, value=encode(marked))],
             )
             if done.succeeded:
-                self._published.pop(key, None)
+                self._forget(key)
                 return
             if fence is not None:
                 await fence.check(self.store)

@@ -7,16 +7,20 @@ nothing written; the client then falls back to the whole shard."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from agents.client import RegistryClient
 from agents.errors import Rejected
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.model.deltas import between
-from tests.contract.registry_http.conftest import Harness
+from federation.sim.etcd_process import EtcdProcess
+from tests.contract.registry_http.conftest import Harness, clock, running
 from tests.contract.registry_http.test_patches import CART, EAST, hundred
 
 PATH = f"/v1/services/{CART}/sources/{EAST}"
@@ -98,7 +102,11 @@ async def test_bad_deltas_are_refused_and_write_nothing(harness: Harness) -> Non
         ({**good, "fields": {"generation": 2, "stale": True}}, 400, "fields.stale"),
         ({**good, "fields": {}}, 400, "fields.generation"),
         ({**good, "endpoints": [[5, 4, []]]}, 422, "endpoints[0]"),
-        ({**good, "endpoints": [[0, 1, [{"address": "10.1.0.1"}]]]}, 400, "endpoints[0][2][0].locality"),
+        (
+            {**good, "endpoints": [[0, 1, [{"address": "10.1.0.1"}]]]},
+            400,
+            "endpoints[0][2][0].locality",
+        ),
         ({**good, "endpoints": [[100, 101, []]]}, 409, ""),
         ({**good, "endpoints": [[0, 1, [west_zone]]]}, 422, "endpoints[0].locality.region"),
         ({**good, "shard": 3}, 404, ""),
@@ -149,3 +157,33 @@ def test_between_declines_what_a_delta_would_not_save() -> None:
     assert delta is not None
     assert delta["fields"] == {"generation": 2, "changedAt": 12.5}
     assert [s[:2] for s in delta["endpoints"]] == [[5, 6]]
+
+
+async def test_deltas_through_two_replicas_apply_to_what_the_store_holds(
+    etcd_server: EtcdProcess, tmp_path: Path
+) -> None:
+    """Each replica remembers what it last wrote; a delta through one after
+    the other wrote the shard applies to the store's value, never to the
+    remembered one."""
+    prefix = f"/federation-deltas-{time.time_ns()}/"
+    url = "etcd://{}:{}".format(*etcd_server.endpoint)
+    first = Harness("etcd", tmp_path / "a", url, prefix, clock(), heartbeat_ttl=60)
+    second = Harness("etcd", tmp_path / "b", url, prefix, clock(), heartbeat_ttl=60)
+    async with running(first), running(second):
+        token = await first.add_cluster("east")
+        credentials, _ = await RegistryClient.join(first.url, token)
+        via_first = first.client(credentials)
+        via_second = second.client(credentials)
+        await via_first.heartbeat(EAST)
+        await via_first.publish(hundred(1))
+        await via_first.publish(hundred(2, frozenset({4})))  # a delta: the first remembers 2
+        via_second.published.keep(hundred(2, frozenset({4})))  # as if it had published 2
+        await via_second.publish(hundred(3, frozenset({4, 9})))  # a delta through the second
+        # The client's base is 3 now, the first replica remembers writing 2.
+        via_first.published.keep(hundred(3, frozenset({4, 9})))
+        await via_first.publish(hundred(4, frozenset({9})))
+        assert await requests_by(first, via_first, "PATCH", 200) == 2
+        assert await requests_by(second, via_second, "PATCH", 200) == 1
+        for replica, client in ((first, via_first), (second, via_second)):
+            (held,) = await stored(replica, client)
+            assert held == hundred(4, frozenset({9})).to_wire()
