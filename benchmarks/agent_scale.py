@@ -181,6 +181,7 @@ async def measure(
     kube = await Kube.from_kubeconfig(kubeconfig)
     slices = Slices()
     watcher = asyncio.create_task(follow(kube, slices))
+    beating = asyncio.create_task(heartbeats([c for c, _ in sources]))
     try:
         started = time.perf_counter()
         gate = asyncio.Semaphore(16)
@@ -214,11 +215,26 @@ async def measure(
         }
     finally:
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        beating.cancel()
+        await asyncio.gather(watcher, beating, return_exceptions=True)
         await kube.close()
         for client, _ in sources:
             await client.close()
         await admin.close()
+
+
+async def heartbeats(clients: list[RegistryClient]) -> None:
+    """Every source renews its liveness lease as an agent does (every 5 s,
+    a third of the default TTL): a source that went stale mid-run would
+    have the agent rewrite its slices, which is not what is measured."""
+
+    async def one(index: int, client: RegistryClient) -> None:
+        await asyncio.sleep(5.0 * index / len(clients))
+        while True:
+            await client.heartbeat(SourceRef.parse(f"cluster:s{index}"))
+            await asyncio.sleep(5.0)
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
 
 
 async def changes(

@@ -31,12 +31,12 @@ MAX_BYTES = 64 * 1024 * 1024  # the buffer's lines, whatever their count
 # Seconds a change may wait for the next before streams wake: each wake of
 # a stream costs a write (a TLS record) and a wait whatever it carries, so
 # under churn a wider window means fewer, fuller writes (decision 49).
-COALESCE = 0.03
+COALESCE = 0.02
 # The window grows with the streams open, up to COALESCE: a wake costs
 # about 15 us per stream, so waking at most every 60 us per stream keeps the
 # fan-out under about a quarter of the loop, and a handful of streams
 # (the registry benchmark's, a small federation's) waits next to nothing.
-PER_STREAM = 120e-6
+PER_STREAM = 60e-6
 
 
 @dataclass(frozen=True, slots=True)
