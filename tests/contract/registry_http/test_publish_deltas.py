@@ -45,12 +45,18 @@ async def requests_by(harness: Harness, client: Any, method: str, code: int) -> 
     return float(found.group(1)) if found else 0.0
 
 
-async def test_a_churned_shard_goes_as_a_delta_and_is_stored_as_the_whole(
-    harness: Harness,
-) -> None:
+async def live_east(harness: Harness) -> RegistryClient:
+    """Cluster east, alive, with generation 1 of the shard published whole."""
     east = await harness.enrol_cluster("east")
     await east.heartbeat(EAST)
     await east.publish(hundred(1))
+    return east
+
+
+async def test_a_churned_shard_goes_as_a_delta_and_is_stored_as_the_whole(
+    harness: Harness,
+) -> None:
+    east = await live_east(harness)
     for generation, unready in ((2, {7}), (3, {7, 40}), (4, {40})):
         await east.publish(hundred(generation, frozenset(unready)))
     assert await requests_by(harness, east, "PATCH", 200) == 3
@@ -65,9 +71,7 @@ async def test_a_churned_shard_goes_as_a_delta_and_is_stored_as_the_whole(
 async def test_a_delta_from_another_base_is_409_and_the_client_sends_the_whole(
     harness: Harness,
 ) -> None:
-    east = await harness.enrol_cluster("east")
-    await east.heartbeat(EAST)
-    await east.publish(hundred(1))
+    east = await live_east(harness)
     delta = between(hundred(1), hundred(2, frozenset({3})))
     assert delta is not None
     await east.publish(hundred(5))  # the stored shard moves on from the delta's base
@@ -87,9 +91,7 @@ async def test_a_delta_from_another_base_is_409_and_the_client_sends_the_whole(
 
 
 async def test_bad_deltas_are_refused_and_write_nothing(harness: Harness) -> None:
-    east = await harness.enrol_cluster("east")
-    await east.heartbeat(EAST)
-    await east.publish(hundred(1))
+    east = await live_east(harness)
     good = between(hundred(1), hundred(2, frozenset({3})))
     assert good is not None
     west_zone = Endpoint(
