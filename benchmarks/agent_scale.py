@@ -180,8 +180,10 @@ async def measure(
         sources.append((client, source_set(i, args.endpoints)))
     kube = await Kube.from_kubeconfig(kubeconfig)
     slices = Slices()
-    watcher = asyncio.create_task(follow(kube, slices))
-    beating = asyncio.create_task(heartbeats([c for c, _ in sources]))
+    background = [
+        asyncio.create_task(follow(kube, slices)),
+        asyncio.create_task(heartbeats([c for c, _ in sources])),
+    ]
     try:
         started = time.perf_counter()
         gate = asyncio.Semaphore(16)
@@ -214,9 +216,9 @@ async def measure(
             "agent_rss_mib": round(agent_peak(agent), 1),
         }
     finally:
-        watcher.cancel()
-        beating.cancel()
-        await asyncio.gather(watcher, beating, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await kube.close()
         for client, _ in sources:
             await client.close()
