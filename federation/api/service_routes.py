@@ -20,10 +20,12 @@ from federation.api.http import (
 )
 from federation.model import (
     MAX_SHARDS,
+    Cluster,
     EndpointSet,
     SourceRef,
     TrafficPolicy,
     ValidationError,
+    Workload,
     merge_shards,
 )
 from federation.model.claims import Contradiction, check_claims, check_wire_claims
@@ -38,6 +40,16 @@ from federation.trust.identity import Identity
 PUBLISH_PACING = 2.0  # the longest a publish waits for this replica's fan-out to reach it
 
 
+async def _publisher(request: web.Request, source: SourceRef) -> Cluster | Workload:
+    """The registered member a publish is checked against."""
+    member = await request.app[HUB_KEY].roster.lookup(
+        registry_of(request), Identity.of_source(source)
+    )
+    if member is None:
+        raise NotFound(f"source {source} is not registered")
+    return member
+
+
 async def _publish(request: web.Request) -> web.Response:
     """Validate and write one shard.  The answer waits (up to
     PUBLISH_PACING) until this replica's watch hub has taken the write:
@@ -48,11 +60,7 @@ async def _publish(request: web.Request) -> web.Response:
     endpoint_set = EndpointSet.from_wire(require_object(await read_json(request), "EndpointSet"))
     if endpoint_set.service != service or endpoint_set.source != source:
         raise Contradiction("service", "the body's service and source must match the path")
-    member = await request.app[HUB_KEY].roster.lookup(
-        registry_of(request), Identity.of_source(source)
-    )
-    if member is None:
-        raise NotFound(f"source {source} is not registered")
+    member = await _publisher(request, source)
     check_claims(endpoint_set, member)
     revision, written = await registry_of(request).publish(endpoint_set)
     if written:
@@ -68,11 +76,7 @@ async def _publish_delta(request: web.Request) -> web.Response:
     service, source = service_of(request), source_of(request.match_info["source"])
     body = require_object(await read_json(request), "EndpointSetDelta")
     delta = PublishDelta.from_wire(body, service, source)
-    member = await request.app[HUB_KEY].roster.lookup(
-        registry_of(request), Identity.of_source(source)
-    )
-    if member is None:
-        raise NotFound(f"source {source} is not registered")
+    member = await _publisher(request, source)
     revision = await registry_of(request).publish_delta(
         delta, lambda rebased: check_wire_claims(rebased.endpoints, member)
     )

@@ -22,7 +22,7 @@ class Contradiction(Inconsistent):
 
 def check_claims(endpoint_set: EndpointSet, member: Cluster | Workload) -> None:
     for i, endpoint in enumerate(endpoint_set.endpoints):
-        check_claim(f"endpoints[{i}]", endpoint.address, endpoint.locality, member)
+        _check_claim(f"endpoints[{i}]", endpoint.address, endpoint.locality, member)
 
 
 def check_wire_claims(endpoints: Iterable[dict[str, Any]], member: Cluster | Workload) -> None:
@@ -31,10 +31,10 @@ def check_wire_claims(endpoints: Iterable[dict[str, Any]], member: Cluster | Wor
     so a shard's few distinct localities are decoded once."""
     for i, endpoint in enumerate(endpoints):
         locality = Locality.from_wire(endpoint["locality"])
-        check_claim(f"endpoints[{i}]", endpoint["address"], locality, member)
+        _check_claim(f"endpoints[{i}]", endpoint["address"], locality, member)
 
 
-def check_claim(where: str, address: str, locality: Locality, member: Cluster | Workload) -> None:
+def _check_claim(where: str, address: str, locality: Locality, member: Cluster | Workload) -> None:
     """One endpoint's address and locality against its publisher's record."""
     if isinstance(member, Workload):
         if address != member.address:
@@ -69,4 +69,4 @@ def check_claim(where: str, address: str, locality: Locality, member: Cluster | 
         )
 
 
-__all__ = ["Contradiction", "check_claim", "check_claims", "check_wire_claims"]
+__all__ = ["Contradiction", "check_claims", "check_wire_claims"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -15,12 +15,21 @@ from federation.model.validation import ValidationError
 
 _RecordT = TypeVar("_RecordT", Cluster, Workload, EndpointSet, TrafficPolicy)
 
-__all__ = ["decode", "encode", "merge_shards"]
+__all__ = ["decode", "encode", "encode_wire", "merge_shards"]
 
 
 def encode(record: Cluster | Workload | EndpointSet | TrafficPolicy) -> bytes:
     """Canonical JSON bytes of a top-level record, as the store keeps it."""
     return orjson.dumps(record.to_wire(), option=orjson.OPT_SORT_KEYS)
+
+
+def encode_wire(header: EndpointSet, endpoints: list[dict[str, Any]]) -> bytes:
+    """What ``encode`` gives for ``header``'s set with ``endpoints`` (in
+    their wire form), without building the endpoints into records: a
+    publisher's delta applied to a stored shard (decision 50)."""
+    return orjson.dumps(
+        {**header.header_wire(), "endpoints": endpoints}, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def decode(kind: type[_RecordT], raw: bytes | str) -> _RecordT:

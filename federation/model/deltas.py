@@ -25,16 +25,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from federation.model.patches import WORTH, splices
+from federation.model.patches import (
+    WORTH,
+    Misfit,
+    Splice,
+    apply_splices,
+    checked_fields,
+    parse_splices,
+    splices,
+)
 from federation.model.records import (
-    MAX_ENDPOINTS_PER_SET,
     MAX_SHARDS,
     Endpoint,
     EndpointSet,
     ServiceRef,
     SourceRef,
 )
-from federation.model.validation import Fields, Inconsistent, ValidationError, check_int
+from federation.model.validation import Fields, Inconsistent, check_int
 
 PUBLISHED_FIELDS = frozenset(
     {"generation", "ports", "changedAt", "headless", "sessionAffinity"}
@@ -43,12 +50,7 @@ PUBLISHED_FIELDS = frozenset(
 _BODY_FIELDS = frozenset({"shard", "baseGeneration", "fields", "endpoints"})
 MIN_ENDPOINTS = 8  # a shard this small is sent whole: a delta would save nothing
 
-__all__ = ["MIN_ENDPOINTS", "PUBLISHED_FIELDS", "Misfit", "PublishDelta", "Rebased", "between"]
-
-
-class Misfit(Exception):
-    """The delta does not apply to the stored shard (another base
-    generation, or splices past its end): the API's 409."""
+__all__ = ["MIN_ENDPOINTS", "PUBLISHED_FIELDS", "PublishDelta", "Rebased", "between"]
 
 
 def _published(endpoint_set: EndpointSet) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class PublishDelta:
     shard: int
     base: int
     fields: dict[str, Any]
-    splices: tuple[tuple[int, int, tuple[Endpoint, ...]], ...]
+    splices: tuple[Splice, ...]
 
     @classmethod
     def from_wire(cls, data: object, service: ServiceRef, source: SourceRef) -> PublishDelta:
@@ -110,77 +112,22 @@ class PublishDelta:
         shard = check_int("shard", f.get("shard", 0), 0, MAX_SHARDS - 1)
         base = check_int("baseGeneration", f.get("baseGeneration"), 0, 2**63 - 1)
         fields = f.get("fields")
-        if not isinstance(fields, dict):
-            raise ValidationError("fields", "expected an object")
-        unknown = sorted(str(k) for k in fields if k not in PUBLISHED_FIELDS)
-        if unknown:
-            raise ValidationError(f"fields.{unknown[0]}", "not a field a publisher's delta sets")
-        if "generation" not in fields:
-            raise ValidationError("fields.generation", "required field is missing")
         head = {"service": service.to_wire(), "source": str(source), "shard": shard}
-        try:
-            checked = EndpointSet.from_wire({**head, **fields})
-        except ValidationError as err:
-            raise err.within("fields") from None
+        checked = checked_fields(head, fields, PUBLISHED_FIELDS)  # generation is required
+        assert isinstance(fields, dict)  # checked_fields refuses anything else
         if checked.generation <= base:
             raise Inconsistent("fields.generation", f"must be newer than baseGeneration {base}")
-        return cls(service, source, shard, base, fields, _checked_splices(f.get("endpoints", [])))
+        return cls(service, source, shard, base, fields, parse_splices(f.get("endpoints", [])))
 
     def onto(self, stored: dict[str, Any]) -> Rebased:
         """This delta applied to the stored shard's decoded JSON (which is
         not changed).  Misfit when the stored shard is not its base."""
         if stored.get("generation") != self.base:
             raise Misfit(
+                "baseGeneration",
                 f"the stored shard is generation {stored.get('generation')}, not the delta's "
-                f"base {self.base}; publish the whole shard"
+                f"base {self.base}; publish the whole shard",
             )
-        old: list[dict[str, Any]] = stored["endpoints"]
-        out: list[dict[str, Any]] = []
-        at = 0
-        for start, end, items in self.splices:
-            if end > len(old):
-                raise Misfit(f"a splice ends at {end}, past the stored {len(old)} endpoints")
-            out += old[at:start]
-            out += [e.to_wire() for e in items]
-            at = end
-        out += old[at:]
-        if len(out) > MAX_ENDPOINTS_PER_SET:
-            raise Inconsistent(
-                "endpoints",
-                f"{len(out)} endpoints after the delta, at most {MAX_ENDPOINTS_PER_SET}",
-            )
+        endpoints = apply_splices(stored["endpoints"], self.splices, Endpoint.to_wire)
         header = {k: v for k, v in stored.items() if k != "endpoints"}
-        return Rebased(EndpointSet.from_wire({**header, **self.fields}), out)
-
-
-def _checked_splices(raw: object) -> tuple[tuple[int, int, tuple[Endpoint, ...]], ...]:
-    if not isinstance(raw, list):
-        raise ValidationError("endpoints", "expected a list of splices")
-    if len(raw) > MAX_ENDPOINTS_PER_SET:
-        raise ValidationError("endpoints", f"{len(raw)} items, at most {MAX_ENDPOINTS_PER_SET}")
-    out = []
-    at = 0
-    for index, splice in enumerate(raw):
-        path = f"endpoints[{index}]"
-        if not isinstance(splice, list) or len(splice) != 3:
-            raise ValidationError(path, "a splice is [start, end, [endpoint, ...]]")
-        start = check_int(f"{path}[0]", splice[0], 0, MAX_ENDPOINTS_PER_SET)
-        end = check_int(f"{path}[1]", splice[1], 0, MAX_ENDPOINTS_PER_SET)
-        if not isinstance(splice[2], list) or len(splice[2]) > MAX_ENDPOINTS_PER_SET:
-            raise ValidationError(
-                f"{path}[2]", f"a list of at most {MAX_ENDPOINTS_PER_SET} endpoints"
-            )
-        items = tuple(_endpoint(f"{path}[2][{i}]", e) for i, e in enumerate(splice[2]))
-        if start < at or end < start:
-            raise Inconsistent(path, "splices are ascending and do not overlap: [start, end] with "
-                               f"start >= {at} and end >= start")  # fmt: skip
-        out.append((start, end, items))
-        at = end
-    return tuple(out)
-
-
-def _endpoint(path: str, raw: object) -> Endpoint:
-    try:
-        return Endpoint.from_wire(raw)
-    except ValidationError as err:
-        raise err.within(path) from None
+        return Rebased(EndpointSet.from_wire({**header, **self.fields}), endpoints)

@@ -21,14 +21,14 @@ not be much smaller than the value, so a delta is always worth sending."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
 
 from federation.model.records import MAX_ENDPOINTS_PER_SET, Endpoint, EndpointSet
-from federation.model.validation import Fields, ValidationError, check_int
+from federation.model.validation import Fields, Inconsistent, ValidationError, check_int
 
 PATCH_FIELDS = frozenset(
     {"generation", "ports", "stale", "changedAt", "staleSince", "headless", "sessionAffinity"}
@@ -37,7 +37,17 @@ PATCH_FIELDS = frozenset(
 _T = TypeVar("_T")
 WORTH = 0.5  # a delta is sent only under this share of the whole value's size
 
-__all__ = ["PATCH_FIELDS", "diff", "patched", "splices"]
+__all__ = [
+    "PATCH_FIELDS",
+    "Misfit",
+    "Splice",
+    "apply_splices",
+    "checked_fields",
+    "diff",
+    "parse_splices",
+    "patched",
+    "splices",
+]
 
 
 def diff(
@@ -101,39 +111,86 @@ def patched(current: EndpointSet, delta: object) -> EndpointSet:
     ``current`` (bad indices, unknown fields) is a ValidationError: the
     consumer's copy is not what the registry diffed, so it must relist."""
     f = Fields(delta, frozenset({"fields", "endpoints"}))
-    changes = f.get("fields", {})
+    base = checked_fields(current.header_wire(), f.get("fields", {}), PATCH_FIELDS)
+    spliced = apply_splices(current.endpoints, parse_splices(f.get("endpoints", [])), _same)
+    return replace(base, endpoints=tuple(spliced))
+
+
+class Misfit(ValidationError):
+    """A delta that does not apply to the set it is applied to: another
+    base generation, or a splice past its end."""
+
+
+Splice = tuple[int, int, tuple[Endpoint, ...]]
+
+
+def checked_fields(header: dict[str, Any], changes: object, allowed: frozenset[str]) -> EndpointSet:
+    """``header`` (a set's fields without its endpoints) with a delta's
+    ``changes`` applied, each checked as a whole set's field."""
     if not isinstance(changes, dict):
         raise ValidationError("fields", "expected an object")
-    unknown = sorted(str(k) for k in changes if k not in PATCH_FIELDS)
+    unknown = sorted(str(k) for k in changes if k not in allowed)
     if unknown:
-        raise ValidationError(f"fields.{unknown[0]}", "not a field a delta may change")
+        raise ValidationError(f"fields.{unknown[0]}", "not a field this delta may change")
     try:
-        base = EndpointSet.from_wire({**current.header_wire(), **changes})
+        return EndpointSet.from_wire({**header, **changes})
     except ValidationError as err:
         raise err.within("fields") from None
-    endpoints = _spliced(current.endpoints, f.get("endpoints", []))
-    return replace(base, endpoints=endpoints)
 
 
-def _spliced(old: tuple[Endpoint, ...], raw: object) -> tuple[Endpoint, ...]:
+def parse_splices(raw: object) -> tuple[Splice, ...]:
+    """A delta's splices, checked: ``[start, end, [endpoint, ...]]`` each,
+    ascending and not overlapping, every endpoint checked as a whole set's."""
     if not isinstance(raw, list):
         raise ValidationError("endpoints", "expected a list of splices")
-    out: list[Endpoint] = []
+    if len(raw) > MAX_ENDPOINTS_PER_SET:
+        raise ValidationError("endpoints", f"{len(raw)} items, at most {MAX_ENDPOINTS_PER_SET}")
+    out = []
     at = 0
     for index, splice in enumerate(raw):
         path = f"endpoints[{index}]"
-        if not isinstance(splice, list) or len(splice) != 3 or not isinstance(splice[2], list):
+        if not isinstance(splice, list) or len(splice) != 3:
             raise ValidationError(path, "a splice is [start, end, [endpoint, ...]]")
-        start = check_int(f"{path}[0]", splice[0], at, len(old))
-        end = check_int(f"{path}[1]", splice[1], start, len(old))
+        start = check_int(f"{path}[0]", splice[0], 0, MAX_ENDPOINTS_PER_SET)
+        end = check_int(f"{path}[1]", splice[1], 0, MAX_ENDPOINTS_PER_SET)
+        if not isinstance(splice[2], list) or len(splice[2]) > MAX_ENDPOINTS_PER_SET:
+            bound = f"a list of at most {MAX_ENDPOINTS_PER_SET} endpoints"
+            raise ValidationError(f"{path}[2]", bound)
+        items = tuple(_endpoint(f"{path}[2][{i}]", e) for i, e in enumerate(splice[2]))
+        if start < at or end < start:
+            raise Inconsistent(path, "splices are ascending and do not overlap: [start, end] with "
+                               f"start >= {at} and end >= start")  # fmt: skip
+        out.append((start, end, items))
+        at = end
+    return tuple(out)
+
+
+def apply_splices(
+    old: Sequence[_T], splices: Sequence[Splice], convert: Callable[[Endpoint], _T]
+) -> list[_T]:
+    """``old`` with ``splices`` applied, each new endpoint as ``convert``
+    gives it (the record itself, or its stored form).  Misfit for a splice
+    past the end of ``old``."""
+    out: list[_T] = []
+    at = 0
+    for index, (start, end, items) in enumerate(splices):
+        if end > len(old):
+            raise Misfit(f"endpoints[{index}][1]", f"{end} is past the {len(old)} endpoints")
         out += old[at:start]
-        for item, raw in enumerate(splice[2]):
-            try:
-                out.append(Endpoint.from_wire(raw))
-            except ValidationError as err:
-                raise err.within(f"{path}[2][{item}]") from None
+        out += [convert(e) for e in items]
         at = end
     out += old[at:]
     if len(out) > MAX_ENDPOINTS_PER_SET:
-        raise ValidationError("endpoints", f"{len(out)} endpoints, at most {MAX_ENDPOINTS_PER_SET}")
-    return tuple(out)
+        raise Inconsistent("endpoints", f"{len(out)} endpoints, at most {MAX_ENDPOINTS_PER_SET}")
+    return out
+
+
+def _same(endpoint: Endpoint) -> Endpoint:
+    return endpoint
+
+
+def _endpoint(path: str, raw: object) -> Endpoint:
+    try:
+        return Endpoint.from_wire(raw)
+    except ValidationError as err:
+        raise err.within(path) from None

@@ -23,10 +23,12 @@ from federation.model import (
     SourceRef,
     decode,
     encode,
+    encode_wire,
     keys,
 )
-from federation.model.deltas import Misfit, PublishDelta, Rebased
+from federation.model.deltas import PublishDelta, Rebased
 from federation.model.keys import ShardKey
+from federation.model.patches import Misfit
 from federation.registry.errors import Conflict, NotFound, TooLarge
 from federation.registry.leader import Fence
 from federation.registry.publish import (
@@ -47,7 +49,7 @@ VALUE_CACHE_BYTES = 32 << 20  # of those, the stored bytes of the most recent
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 
 
-def check_size(value: bytes) -> None:
+def _check_size(value: bytes) -> None:
     if len(value) > MAX_SET_BYTES:
         raise TooLarge(
             f"the endpoint set is {len(value)} bytes stored, over the bound of "
@@ -80,13 +82,8 @@ class EndpointSets:
         what this replica last wrote when it has them (one round trip),
         else from the store; a failed guard re-reads."""
         source = endpoint_set.source
-        shard = ShardKey(service=endpoint_set.service, source=source, shard=endpoint_set.shard)
-        key = self._key(shard.key)
-        guard = Guard(
-            key,
-            self._key(keys.member_key(source.kind, source.name)),
-            self._key(keys.alive_key(source)),
-        )
+        shard, guard = self._guard(endpoint_set.service, source, endpoint_set.shard)
+        key = guard.key
         state = self._published.get(key)
         for _ in range(8):
             if state is None or not is_newer(endpoint_set, state):
@@ -97,7 +94,7 @@ class EndpointSets:
                     return state.revision, False
             record = stamped(endpoint_set, state, state.alive_mod != 0, self.clock.now())
             value = encode(record)
-            check_size(value)
+            _check_size(value)
             fresh_digest = digest(record) if record.stale else hashlib.sha256(value).digest()
             revision = await self._write(shard, guard, state, record, value, fresh_digest)
             if revision is not None:
@@ -114,13 +111,8 @@ class EndpointSets:
         written meanwhile fails the guard and is read back.  ``vet`` checks
         the result's claims.  Conflict when the stored shard is not the
         delta's base."""
-        shard = ShardKey(service=delta.service, source=delta.source, shard=delta.shard)
-        key = self._key(shard.key)
-        guard = Guard(
-            key,
-            self._key(keys.member_key(delta.source.kind, delta.source.name)),
-            self._key(keys.alive_key(delta.source)),
-        )
+        shard, guard = self._guard(delta.service, delta.source, delta.shard)
+        key = guard.key
         for _ in range(8):
             state = self._published.get(key)
             held = self._values.get(key) if state is not None else None
@@ -149,17 +141,11 @@ class EndpointSets:
             vet(rebased)
             was = replace(state, stale=stored["stale"], stale_since=stored["staleSince"])
             header = stamped(rebased.header, was, state.alive_mod != 0, self.clock.now())
-            value = orjson.dumps(
-                {**header.header_wire(), "endpoints": rebased.endpoints},
-                option=orjson.OPT_SORT_KEYS,
-            )
-            check_size(value)
-            if header.stale:
-                whole = {**fresh(header).header_wire(), "endpoints": rebased.endpoints}
-                fresh_digest = hashlib.sha256(orjson.dumps(whole, option=orjson.OPT_SORT_KEYS))
-            else:
-                fresh_digest = hashlib.sha256(value)
-            revision = await self._write(shard, guard, state, header, value, fresh_digest.digest())
+            value = encode_wire(header, rebased.endpoints)
+            _check_size(value)
+            fresh_value = encode_wire(fresh(header), rebased.endpoints) if header.stale else value
+            fresh_digest = hashlib.sha256(fresh_value).digest()
+            revision = await self._write(shard, guard, state, header, value, fresh_digest)
             if revision is not None:
                 return revision
         raise Conflict("the endpoint set is being written concurrently; try again")
@@ -191,6 +177,15 @@ class EndpointSets:
             return result.revision
         self._forget(guard.key)
         return None
+
+    def _guard(self, service: ServiceRef, source: SourceRef, shard: int) -> tuple[ShardKey, Guard]:
+        where = ShardKey(service=service, source=source, shard=shard)
+        guard = Guard(
+            self._key(where.key),
+            self._key(keys.member_key(source.kind, source.name)),
+            self._key(keys.alive_key(source)),
+        )
+        return where, guard
 
     def _remember(self, key: str, state: PublishState, value: bytes) -> None:
         self._published[key] = state
