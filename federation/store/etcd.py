@@ -71,6 +71,12 @@ _T = TypeVar("_T")
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 RETIRED_KEPT = 4  # replaced clients kept open for calls still on them
 RPC_DEADLINE = 2.0
+# aetcd's watcher can stay stuck behind a gRPC stream that never finishes
+# (seen after a long outage: the stream "cancelling" for ever), and its
+# shutdown runs before the channel closes; so a watch cancel and a client
+# close are bounded, and a close that overruns closes the channel itself,
+# which ends every call on it.
+SHUTDOWN_SECONDS = 5.0
 # What etcd answers while it has no leader or is overloaded: worth a retry.
 _TRANSIENT = (
     "leader changed",
@@ -190,9 +196,7 @@ class EtcdStore:
             self._client = self._new_client()
             self._retired.append(failed)
             while len(self._retired) > RETIRED_KEPT:
-                old = self._retired.pop(0)
-                with contextlib.suppress(etcd_errors.ClientError, OSError):
-                    await old.close()
+                await _close_client(self._retired.pop(0))
 
     async def start(self) -> None:
         await self._call(lambda c: c.status())
@@ -200,8 +204,7 @@ class EtcdStore:
     async def close(self) -> None:
         self._closed = True
         for client in (*self._retired, self._client):
-            with contextlib.suppress(etcd_errors.ClientError, OSError):
-                await client.close()
+            await _close_client(client)
         self._retired = []
 
     async def _call(
@@ -408,9 +411,34 @@ class _Backoff:
 
 
 async def _cancel_quietly(stream: Any) -> None:
-    """Cancel a watch stream whose client may already be gone."""
-    with contextlib.suppress(etcd_errors.ClientError, OSError, AttributeError):
-        await stream.cancel()
+    """Cancel a watch stream whose client may already be gone, within
+    ``SHUTDOWN_SECONDS``: a cancel queued behind a stuck stream is dropped
+    (the stream's client is closed, or rotated away, after it)."""
+    try:
+        async with asyncio.timeout(SHUTDOWN_SECONDS):
+            await stream.cancel()
+    except TimeoutError:  # before OSError, of which it is a subclass
+        log.warning("etcd watch cancel overran %.1f s; left to the close", SHUTDOWN_SECONDS)
+    except (etcd_errors.ClientError, OSError, AttributeError):
+        pass
+
+
+async def _close_client(client: aetcd.Client) -> None:
+    """Close ``client`` within ``SHUTDOWN_SECONDS``; past that, close its
+    channel directly, which ends the stuck calls (aetcd closes the channel
+    only after its watcher has shut down)."""
+    channel = client.channel
+    try:
+        async with asyncio.timeout(SHUTDOWN_SECONDS):
+            await client.close()
+        return
+    except TimeoutError:  # before OSError, of which it is a subclass
+        log.warning("etcd client close overran %.1f s; closing its channel", SHUTDOWN_SECONDS)
+    except (etcd_errors.ClientError, OSError):
+        return
+    if channel is not None:
+        with contextlib.suppress(grpc.RpcError, OSError):
+            await channel.close(grace=None)
 
 
 def _connected(
