@@ -43,7 +43,6 @@ from federation.store.base import (
     Compare,
     Delete,
     Event,
-    EventType,
     GetResult,
     KeyValue,
     Lease,
@@ -60,6 +59,7 @@ from federation.store.base import (
     collect,
     prefix_end,
 )
+from federation.store.etcd_watch import Broken, Cancelled, Created, Item, WatchStream
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -327,39 +327,49 @@ class EtcdStore:
         next_revision = start_revision
         backoff = _Backoff(self._watch_retry_seconds)
         while True:
-            try:
-                stream = await self._open_watch(start, end, next_revision, with_previous)
-            except Unavailable:
-                await backoff.wait_or_raise()
-                continue
-            try:
-                async for raw in stream:
-                    backoff.reset()
-                    event = _event(raw)
-                    next_revision = event.revision + 1
-                    yield event
-            except etcd_errors.RevisionCompactedError as err:
-                raise Compacted(next_revision or 0, err.compacted_revision) from err
-            except etcd_errors.ClientError as err:
-                log.warning("etcd watch broke (%s); resuming at %s", err, next_revision)
-            finally:
-                await _cancel_quietly(stream)
             if self._closed:
                 raise Unavailable("store is closed")
-            await self._rotate(self._client)
+            member = self._client
+            request = aetcd.rpc.WatchCreateRequest(
+                key=start, range_end=end, start_revision=next_revision or 0, prev_kv=with_previous
+            )
+            stream = WatchStream(
+                self._target(), self._credentials, request, max_message=GRPC_MAX_MESSAGE
+            )
+            created, broken = False, None
+            deadline = asyncio.get_running_loop().time() + self._timeout  # to be created
+            try:
+                while broken is None:
+                    items: list[Item] | None
+                    if created:
+                        items = await stream.take()
+                    else:
+                        items = await _within(stream.take(), deadline)
+                    if items is None:
+                        broken = f"etcd did not create the watch within {self._timeout:.1f}s"
+                    for item in items or ():
+                        if isinstance(item, list):
+                            backoff.reset()
+                            for event in item:
+                                next_revision = event.revision + 1
+                                yield event
+                        elif isinstance(item, Created):
+                            created = True
+                        elif isinstance(item, Cancelled) and item.compact_revision:
+                            raise Compacted(next_revision or 0, item.compact_revision)
+                        else:
+                            broken = _why(item)
+                            break
+            finally:
+                await stream.close(SHUTDOWN_SECONDS)
+            if created:
+                log.warning("etcd watch broke (%s); resuming at %s", broken, next_revision)
+            await self._rotate(member)
             await backoff.wait_or_raise()
 
-    async def _open_watch(
-        self, start: bytes, end: bytes, revision: int | None, with_previous: bool
-    ) -> Any:
-        try:
-            return await self._call(
-                lambda c: c.watch(
-                    start, range_end=end, start_revision=revision, prev_kv=with_previous
-                )
-            )
-        except Compacted as err:
-            raise Compacted(revision or 0, err.compacted) from err
+    def _target(self) -> str:
+        host, port = self._endpoints[self._current]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # -- leases ---------------------------------------------------------------
 
@@ -410,17 +420,21 @@ class _Backoff:
         self._spent += delay
 
 
-async def _cancel_quietly(stream: Any) -> None:
-    """Cancel a watch stream whose client may already be gone, within
-    ``SHUTDOWN_SECONDS``: a cancel queued behind a stuck stream is dropped
-    (the stream's client is closed, or rotated away, after it)."""
+async def _within(take: Awaitable[_T], deadline: float) -> _T | None:
+    """``take``'s result, or None if the loop's clock passes ``deadline``."""
     try:
-        async with asyncio.timeout(SHUTDOWN_SECONDS):
-            await stream.cancel()
-    except TimeoutError:  # before OSError, of which it is a subclass
-        log.warning("etcd watch cancel overran %.1f s; left to the close", SHUTDOWN_SECONDS)
-    except (etcd_errors.ClientError, OSError, AttributeError):
-        pass
+        async with asyncio.timeout_at(deadline):
+            return await take
+    except TimeoutError:
+        return None
+
+
+def _why(item: Item) -> str:
+    if isinstance(item, Cancelled):
+        return f"etcd cancelled it: {item.reason or 'no reason given'}"
+    if isinstance(item, Broken):
+        return f"{item.code.name if item.code else 'error'}: {item.details}"
+    return "the stream ended"
 
 
 async def _close_client(client: aetcd.Client) -> None:
@@ -492,21 +506,3 @@ def _kv(raw: Any) -> KeyValue:
         version=int(raw.version),
         lease=LeaseId(raw.lease) if raw.lease else None,
     )
-
-
-def _event(raw: Any) -> Event:
-    kind = EventType.PUT if raw.kind == aetcd.EventKind.PUT else EventType.DELETE
-    return Event(
-        type=kind,
-        key=raw.kv.key.decode(),
-        revision=int(raw.kv.mod_revision),
-        value=bytes(raw.kv.value) if kind is EventType.PUT else b"",
-        previous=_previous(raw),
-    )
-
-
-def _previous(raw: Any) -> bytes | None:
-    """The replaced value, if the watch asked for it and the key existed
-    (etcd sends an empty KeyValue for a key that did not)."""
-    prev = raw.prev_kv
-    return bytes(prev.value) if prev is not None and prev.key else None
