@@ -96,6 +96,16 @@ class Metrics:
             ["phase"],
             registry=self.registry,
         )
+        self.loop_load = Gauge(
+            "federation_registry_loop_load",
+            "Fraction of the last hub tick the event loop's thread spent on the CPU",
+            registry=self.registry,
+        )
+        self.watch_window = Gauge(
+            "federation_registry_watch_window_seconds",
+            "How long a burst of changes now waits before watch streams wake",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "federation_http_request_duration_seconds",
             "Time the registry took to answer a request (not streams), by route and method",

@@ -14,7 +14,9 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from federation.api.roster import Roster
@@ -37,6 +39,20 @@ COALESCE = 0.02
 # fan-out under about a quarter of the loop, and a handful of streams
 # (the registry benchmark's, a small federation's) waits next to nothing.
 PER_STREAM = 60e-6
+# A loaded loop stretches the window: when the loop's thread spent more
+# than LOADED of the last tick on the CPU, the window grows in proportion,
+# up to MAX_STRETCH times (decision 53).  A busy registry then spends less
+# of itself on wakes, where the wait is small beside its queueing, and an
+# idle one (one change after another) waits no longer than before.
+LOADED = 0.5
+MAX_STRETCH = 2.0
+
+
+def window(streams: int, load: float, coalesce: float = COALESCE) -> float:
+    """Seconds a burst waits before streams wake, for ``streams`` open
+    streams on a loop whose thread was ``load`` busy (0..1) of late."""
+    stretch = min(MAX_STRETCH, max(1.0, load / LOADED))
+    return min(coalesce, PER_STREAM * streams) * stretch
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +93,15 @@ class WatchHub:
         max_bytes: int = MAX_BYTES,
         coalesce: float = COALESCE,
         tick: float = 1.0,
+        cpu: Callable[[], float] = time.thread_time,
     ) -> None:
         self.registry = registry
         self.coalesce = coalesce
+        # The loop's load: its thread's CPU seconds (``cpu``, read on the
+        # loop) over loop seconds, measured from one tick to the next.
+        self._cpu = cpu
+        self._measured: tuple[float, float] | None = None  # (loop time, cpu) at the last tick
+        self.load = 0.0
         # Streams are woken at least every ``tick`` seconds, changes or not,
         # by one timer for all of them (to bookmark, or to notice a revoked
         # caller), instead of a timeout of each stream's own per wait.
@@ -110,8 +132,13 @@ class WatchHub:
         self._tick()
 
     def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now, used = loop.time(), self._cpu()
+        if self._measured is not None and now > self._measured[0]:
+            self.load = (used - self._measured[1]) / (now - self._measured[0])
+        self._measured = now, used
         self._wake_sleepers()
-        self._ticker = asyncio.get_running_loop().call_later(self.tick, self._tick)
+        self._ticker = loop.call_later(self.tick, self._tick)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -235,21 +262,26 @@ class WatchHub:
 
     def _notify(self) -> None:
         """Wake what waits on the head (``caught_up``) now, and the streams
-        once a window after a change (PER_STREAM per open stream, at most
-        ``coalesce``), so that under churn each stream writes the changes
-        of a window together instead of waking (and writing a TLS record)
-        once per change; a change after a window's quiet goes out at once."""
+        once a window after a change (``window``: PER_STREAM per open
+        stream, at most ``coalesce``, stretched on a loaded loop), so that
+        under churn each stream writes the changes of a window together
+        instead of waking (and writing a TLS record) once per change; a
+        change after a window's quiet goes out at once."""
         self._wake_head()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        window = min(self.coalesce, PER_STREAM * len(self._subscriptions))
-        quiet, self._last_change = now - self._last_change >= window, now
+        wait = self.window()
+        quiet, self._last_change = now - self._last_change >= wait, now
         if self._soon is not None:
             return  # a wake is due: this change goes with it
         if quiet:
             self._notify_streams()
         else:  # a burst: wait for the rest of it
-            self._soon = loop.call_later(window, self._notify_streams)
+            self._soon = loop.call_later(wait, self._notify_streams)
+
+    def window(self) -> float:
+        """How long a burst now waits before the streams wake."""
+        return window(len(self._subscriptions), self.load, self.coalesce)
 
     def _wake_head(self) -> None:
         """Wake what waits for the head (``caught_up``)."""
@@ -316,4 +348,4 @@ class Subscription:
         return entries
 
 
-__all__ = ["Entry", "Lag", "Subscription", "WatchHub"]
+__all__ = ["Entry", "Lag", "Subscription", "WatchHub", "window"]

@@ -167,7 +167,10 @@ async def metrics_page(request: web.Request) -> web.Response:
                 lag = hub.lag(live.applied)
                 metrics.lag_changes.labels(kind, name).set(lag.changes)
                 metrics.lag_seconds.labels(kind, name).set(lag.seconds)
-    metrics.stale_sources.set(len(request.app[HUB_KEY].summary.stale_sources()))
+    hub = request.app[HUB_KEY]
+    metrics.stale_sources.set(len(hub.summary.stale_sources()))
+    metrics.loop_load.set(hub.load)
+    metrics.watch_window.set(hub.window())
     try:
         phase = (await registry_of(request).trust.refresh()).phase
     except StoreError as err:

@@ -45,7 +45,7 @@ from federation.shared.clock import Clock
 from federation.store import Compare, Delete, Put, Store
 
 PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
-VALUE_CACHE_BYTES = 32 << 20  # of those, the stored bytes of the most recent
+VALUE_CACHE_BYTES = 64 << 20  # of those, the stored bytes of the most recent (decision 50)
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
 
 

@@ -3,13 +3,14 @@ cursors that fall out of the buffer ending in Compacted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from federation.api.hub import WatchHub
+from federation.api.hub import COALESCE, LOADED, MAX_STRETCH, PER_STREAM, WatchHub, window
 from federation.model import Cluster, Locality
 from federation.registry import Registry
 from federation.store import Compacted, open_store
@@ -86,5 +87,37 @@ async def test_since_before_the_buffer_is_not_served_and_laggards_are_cut(
         fresh = hub.subscribe(hub.head - 1)
         assert fresh is not None
         assert [e.revision for e in await fresh.next(0.01)] == [hub.head]
+    finally:
+        await hub.stop()
+
+
+def test_the_window_grows_with_streams_and_stretches_on_a_loaded_loop() -> None:
+    assert window(3, 0.1) == pytest.approx(3 * PER_STREAM)  # a few streams wait next to nothing
+    assert window(255, 0.1) == pytest.approx(255 * PER_STREAM)
+    assert window(1000, 0.1) == pytest.approx(COALESCE)  # at most the cap, unloaded
+    assert window(255, LOADED) == pytest.approx(255 * PER_STREAM)
+    assert window(255, 0.8) == pytest.approx(255 * PER_STREAM * 0.8 / LOADED)
+    assert window(255, 5.0) == pytest.approx(255 * PER_STREAM * MAX_STRETCH)
+    assert window(1000, 5.0) == pytest.approx(COALESCE * MAX_STRETCH)
+
+
+async def test_the_hub_measures_its_loop_load_on_its_tick(registry: Registry) -> None:
+    loop = asyncio.get_running_loop()
+    busy = [0.9]  # of each loop second, on the injected CPU clock
+    cpu = [0.0]
+    last = [loop.time()]
+
+    def clock() -> float:
+        now = loop.time()
+        cpu[0] += (now - last[0]) * busy[0]
+        last[0] = now
+        return cpu[0]
+
+    hub = WatchHub(registry, tick=0.02, cpu=clock)
+    await hub.start()
+    try:
+        await eventually(lambda: hub.load == pytest.approx(0.9), what="a loaded loop")
+        busy[0] = 0.1
+        await eventually(lambda: hub.load == pytest.approx(0.1), what="an idle loop")
     finally:
         await hub.stop()
