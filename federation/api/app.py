@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from federation.api import dashboard, watch
 from federation.api.auth import Access, authorize, peer_identity
@@ -72,6 +73,7 @@ log = logging.getLogger("federation.api")
 audit = logging.getLogger("federation.audit")
 MAX_BODY_BYTES = 2 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
+AUDITED_KEY = web.RequestKey("audited", bool)
 
 
 # What the API answers for each of the registry's errors (they carry no
@@ -93,6 +95,25 @@ def status_of(err: RegistryError) -> int:
         if kind in STATUS:
             return STATUS[kind]
     return 400
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request that the audit log does not already record
+    (reads, streams, unmatched paths), at INFO on ``aiohttp.access``: a
+    write is audited with its caller and outcome, and a second line for it
+    cost the registry 2% of its loop under churn (decision 56)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.get(AUDITED_KEY):
+            return
+        self.logger.info(
+            '%s "%s %s" %d %.3fs',
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            time,
+        )
 
 
 # -- helpers ------------------------------------------------------------------
@@ -168,6 +189,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if route is not None and not route.stream:
         metrics.request_seconds.labels(label, request.method).observe(time.perf_counter() - started)
     if request.method not in ("GET", "HEAD") and route is not None:
+        request[AUDITED_KEY] = True
         outcome = "denied" if response.status in (401, 403) else str(response.status)
         # A renewed lease changes nothing: heartbeats (every few seconds per
         # member) are audited at DEBUG unless refused.

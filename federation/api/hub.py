@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from federation.api.roster import Roster
 from federation.api.summary import Summary
 from federation.registry import Compacted, Registry, StoreError
+from federation.registry.changes import Change
+from federation.registry.notes import Note
 from federation.shared.clock import Backoff
 from federation.shared.tasks import cancel_and_wait
 
@@ -206,14 +208,19 @@ class WatchHub:
                         self._head = max(self._head, change)
                         self._wake_head()
                     else:
-                        decoded = change.decoded()  # once, for the summary and the delta
+                        note = self._noted(change)
+                        if note is None:  # decoded once, for the summary and the delta
+                            decoded = change.decoded()
+                            patch = change.patch_line(decoded)
+                        else:
+                            decoded, patch = note.decoded, change.patch_line_of(note.delta)
                         self.roster.observe(change)
                         self.summary.observe(change, decoded)
                         entry = Entry(
                             change.revision,
                             change.type,
                             change.line(),
-                            change.patch_line(decoded),
+                            patch,
                             self.registry.clock.now(),
                         )
                         self._append(entry)
@@ -229,6 +236,13 @@ class WatchHub:
                 log.warning("watch hub: store failed (%s); resuming after %d in %.2fs",
                             err, self._head, delay)  # fmt: skip
                 await asyncio.sleep(delay)
+
+    def _noted(self, change: Change) -> Note | None:
+        """This replica's note of the write ``change`` watched, if it made
+        it: its delta and decoded value, so neither is decoded again."""
+        if change.type != "PUT" or change.item.kind != "EndpointSet":
+            return None
+        return self.registry.sets.notes.take(change.item.key, change.previous, change.item.value)
 
     def _append(self, entry: Entry) -> None:
         """Add a line; past 2x capacity or the byte bound, drop the oldest

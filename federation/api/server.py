@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
-from federation.api.app import build_app
+from federation.api.app import AccessLog, build_app
 from federation.api.http import HEALTH_KEY, Settings
 from federation.api.listener import Guard, Limits, listen
 from federation.registry import Registry, StoreError
@@ -89,6 +89,7 @@ class RegistryServer:
             handle_signals=False,
             shutdown_timeout=1.0,
             keepalive_timeout=self.limits.idle_timeout,
+            access_log_class=AccessLog,
         )
         await self._runner.setup()
         self._listener, self.guard = await listen(

@@ -44,6 +44,7 @@ __all__ = [
     "apply_splices",
     "checked_fields",
     "diff",
+    "diff_decoded",
     "parse_splices",
     "patched",
     "splices",
@@ -62,6 +63,14 @@ def diff(
         after = orjson.loads(new) if decoded is None else decoded
     except orjson.JSONDecodeError:
         return None
+    return diff_decoded(before, after, len(new), worth=worth)
+
+
+def diff_decoded(
+    before: Any, after: Any, size: int, *, worth: float = WORTH
+) -> dict[str, Any] | None:
+    """``diff`` of two stored sets already decoded; ``size``: the bytes of
+    ``after``'s stored form."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return None
     if before.keys() != after.keys() or "endpoints" not in after:
@@ -73,7 +82,7 @@ def diff(
     if not isinstance(old_list, list) or not isinstance(new_list, list):
         return None
     delta = {"fields": fields, "endpoints": [[*s] for s in splices(old_list, new_list)]}
-    if len(orjson.dumps(delta)) >= worth * len(new):
+    if len(orjson.dumps(delta)) >= worth * size:
         return None
     return delta
 

@@ -76,7 +76,11 @@ class Change:
             return None
         if self.previous is None or item.value is None:
             return None
-        delta = patches.diff(self.previous, item.value, decoded=decoded)
+        return self.patch_line_of(patches.diff(self.previous, item.value, decoded=decoded))
+
+    def patch_line_of(self, delta: dict[str, Any] | None) -> bytes | None:
+        """The PATCH line carrying ``delta`` (None: no line)."""
+        item = self.item
         if delta is None:
             return None
         head = (

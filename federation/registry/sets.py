@@ -31,6 +31,7 @@ from federation.model.keys import ShardKey
 from federation.model.patches import Misfit
 from federation.registry.errors import Conflict, NotFound, TooLarge
 from federation.registry.leader import Fence
+from federation.registry.notes import Note, Notes
 from federation.registry.publish import (
     Guard,
     PublishState,
@@ -68,6 +69,9 @@ class EndpointSets:
         # is guarded by their mod revision all the same).
         self._values: OrderedDict[str, bytes] = OrderedDict()
         self._value_bytes = 0
+        # Delta publishes in flight or just written, for this replica's
+        # watch hub (decision 55), by key relative to the prefix.
+        self.notes = Notes()
 
     def _key(self, relative: str) -> str:
         return self.prefix + relative
@@ -145,9 +149,16 @@ class EndpointSets:
             _check_size(value)
             fresh_value = encode_wire(fresh(header), rebased.endpoints) if header.stale else value
             fresh_digest = hashlib.sha256(fresh_value).digest()
+            decoded = {
+                **orjson.loads(orjson.dumps(header.header_wire())),
+                "endpoints": rebased.endpoints,
+            }
+            note = Note.of(held, stored, value, decoded)
+            self.notes.add(shard.key, note)
             revision = await self._write(shard, guard, state, header, value, fresh_digest)
             if revision is not None:
                 return revision
+            self.notes.drop(shard.key, note)
         raise Conflict("the endpoint set is being written concurrently; try again")
 
     async def _write(

@@ -140,3 +140,28 @@ async def test_the_certificate_names_only_the_proven_identity(sqlite_harness: Ha
     assert certs.spiffe_ids(cert) == ["spiffe://cluster.local/federation/cluster/east"]
     assert cert.subject.rfc4514_string() == "CN=cluster/east"
     assert answer["identity"] == "spiffe://cluster.local/federation/cluster/east"
+
+
+async def test_a_request_is_logged_once_the_audit_for_writes_the_access_log_for_reads(
+    sqlite_harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = sqlite_harness
+    owner = await harness.enrol_cluster(OWNER)
+    caplog.set_level(logging.INFO, logger="federation.audit")
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    shard = endpoint_set(OWNER, generation=1)
+    await owner.heartbeat(shard.source)
+    await owner.publish(shard)
+    await owner.request("GET", "/v1/status")
+    path = f"/v1/services/{shard.service}/sources/{shard.source}"
+    audited = [r.getMessage() for r in caplog.records if r.name == "federation.audit"]
+    accessed = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert [line for line in audited if path in line] == [f"caller={owner_id()} PUT {path} -> 200"]
+    assert [line for line in accessed if "/v1/status" in line] and all(
+        '"GET /v1/status" 200' in line for line in accessed if "/v1/status" in line
+    )
+    assert not [line for line in accessed if path in line]  # audited: not logged twice
+
+
+def owner_id() -> str:
+    return f"cluster/{OWNER}"
