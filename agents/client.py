@@ -287,6 +287,11 @@ class RegistryClient(Transport):
         Event of type PATCH whose object is the delta (``model.patches``):
         only a consumer holding every earlier event can apply it."""
         retry = self.backoff.retry()
+        # Several changes can share a revision (one etcd transaction of
+        # several, decision 57), and a stream can break between them: a
+        # broken stream resumes after the last revision wholly seen, and
+        # skips the keys of the next one that were already given.
+        given: tuple[int, set[str]] = (0, set())  # a revision, and its keys given
         while True:
             try:
                 if since is None:
@@ -296,11 +301,19 @@ class RegistryClient(Transport):
                             since = change.revision
                         yield change
                     retry.succeeded()
+                    given = (0, set())
                 assert since is not None
                 async for event in self._watch(since, patches):
                     self.stream.line()
                     retry.succeeded()
-                    since = event.revision
+                    if isinstance(event, Bookmark):
+                        since, given = event.revision, (0, set())
+                    elif event.revision == given[0]:
+                        if event.key in given[1]:
+                            continue  # given before the stream broke
+                        given[1].add(event.key)
+                    else:
+                        since, given = event.revision - 1, (event.revision, {event.key})
                     yield event
             except Gone:
                 self.stream.broke()

@@ -48,11 +48,14 @@ from stats import percentile
 
 from agents.client import Credentials, Event, RegistryClient, Relist, Synced
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
+from federation.model.keys import ShardKey
 from federation.sim.etcd_process import EtcdProcess
 
 TARGETS = {"bootstrap_s": 60.0, "rss_mib": 512.0, "relist_s": 3.0, "registry_cores": 1.0,
            "p99_ms": 100.0}  # fmt: skip
-REVISION = re.compile(rb'^\{"type":"(?:PUT|PATCH)","revision":(\d+)')
+# A change is its revision and key: etcd's group commit puts several at
+# one revision (decision 57).
+REVISION = re.compile(rb'^\{"type":"(?:PUT|PATCH)","revision":(\d+),"kind":"\w+","key":"([^"]+)"')
 PAGE = 4096
 
 
@@ -183,18 +186,18 @@ class Arrivals:
     """When each watcher saw each revision."""
 
     def __init__(self) -> None:
-        self.sent: dict[int, float] = {}
+        self.sent: dict[tuple[int, str], float] = {}
         self.publishes: list[float] = []  # publish round trips, seconds
-        self.seen: dict[int, list[float]] = {}
+        self.seen: dict[tuple[int, str], list[float]] = {}
         self.skipped = 0  # updates not sent: every cluster was still publishing
 
-    def arrived(self, revision: int) -> None:
-        self.seen.setdefault(revision, []).append(time.perf_counter())
+    def arrived(self, revision: int, key: str) -> None:
+        self.seen.setdefault((revision, key), []).append(time.perf_counter())
 
     def latencies(self) -> list[float]:
         out = []
-        for revision, started in self.sent.items():
-            out += [t - started for t in self.seen.get(revision, ())]
+        for change, started in self.sent.items():
+            out += [t - started for t in self.seen.get(change, ())]
         return out
 
     def delivered(self, watchers: int) -> float:
@@ -221,7 +224,7 @@ async def registry_watch(
             for line in lines:
                 found = REVISION.match(line)
                 if found:
-                    arrivals.arrived(int(found.group(1)))
+                    arrivals.arrived(int(found.group(1)), found.group(2).decode())
 
 
 async def churn(
@@ -254,7 +257,8 @@ async def churn(
             started = time.perf_counter()
             answer = await fake.client.publish(changed)
         arrivals.publishes.append(time.perf_counter() - started)
-        arrivals.sent[int(answer["revision"])] = started
+        shard = ShardKey(service=changed.service, source=changed.source, shard=changed.shard)
+        arrivals.sent[int(answer["revision"]), shard.key] = started
 
     try:
         await until(lambda: len(ready) == len(fakes), 60.0)

@@ -374,3 +374,46 @@ async def test_a_paged_read_overtaken_by_compaction_fails_or_stays_whole(
         return
     assert backend.name == "sqlite"
     assert [kv.value for kv in (*first.kvs, *rest)] == [b"old"] * 30
+
+
+async def test_concurrent_transactions_each_get_their_own_answer(
+    backend: Backend, store: Store
+) -> None:
+    """Transactions asked at once (etcd group-commits them, decision 57):
+    each succeeds or fails on its own guard, each writes only its own keys,
+    and two creating the same key cannot both succeed."""
+    keys = [backend.key(f"c{i}") for i in range(40)]
+    held = await store.put(keys[0], b"already")
+
+    async def create(key: str, value: bytes) -> bool:
+        result = await store.txn([Compare(key=key, mod_revision=0)], [Put(key=key, value=value)])
+        return result.succeeded
+
+    answers = await asyncio.gather(
+        *(create(key, b"v%d" % i) for i, key in enumerate(keys)),
+        create(keys[5], b"twice"),  # the same key again: only one creation wins
+        store.txn([Compare(key=keys[0], mod_revision=held)], [Delete(key=backend.key("gone"))]),
+    )
+    assert answers[0] is False  # keys[0] existed
+    assert answers[1:40] == [True] * 39
+    assert answers[40] is False
+    assert answers[41].succeeded
+    stored = {kv.key: kv.value for kv in (await store.range(backend.key("c"))).kvs}
+    assert stored[keys[0]] == b"already"
+    assert stored[keys[5]] == b"v5"
+    assert all(stored[key] == b"v%d" % i for i, key in enumerate(keys) if i)
+
+
+async def test_a_watch_carries_every_change_of_concurrent_transactions(
+    backend: Backend, store: Store
+) -> None:
+    now = (await store.range(backend.prefix)).revision
+    keys = [backend.key(f"g{i}") for i in range(20)]
+    async with contextlib.aclosing(store.watch(backend.prefix, now + 1)) as events:
+        waiter = asyncio.ensure_future(take(events, len(keys)))
+        results = await asyncio.gather(*(store.txn([], [Put(key=k, value=b"x")]) for k in keys))
+        seen = await waiter
+    assert sorted(e.key for e in seen) == sorted(keys)
+    by_key = {e.key: e.revision for e in seen}
+    assert [by_key[k] for k in keys] == [r.revision for r in results]
+    assert [e.revision for e in seen] == sorted(e.revision for e in seen)
