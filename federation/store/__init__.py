@@ -84,7 +84,7 @@ async def open_store(url: str, *, clock: Clock | None = None) -> Store:
                 "etcd:// needs the etcd extra: pip install 'federation[etcd]'"
             ) from err
 
-        from federation.store.etcd import EtcdTls
+        from federation.store.etcd_client import EtcdTls
 
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(options) - {"timeout", "cacert", "cert", "key"}

@@ -25,14 +25,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions as etcd_errors
 import grpc
-from aetcd import watcher as etcd_watcher
 
 from federation.shared.clock import Backoff
 from federation.store.base import (
@@ -41,10 +38,8 @@ from federation.store.base import (
     PAGE_KEYS,
     Compacted,
     Compare,
-    Delete,
     Event,
     GetResult,
-    KeyValue,
     Lease,
     LeaseId,
     LeaseNotFound,
@@ -60,6 +55,15 @@ from federation.store.base import (
     prefix_end,
 )
 from federation.store.etcd_batch import Batcher
+from federation.store.etcd_client import (
+    EtcdTls,
+    LeaseMissing,
+    TlsClient,
+    classify,
+    connected,
+    key_value,
+    request_op,
+)
 from federation.store.etcd_watch import Broken, Cancelled, Created, Item, WatchStream
 
 log = logging.getLogger(__name__)
@@ -78,72 +82,6 @@ RPC_DEADLINE = 2.0
 # close are bounded, and a close that overruns closes the channel itself,
 # which ends every call on it.
 SHUTDOWN_SECONDS = 5.0
-# What etcd answers while it has no leader or is overloaded: worth a retry.
-_TRANSIENT = (
-    "leader changed",
-    "no leader",
-    "request timed out",
-    "too many requests",
-    "unhealthy cluster",
-    "not capable",
-    "stopped",
-    "context deadline exceeded",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdTls:
-    """Files for TLS to etcd: the CA that signed the members' certificates,
-    and this client's certificate and key (PEM)."""
-
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        try:
-            return grpc.ssl_channel_credentials(
-                root_certificates=self.ca.read_bytes(),
-                certificate_chain=self.cert.read_bytes() if self.cert else None,
-                private_key=self.key.read_bytes() if self.key else None,
-            )
-        except OSError as err:
-            raise StoreError(f"cannot read the etcd TLS files: {err}") from err
-
-
-class _Client(aetcd.Client):  # type: ignore[misc]
-    """aetcd's client, over TLS when given channel credentials."""
-
-    def __init__(self, credentials: grpc.ChannelCredentials | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._credentials = credentials
-
-    async def connect(self) -> None:
-        if self._credentials is None:
-            await super().connect()
-            return
-        if self._connected.is_set():
-            return
-        if self._is_connecting:  # type: ignore[has-type]
-            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
-            return
-        self._is_connecting = True
-        try:
-            target = f"{self._host}:{self._port}"
-            channel = aetcd.rpc.secure_channel(
-                target, self._credentials, options=self._options.items()
-            )
-            self.channel = channel
-            self.kvstub = aetcd.rpc.KVStub(channel)
-            self.clusterstub = aetcd.rpc.ClusterStub(channel)
-            self.leasestub = aetcd.rpc.LeaseStub(channel)
-            self.maintenancestub = aetcd.rpc.MaintenanceStub(channel)
-            self._watcher = etcd_watcher.Watcher(
-                aetcd.rpc.WatchStub(channel), timeout=self._timeout, metadata=self.metadata
-            )
-            self._connected.set()
-        finally:
-            self._is_connecting = False
 
 
 class EtcdStore:
@@ -174,7 +112,7 @@ class EtcdStore:
 
     def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._current]
-        return _Client(
+        return TlsClient(
             self._credentials,
             host=host,
             port=port,
@@ -231,7 +169,7 @@ class EtcdStore:
             except etcd_errors.RevisionCompactedError as err:
                 raise Compacted(0, err.compacted_revision) from err
             except etcd_errors.ClientError as err:
-                failure, cause = _classify(err), err
+                failure, cause = classify(err), err
                 if not isinstance(failure, Unavailable):
                     raise failure from err
             log.debug("etcd call failed (attempt %d): %s", attempt + 1, failure)
@@ -242,7 +180,7 @@ class EtcdStore:
     async def get(self, key: str) -> GetResult:
         raw = check_key(key)
         result = await self._call(lambda c: c.get_range(raw, raw + b"\0"), read=True)
-        kvs = [_kv(kv) for kv in result]
+        kvs = [key_value(kv) for kv in result]
         return GetResult(kv=kvs[0] if kvs else None, revision=result.header.revision)
 
     async def range(self, prefix: str) -> RangeResult:
@@ -258,7 +196,7 @@ class EtcdStore:
         while True:
             response = await self._range_page(start, end, count, revision)
             revision = revision or int(response.header.revision)
-            kvs = tuple(_kv(kv) for kv in response.kvs)
+            kvs = tuple(key_value(kv) for kv in response.kvs)
             yield RangeResult(kvs=kvs, revision=revision)
             if not response.more or not kvs:
                 return
@@ -273,7 +211,7 @@ class EtcdStore:
             return await c.kvstub.Range(request, timeout=self._timeout, metadata=c.metadata)
 
         try:
-            return await self._call(_connected(run), read=True)
+            return await self._call(connected(run), read=True)
         except Compacted as err:
             raise Compacted(revision, err.compacted) from err
 
@@ -283,7 +221,7 @@ class EtcdStore:
         check_ops((Put(key=key, value=value, lease=lease),), self._max_value)
         try:
             result = await self._call(lambda c: c.put(key.encode(), value, lease=lease))
-        except _LeaseMissing as err:
+        except LeaseMissing as err:
             raise LeaseNotFound(lease or LeaseId(0)) from err
         return int(result.header.revision)
 
@@ -293,7 +231,7 @@ class EtcdStore:
         async def run(c: aetcd.Client) -> Any:
             return await c.kvstub.DeleteRange(request, timeout=self._timeout, metadata=c.metadata)
 
-        result = await self._call(_connected(run))
+        result = await self._call(connected(run))
         return int(result.header.revision)
 
     async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult:
@@ -304,7 +242,7 @@ class EtcdStore:
         checks = [c.transactions.mod(check_key(x.key)) == x.mod_revision for x in compare]
         request = aetcd.rpc.TxnRequest(
             compare=[x.build_message() for x in checks],
-            success=c._ops_to_requests([_op(c, op) for op in success]),
+            success=c._ops_to_requests([request_op(c, op) for op in success]),
             failure=[],
         )
         leased = next((op.lease for op in success if isinstance(op, Put) and op.lease), None)
@@ -313,12 +251,14 @@ class EtcdStore:
                 request,
                 writes=frozenset(check_key(op.key) for op in success),
                 reads=frozenset(check_key(x.key) for x in compare),
-                size=sum(len(op.key) + len(getattr(op, "value", b"")) for op in success),
+                size=sum(
+                    len(op.key) + (len(op.value) if isinstance(op, Put) else 0) for op in success
+                ),
             )
             return TxnResult(succeeded=succeeded, revision=revision)
         try:
             response = await self._send_txn(request)
-        except _LeaseMissing as err:
+        except LeaseMissing as err:
             raise LeaseNotFound(LeaseId(leased)) from err
         return TxnResult(succeeded=bool(response.succeeded), revision=int(response.header.revision))
 
@@ -326,7 +266,7 @@ class EtcdStore:
         async def run(c: aetcd.Client) -> Any:
             return await c.kvstub.Txn(request, timeout=self._timeout, metadata=c.metadata)
 
-        return await self._call(_connected(run))
+        return await self._call(connected(run))
 
     async def compact(self, revision: int) -> None:
         try:
@@ -398,7 +338,7 @@ class EtcdStore:
     async def keepalive(self, lease: LeaseId) -> int:
         try:
             reply = await self._call(lambda c: c.refresh_lease(lease))
-        except _LeaseMissing as err:
+        except LeaseMissing as err:
             raise LeaseNotFound(lease) from err
         if reply is None or reply.TTL <= 0:
             raise LeaseNotFound(lease)
@@ -407,7 +347,7 @@ class EtcdStore:
     async def revoke(self, lease: LeaseId) -> None:
         try:
             await self._call(lambda c: c.revoke_lease(lease))
-        except _LeaseMissing as err:
+        except LeaseMissing as err:
             raise LeaseNotFound(lease) from err
 
 
@@ -469,56 +409,3 @@ async def _close_client(client: aetcd.Client) -> None:
     if channel is not None:
         with contextlib.suppress(grpc.RpcError, OSError):
             await channel.close(grace=None)
-
-
-def _connected(
-    run: Callable[[aetcd.Client], Awaitable[_T]],
-) -> Callable[[aetcd.Client], Awaitable[_T]]:
-    """Make sure the client is connected before using its stubs directly,
-    and classify raw gRPC errors as aetcd's decorated methods do."""
-
-    async def call(client: aetcd.Client) -> _T:
-        await client.connect()
-        try:
-            return await run(client)
-        except aetcd.rpc.AioRpcError as err:
-            etcd_errors._handle_exception(err)
-            raise  # unreachable: the handler always raises
-
-    return call
-
-
-def _op(client: aetcd.Client, op: Op) -> Any:
-    if isinstance(op, Delete):
-        return client.transactions.delete(op.key.encode())
-    return client.transactions.put(op.key.encode(), op.value, lease=op.lease)
-
-
-class _LeaseMissing(StoreError):
-    """etcd refused a write naming a lease it does not have."""
-
-
-def _classify(err: Exception) -> StoreError:
-    if isinstance(err, etcd_errors.WatchTimeoutError):
-        return Unavailable(f"etcd watch timed out: {err}")
-    text = str(err)
-    if any(marker in text for marker in _TRANSIENT):
-        return Unavailable(f"etcd cannot serve now: {text}")
-    if "lease not found" in text:
-        return _LeaseMissing(f"etcd: requested lease not found: {text}")
-    if "required revision has been compacted" in text:
-        return Compacted(0, 0)
-    if "too large" in text:
-        return StoreError(f"etcd refused the request as too large: {text}")
-    return StoreError(f"etcd error: {text}")
-
-
-def _kv(raw: Any) -> KeyValue:
-    return KeyValue(
-        key=raw.key.decode(),
-        value=bytes(raw.value),
-        create_revision=int(raw.create_revision),
-        mod_revision=int(raw.mod_revision),
-        version=int(raw.version),
-        lease=LeaseId(raw.lease) if raw.lease else None,
-    )

@@ -22,6 +22,7 @@ alone; a store that is unavailable fails them all, as it would each.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from typing import Any
 import aetcd.rpc as rpc
 
 from federation.store.base import StoreError, Unavailable
+
+log = logging.getLogger(__name__)
 
 BATCH_TXNS = 32  # nested transactions per batch (etcd allows 128 operations per level)
 BATCH_BYTES = 1 << 20  # keys and values per batch (etcd takes requests up to 1.5 MiB)
@@ -69,8 +72,6 @@ class Batcher:
         self._flying = 0
         self._kick_due = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0  # sent, of more than one transaction
-        self.batched = 0  # transactions sent in those
 
     async def txn(
         self, request: Any, *, writes: frozenset[bytes], reads: frozenset[bytes], size: int
@@ -125,11 +126,17 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[Pending]) -> None:
+        """Send ``batch``; every caller gets its answer, or the error
+        raised in its place: a store error, or any other fault (a bug)."""
         try:
             if len(batch) == 1:
                 await self._one(batch[0])
             else:
                 await self._many(batch)
+        except Exception as err:  # not the store's (a bug): logged, and each caller raises it
+            log.exception("an etcd transaction batch failed")
+            for pending in batch:
+                _settle(pending, error=err)
         finally:
             for pending in batch:  # interrupted (the store closing): nobody waits for ever
                 if not pending.done.done():
@@ -140,10 +147,8 @@ class Batcher:
     async def _one(self, pending: Pending) -> None:
         try:
             response = await self._send(pending.request)
-        except BaseException as err:  # the caller's, cancellation included
+        except StoreError as err:  # the caller's to handle, as an unbatched call's
             _settle(pending, error=err)
-            if not isinstance(err, Exception):
-                raise
             return
         _settle(pending, result=(bool(response.succeeded), int(response.header.revision)))
 
@@ -151,8 +156,6 @@ class Batcher:
         outer = rpc.TxnRequest(
             compare=[], success=[rpc.RequestOp(request_txn=p.request) for p in batch], failure=[]
         )
-        self.batches += 1
-        self.batched += len(batch)
         try:
             response = await self._send(outer)
         except Unavailable as err:
@@ -163,24 +166,18 @@ class Batcher:
             for pending in batch:
                 await self._one(pending)
             return
-        except BaseException as err:
-            for pending in batch:
-                _settle(pending, error=err)
-            raise
         revision = int(response.header.revision)
         for pending, answer in zip(batch, response.responses, strict=True):
             _settle(pending, result=(bool(answer.response_txn.succeeded), revision))
 
 
 def _settle(
-    pending: Pending, *, result: tuple[bool, int] | None = None, error: BaseException | None = None
+    pending: Pending, *, result: tuple[bool, int] | None = None, error: Exception | None = None
 ) -> None:
     """Answer the caller (unless it went away meanwhile)."""
     if pending.done.done():
         return
-    if isinstance(error, asyncio.CancelledError):
-        pending.done.cancel()
-    elif error is not None:
+    if error is not None:
         pending.done.set_exception(error)
     else:
         assert result is not None
