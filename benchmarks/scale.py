@@ -49,6 +49,7 @@ from stats import percentile
 from agents.client import Credentials, Event, RegistryClient, Relist, Synced
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.model.keys import ShardKey
+from federation.shared.loop import run as run_loop
 from federation.sim.etcd_process import EtcdProcess
 
 TARGETS = {"bootstrap_s": 60.0, "rss_mib": 512.0, "relist_s": 3.0, "registry_cores": 1.0,
@@ -458,7 +459,7 @@ def main() -> None:
     if args.quick:
         args.clusters, args.services, args.endpoints = 20, 3, 20
         args.rate, args.seconds = 40.0, 2.0
-    print(json.dumps(asyncio.run(run(args))))
+    print(json.dumps(run_loop(run(args))))
 
 
 if __name__ == "__main__":

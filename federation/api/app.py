@@ -284,7 +284,12 @@ def build_app(registry: Registry, settings: Settings | None = None) -> web.Appli
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = Metrics()
     app[SETTINGS_KEY] = settings or Settings()
-    app[HUB_KEY] = WatchHub(registry, tick=app[SETTINGS_KEY].bookmark_interval / 4)
+    events_sent = app[METRICS_KEY].events_sent
+    app[HUB_KEY] = WatchHub(
+        registry,
+        tick=app[SETTINGS_KEY].bookmark_interval / 4,
+        sent=lambda kind, count: events_sent.labels(kind).inc(count),
+    )
     app[HEALTH_KEY] = Health()
     app.cleanup_ctx.append(_run_hub)
     for route in ROUTES:

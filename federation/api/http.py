@@ -143,6 +143,9 @@ class Health:
 class Settings:
     bookmark_interval: float = 5.0
     token_ttl: float = 3600.0
+    # Every watch stream woken to write its own lines, as before decision
+    # 58 (the hub writes none itself): for A/B measurements and diagnosis.
+    woken_streams: bool = False
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

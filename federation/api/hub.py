@@ -48,6 +48,11 @@ PER_STREAM = 60e-6
 # idle one (one change after another) waits no longer than before.
 LOADED = 0.5
 MAX_STRETCH = 2.0
+# A stream parked on the hub with less than this queued in its transport is
+# written by the hub itself at a wake (``Sink``); past it, the stream is
+# woken to write through its response, which waits for the client.
+SINK_BUFFER = 64 * 1024
+SINK_WRITE = 256 * 1024  # a wake with more than this for one stream wakes it
 
 
 def window(streams: int, load: float, coalesce: float = COALESCE) -> float:
@@ -77,6 +82,33 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Sink:
+    """Where the hub may write a parked stream's lines itself (decision 58):
+    the stream's transport, whose HTTP/1.1 response is chunked and has its
+    headers out, so each write is framed as one chunk.  ``admitted`` says
+    whether the stream's caller is still a member; when it is not, or the
+    transport is closing or backed up, the stream is woken instead and its
+    own coroutine writes (or ends) through its response."""
+
+    transport: asyncio.WriteTransport
+    deltas: bool
+    admitted: Callable[[], bool]
+
+    def writable(self) -> bool:
+        transport = self.transport
+        return (
+            not transport.is_closing()
+            and transport.get_write_buffer_size() < SINK_BUFFER
+            and self.admitted()
+        )
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 chunk (RFC 9112 section 7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+@dataclass(frozen=True, slots=True)
 class Lag:
     """``changes`` behind (a lower bound when ``beyond_buffer``: the
     consumer is behind everything the hub still holds) and ``seconds``
@@ -96,9 +128,11 @@ class WatchHub:
         coalesce: float = COALESCE,
         tick: float = 1.0,
         cpu: Callable[[], float] = time.thread_time,
+        sent: Callable[[str, int], None] = lambda kind, count: None,
     ) -> None:
         self.registry = registry
         self.coalesce = coalesce
+        self._sent = sent  # lines the hub wrote to sinks itself, by type
         # The loop's load: its thread's CPU seconds (``cpu``, read on the
         # loop) over loop seconds, measured from one tick to the next.
         self._cpu = cpu
@@ -109,9 +143,11 @@ class WatchHub:
         # caller), instead of a timeout of each stream's own per wait.
         self.tick = tick
         self._ticker: asyncio.TimerHandle | None = None
-        self._soon: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         self._last_change = float("-inf")  # when _notify last ran (loop time)
-        self._sleepers: list[asyncio.Future[None]] = []  # the streams waiting
+        # The streams waiting, with the sink the hub may write to instead
+        # of waking them (None: always woken).
+        self._sleepers: list[tuple[asyncio.Future[None], Subscription]] = []
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()  # the live ones
         self.capacity = capacity
         self.max_bytes = max_bytes
@@ -150,9 +186,7 @@ class WatchHub:
             task, self._task = self._task, None
             await cancel_and_wait(task)  # a crash was reported when it happened (supervise)
         self._notify()
-        if self._soon is not None:
-            self._soon.cancel()
-        self._notify_streams()
+        self._wake_all()
 
     @property
     def head(self) -> int:
@@ -272,7 +306,7 @@ class WatchHub:
         self._base = self._head = revision
         self._epoch += 1
         self._notify()
-        self._notify_streams()
+        self._wake_all()  # every cursor is void: each stream ends with Compacted
 
     def _notify(self) -> None:
         """Wake what waits on the head (``caught_up``) now, and the streams
@@ -288,8 +322,8 @@ class WatchHub:
         quiet, self._last_change = now - self._last_change >= wait, now
         if self._soon is not None:
             return  # a wake is due: this change goes with it
-        if quiet:
-            self._notify_streams()
+        if quiet:  # at once, but after the rest of this revision's changes
+            self._soon = loop.call_soon(self._notify_streams)
         else:  # a burst: wait for the rest of it
             self._soon = loop.call_later(wait, self._notify_streams)
 
@@ -304,12 +338,62 @@ class WatchHub:
         self._wake = None
 
     def _notify_streams(self) -> None:
+        """A window's wake: streams parked with a writable sink get their
+        new lines from the hub and stay parked; the rest are woken.  Lines
+        of the same entries are joined and framed once for every stream at
+        the same cursor, and counted once per type."""
         self._soon = None
+        sleepers, self._sleepers = self._sleepers, []
+        parked: list[tuple[asyncio.Future[None], Subscription]] = []
+        frames: dict[tuple[int, int, bool], tuple[bytes, list[Entry]] | None] = {}
+        counts: dict[tuple[int, int, bool], int] = {}
+        for waiter, subscription in sleepers:
+            if waiter.done():  # a stream cancelled meanwhile cancelled its own
+                continue
+            sink = subscription.sink
+            if sink is None or not sink.writable():
+                waiter.set_result(None)
+                continue
+            key = (subscription.position, subscription.revision, sink.deltas)
+            if key not in frames:
+                frames[key] = subscription.framed(sink.deltas)
+            framed = frames[key]
+            if framed is None:  # compacted or too much: the stream sorts it out
+                waiter.set_result(None)
+                continue
+            frame, entries = framed
+            if frame:
+                sink.transport.write(frame)
+                counts[key] = counts.get(key, 0) + 1
+            subscription.advance(entries)
+            parked.append((waiter, subscription))
+        self._sleepers = parked + self._sleepers
+        self._count(frames, counts)
+
+    def _count(
+        self,
+        frames: dict[tuple[int, int, bool], tuple[bytes, list[Entry]] | None],
+        counts: dict[tuple[int, int, bool], int],
+    ) -> None:
+        sent: dict[str, int] = {}
+        for key, streams in counts.items():
+            framed = frames[key]
+            assert framed is not None
+            for entry in framed[1]:
+                kind = "PATCH" if key[2] and entry.patch is not None else entry.type
+                sent[kind] = sent.get(kind, 0) + streams
+        for kind, count in sent.items():
+            self._sent(kind, count)
+
+    def _wake_all(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         self._wake_sleepers()
 
     def _wake_sleepers(self) -> None:
         sleepers, self._sleepers = self._sleepers, []
-        for waiter in sleepers:
+        for waiter, _ in sleepers:
             if not waiter.done():  # a stream cancelled meanwhile cancelled its own
                 waiter.set_result(None)
 
@@ -318,11 +402,13 @@ class WatchHub:
             self._wake = asyncio.get_running_loop().create_future()
         return self._wake
 
-    def _stream_waiter(self) -> asyncio.Future[None]:
+    def _stream_waiter(self, subscription: Subscription) -> asyncio.Future[None]:
         """A future of the caller's own, done at the next wake or tick (one
-        shared future would be cancelled for all by one stream's cancellation)."""
+        shared future would be cancelled for all by one stream's
+        cancellation); while it is pending, a wake may write the
+        subscription's lines to its sink instead."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append(waiter)
+        self._sleepers.append((waiter, subscription))
         return waiter
 
 
@@ -332,34 +418,58 @@ class Subscription:
         self.position = position
         self.revision = since  # the revision the client has seen everything up to
         self._epoch = hub._epoch
+        self.sink: Sink | None = None  # set once the stream's headers are out
 
     async def next(self, timeout: float | None = None) -> list[Entry]:
         """The entries after the cursor, waiting for some until the hub's
         next tick, or at most ``timeout`` (then returns []; ``revision`` is
-        then safe to bookmark).  Raises ``Compacted`` if the cursor fell
-        out of the buffer."""
+        then safe to bookmark).  While it waits, the hub may write new
+        entries to the sink itself: they are not returned.  Raises
+        ``Compacted`` if the cursor fell out of the buffer."""
         entries = self._take()
         if not entries:
-            waiter = self.hub._stream_waiter()
+            waiter = self.hub._stream_waiter(self)
             if timeout is None:
                 await waiter
             else:
                 await asyncio.wait([waiter], timeout=timeout)
+                waiter.cancel()  # not parked any more: the hub must not write for it
             entries = self._take()
         if not entries and self.hub._head > self.revision:
             self.revision = self.hub._head
         return entries
 
-    def _take(self) -> list[Entry]:
+    def _pending(self) -> list[Entry]:
         hub = self.hub
         if self._epoch != hub._epoch or self.position < hub._offset:
             raise Compacted(self.revision, hub._base)
         start = self.position - hub._offset
-        entries = [e for e in hub._entries[start:] if e.revision > self.revision]
-        self.position = hub._offset + len(hub._entries)
+        return [e for e in hub._entries[start:] if e.revision > self.revision]
+
+    def advance(self, entries: list[Entry]) -> None:
+        """Past everything the hub holds, having been given ``entries``."""
+        self.position = self.hub._offset + len(self.hub._entries)
         if entries:
             self.revision = entries[-1].revision
+
+    def _take(self) -> list[Entry]:
+        entries = self._pending()
+        self.advance(entries)
         return entries
 
+    def framed(self, deltas: bool) -> tuple[bytes, list[Entry]] | None:
+        """The pending entries' lines as one chunk, and the entries; None
+        when the stream must write them itself (compacted, or more than
+        one write should carry)."""
+        try:
+            entries = self._pending()
+        except Compacted:
+            return None
+        lines = [entry.for_stream(deltas) for entry in entries]
+        data = b"".join(lines)
+        if len(data) > SINK_WRITE:
+            return None
+        return (chunk(data) if data else b""), entries
 
-__all__ = ["Entry", "Lag", "Subscription", "WatchHub", "window"]
+
+__all__ = ["Entry", "Lag", "Sink", "Subscription", "WatchHub", "chunk", "window"]

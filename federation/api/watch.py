@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from federation.api.http import HUB_KEY, IDENTITY_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
-from federation.api.hub import Entry
+from federation.api.hub import Entry, Sink
 from federation.model import ValidationError
 from federation.registry import Compacted, Item, StoreError
 from federation.shared.tasks import cancel_and_wait
@@ -112,6 +112,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
             _count(metrics.events_sent, entries, deltas)
             for batch in _batches(entries, deltas):
                 await response.write(batch)
+            if subscription.sink is None and entries:  # the headers went out with them
+                subscription.sink = _sink(request, deltas)
             now = loop.time()
             # A bookmark at least every interval, idle or under traffic, as
             # a progress mark (the hub ticks four times an interval).
@@ -151,6 +153,19 @@ def _batches(entries: list[Entry], deltas: bool) -> Iterator[bytes]:
             batch, size = [], 0
     if batch:
         yield b"".join(batch)
+
+
+def _sink(request: web.Request, deltas: bool) -> Sink | None:
+    """Where the hub may write this stream's lines while it waits
+    (decision 58), or None to have it always woken."""
+    transport = request.transport
+    if transport is None or request.app[SETTINGS_KEY].woken_streams:
+        return None
+    identity = request.get(IDENTITY_KEY)
+    roster = request.app[HUB_KEY].roster
+    if identity is None:
+        return Sink(transport, deltas, lambda: True)
+    return Sink(transport, deltas, lambda: roster.admits(identity))
 
 
 def _revoked(request: web.Request) -> bytes | None:

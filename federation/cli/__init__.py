@@ -16,6 +16,7 @@ from agents.client import RegistryError
 from federation.cli import admin, agent, ca, common, dashboard, failover, policy, registry, sim, vm
 from federation.model import ValidationError
 from federation.shared import logs
+from federation.shared.loop import UnknownLoop
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.UsageError,
         ValidationError,
         RegistryError,
+        UnknownLoop,
         OSError,
     ) as err:
         sys.stderr.write(f"fedctl: {err}\n")

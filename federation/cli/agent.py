@@ -37,6 +37,7 @@ from federation.model import (
     ValidationError,
 )
 from federation.shared.heap import freeze_startup
+from federation.shared.loop import run as run_loop
 from federation.shared.routing import choose, explained
 from federation.shared.tasks import stop_tasks
 from federation.trust.ca import spiffe_ids
@@ -102,7 +103,7 @@ def add_commands(commands: Any) -> Any:
 
 def _run_agent(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
-    return asyncio.run(_agent(args, host, port))
+    return run_loop(_agent(args, host, port))
 
 
 async def _agent(args: argparse.Namespace, host: str, port: int) -> int:

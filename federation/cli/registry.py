@@ -35,6 +35,7 @@ from federation.cli.common import (
     until,
 )
 from federation.model import Cluster, EndpointPort, Locality, NetworkMode, Workload
+from federation.shared.loop import run as run_loop
 from federation.shared.tasks import cancel_and_wait
 
 
@@ -86,7 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
             port=port,
             hostnames=tuple(args.hostname),
             passphrase=passphrase or b"",
-            settings=Settings(bookmark_interval=args.bookmark_interval),
+            settings=Settings(
+                bookmark_interval=args.bookmark_interval,
+                woken_streams=os.environ.get(WOKEN_STREAMS_ENV) == "1",
+            ),
             limits=Limits(
                 max_connections=args.max_connections,
                 header_timeout=args.header_timeout,
@@ -122,9 +126,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(run())
+        return run_loop(run())
     except (DomainError, StoreError) as err:
         raise UsageError(str(err)) from None
+
+
+# A diagnostic (docs/operations.md): every watch stream writes its own lines.
+WOKEN_STREAMS_ENV = "FEDERATION_WOKEN_STREAMS"
 
 
 # -- admin commands ----------------------------------------------------------

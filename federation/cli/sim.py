@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 from federation.cli.common import UsageError, log_flags, parse_listen, stop_on_signals
+from federation.shared.loop import run as run_loop
 from federation.sim.cluster import SimCluster
 from federation.sim.kube import thirdparty
 from federation.sim.kube.resources import CRD
@@ -62,7 +62,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     cluster = SimCluster(
         args.name, index=args.index, region=args.region, zones=zones, api_host=host, api_port=port
     )
-    return asyncio.run(_serve(cluster, args.kubeconfig, crds))
+    return run_loop(_serve(cluster, args.kubeconfig, crds))
 
 
 async def _serve(cluster: SimCluster, kubeconfig: Path, crds: list[dict[str, Any]]) -> int:

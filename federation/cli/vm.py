@@ -36,6 +36,7 @@ from federation.cli.common import (
 )
 from federation.model import ServiceRef, ValidationError, Workload
 from federation.shared.clock import Backoff
+from federation.shared.loop import run as run_loop
 from federation.trust.ca import spiffe_ids
 
 log = logging.getLogger("federation.agent.vm")
@@ -81,7 +82,7 @@ def _pinned(specs: list[str]) -> dict[ServiceRef, tuple[str, int]]:
 def _run(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     pinned = _pinned(args.forward)
-    return asyncio.run(_agent(args, host, port, pinned))
+    return run_loop(_agent(args, host, port, pinned))
 
 
 async def credentials_for(url: str, state_dir: Path, token: str | None) -> Credentials:

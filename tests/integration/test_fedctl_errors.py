@@ -64,3 +64,12 @@ def test_tls_failures_name_the_side_that_is_wrong(served: dict[str, str], tmp_pa
         tmp_path, served, cert=str(tmp_path / "foreign.crt"), key=str(tmp_path / "foreign.key")
     )
     one_line_error(fedctl("status", env=env), "does not accept the client certificate")
+
+
+def test_an_unknown_event_loop_is_one_line(tmp_path: Path) -> None:
+    done = fedctl(
+        "registry", "serve", "--store", f"sqlite:///{tmp_path / 'r.db'}",
+        "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+        env={"FEDERATION_EVENT_LOOP": "trio", "FEDERATION_ENCRYPTION_KEY": "k"},
+    )  # fmt: skip
+    one_line_error(done, "FEDERATION_EVENT_LOOP='trio'", "'uvloop' or 'asyncio'")

@@ -427,10 +427,8 @@ class SimKubeServer:
             self._runner, self.host, self.port, ssl_context=self._ssl(), reuse_address=True
         )
         await self._site.start()
-        if self.port == 0:
-            server = self._site._server
-            assert isinstance(server, asyncio.base_events.Server)
-            self.port = int(server.sockets[0].getsockname()[1])
+        if self.port == 0:  # the port the system chose (on any event loop)
+            self.port = int(self._runner.addresses[0][1])
 
     async def set_unreachable(self, unreachable: bool) -> None:
         """Fault injection: stop listening (and cut watches), or listen again."""

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from federation.api.hub import COALESCE, LOADED, MAX_STRETCH, PER_STREAM, WatchHub, window
+from federation.api.hub import (
+    COALESCE,
+    LOADED,
+    MAX_STRETCH,
+    PER_STREAM,
+    SINK_BUFFER,
+    Sink,
+    WatchHub,
+    window,
+)
 from federation.model import Cluster, Locality
 from federation.registry import Registry
 from federation.store import Compacted, open_store
@@ -119,5 +128,64 @@ async def test_the_hub_measures_its_loop_load_on_its_tick(registry: Registry) ->
         await eventually(lambda: hub.load == pytest.approx(0.9), what="a loaded loop")
         busy[0] = 0.1
         await eventually(lambda: hub.load == pytest.approx(0.1), what="an idle loop")
+    finally:
+        await hub.stop()
+
+
+class Transport:
+    """What the hub writes to a parked stream: every chunk, and a buffer
+    size and a closing flag the test sets."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def _lines(chunks: list[bytes]) -> list[dict[str, object]]:
+    out = []
+    for framed in chunks:
+        size, _, rest = framed.partition(b"\r\n")
+        assert rest.endswith(b"\r\n") and len(rest) == int(size, 16) + 2, "not one HTTP chunk"
+        out += [json.loads(line) for line in rest[:-2].splitlines()]
+    return out
+
+
+async def test_a_parked_stream_is_written_by_the_hub_until_it_cannot_be(
+    registry: Registry,
+) -> None:
+    hub = await _hub(registry, capacity=64)
+    admitted = [True]
+    transport = Transport()
+    try:
+        subscription = hub.subscribe(None)
+        assert subscription is not None
+        subscription.sink = Sink(transport, False, lambda: admitted[0])  # type: ignore[arg-type]
+        parked = asyncio.create_task(subscription.next())
+        await asyncio.sleep(0)  # one loop step: the task runs up to its wait
+        first = (await registry.publish(endpoint_set("east", 1)))[0]
+        await eventually(lambda: bool(transport.chunks), what="the hub's own write")
+        assert [line["revision"] for line in _lines(transport.chunks)] == [first]
+        assert not parked.done(), "a stream the hub wrote for stays parked"
+        transport.buffered = SINK_BUFFER  # the client stopped reading: the stream writes
+        second = (await registry.publish(endpoint_set("east", 2)))[0]
+        assert [e.revision for e in await asyncio.wait_for(parked, 5.0)] == [second]
+        assert len(transport.chunks) == 1
+        transport.buffered = 0
+        admitted[0] = False  # its caller was removed: woken, to end with Revoked
+        parked = asyncio.create_task(subscription.next())
+        await asyncio.sleep(0)
+        third = (await registry.publish(endpoint_set("east", 3)))[0]
+        assert [e.revision for e in await asyncio.wait_for(parked, 5.0)] == [third]
+        assert len(transport.chunks) == 1
     finally:
         await hub.stop()
