@@ -111,34 +111,73 @@ class Process:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def join_all(config_path: str, clusters: int) -> tuple[RegistryClient, list[Fake]]:
+async def admin_client(config_path: str) -> RegistryClient:
     config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
-    url = config["registry"]
-    admin = RegistryClient(
-        url, Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"]))
+    return RegistryClient(
+        config["registry"],
+        Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"])),
     )
-    fakes: list[Fake] = []
+
+
+async def join_all(
+    admin: RegistryClient, clusters: int, fakes: list[Fake], joined: Callable[[Fake], None]
+) -> None:
+    """Register and join ``clusters`` clusters into ``fakes``, one after
+    another; each is handed to ``joined`` once its first heartbeat is in."""
     for i in range(clusters):
         record = {"name": f"c{i}", "locality": {"region": f"r{i % 5}", "zone": f"z{i % 15}"}}
         answer = await admin.request("POST", "/v1/clusters", {"record": record})
-        credentials, _ = await RegistryClient.join(url, answer["token"])
-        fake = Fake(f"c{i}", RegistryClient(url, credentials, timeout=60.0))
-        await fake.client.heartbeat(fake.source)
+        credentials, _ = await RegistryClient.join(admin.url, answer["token"])
+        fake = Fake(f"c{i}", RegistryClient(admin.url, credentials, timeout=60.0))
         fakes.append(fake)
-    return admin, fakes
+        await fake.client.heartbeat(fake.source)
+        joined(fake)
 
 
-async def heartbeats(fakes: list[Fake]) -> None:
-    """Every cluster renews its liveness lease as an agent does (every 5 s,
-    a third of the default TTL), so no source goes stale mid-run."""
+async def heartbeats(fake: Fake) -> None:
+    """A cluster renews its liveness lease as an agent does (every 5 s, a
+    third of the default TTL) from its join on, so no source goes stale
+    while the others join or mid-run."""
+    while True:
+        await asyncio.sleep(5.0)
+        await fake.client.heartbeat(fake.source)
 
-    async def one(fake: Fake, delay: float) -> None:
-        await asyncio.sleep(delay)
-        while True:
-            await fake.client.heartbeat(fake.source)
-            await asyncio.sleep(5.0)
 
-    await asyncio.gather(*(one(f, 5.0 * i / len(fakes)) for i, f in enumerate(fakes)))
+PUBLISH_ROUTE = "/v1/services/{namespace}/{name}/sources/{source}"
+BUCKET = re.compile(
+    r'^federation_http_request_duration_seconds_bucket\{le="([^"]+)",method="PATCH",'
+    rf'route="{re.escape(PUBLISH_ROUTE)}"\}} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+async def publish_buckets(admin: RegistryClient) -> list[tuple[float, float]]:
+    """The registry's own histogram of delta publishes (PATCH): cumulative
+    (upper bound, count) pairs."""
+    async with admin._http().get(f"{admin.url}/metrics") as answer:
+        text = await answer.text()
+    return sorted((float(le), float(count)) for le, count in BUCKET.findall(text))
+
+
+def bucket_quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float:
+    """``q`` quantile, in ms, of what was observed between two readings,
+    interpolated within its bucket as Prometheus' histogram_quantile does."""
+    earlier = dict(before)  # empty before the first delta publish
+    counts = [(le, count - earlier.get(le, 0.0)) for le, count in after]
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return round(lower * 1000, 2)
+            share = (rank - below) / (cumulative - below) if cumulative > below else 1.0
+            return round((lower + (le - lower) * share) * 1000, 2)
+        lower, below = le, cumulative
+    return round(lower * 1000, 2)
 
 
 async def bootstrap(fakes: list[Fake], services: int, endpoints: int, in_flight: int) -> float:
@@ -361,9 +400,16 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
         url, tmp / name, pids.append, log=args.log_dir / f"{name}.log" if args.log_dir else None
     ) as config:
         registry = Process(pids[0])
-        admin, fakes = await join_all(config, args.clusters)
-        beating = asyncio.create_task(heartbeats(fakes))
+        admin = await admin_client(config)
+        fakes: list[Fake] = []
+        beating: list[asyncio.Task[None]] = []
         try:
+            await join_all(
+                admin,
+                args.clusters,
+                fakes,
+                lambda f: beating.append(asyncio.create_task(heartbeats(f))),
+            )
             boot = await bootstrap(fakes, args.services, args.endpoints, args.in_flight)
             print(f"{name:6} bootstrap {boot:.1f}s", flush=True)
             rss = registry.rss_mib()
@@ -375,10 +421,12 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
             )
             cpu = registry.cpu_seconds()
             wall = time.perf_counter()
+            buckets = await publish_buckets(admin)
             arrivals, achieved = await churn(
                 fakes, args.rate, args.seconds, args.in_flight, random.Random(7), not args.whole
             )
             cores = (registry.cpu_seconds() - cpu) / (time.perf_counter() - wall)
+            answered = await publish_buckets(admin)
             latencies = arrivals.latencies()
             result = {
                 "bootstrap_s": round(boot, 2),
@@ -390,6 +438,11 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
                 "p99_ms": ms(latencies, 0.99),
                 "publish_p50_ms": ms(arrivals.publishes, 0.5),
                 "publish_p99_ms": ms(arrivals.publishes, 0.99),
+                # The same publishes as the registry timed them (its
+                # histogram's buckets): what the fakes' own loop adds is
+                # the difference.
+                "registry_publish_p50_ms": bucket_quantile(buckets, answered, 0.5),
+                "registry_publish_p99_ms": bucket_quantile(buckets, answered, 0.99),
                 "delivered": round(arrivals.delivered(len(fakes)), 4),
                 "skipped_updates": arrivals.skipped,
                 "updates_per_s": round(achieved, 1),
@@ -399,8 +452,9 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
             print(f"{name:6} {json.dumps(result)}", flush=True)
             return result
         finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
+            for task in beating:
+                task.cancel()
+            await asyncio.gather(*beating, return_exceptions=True)
             for fake in fakes:
                 await fake.client.close()
             await admin.close()
