@@ -171,20 +171,20 @@ async def measure(
     args: argparse.Namespace, admin: RegistryClient, url: str, kubeconfig: Path, agent: Process
 ) -> dict[str, Any]:
     sources: list[tuple[RegistryClient, EndpointSet]] = []
-    for i in range(args.sources):
-        record = {"name": f"s{i}", "locality": {"region": "far", "zone": f"far-{i % 3}"}}
-        answer = await admin.request("POST", "/v1/clusters", {"record": record})
-        credentials, _ = await RegistryClient.join(url, answer["token"])
-        client = RegistryClient(url, credentials)
-        await client.heartbeat(SourceRef.parse(f"cluster:s{i}"))
-        sources.append((client, source_set(i, args.endpoints)))
-    kube = await Kube.from_kubeconfig(kubeconfig)
-    slices = Slices()
-    background = [
-        asyncio.create_task(follow(kube, slices)),
-        asyncio.create_task(heartbeats([c for c, _ in sources])),
-    ]
+    background: list[asyncio.Task[None]] = []
+    kube: Kube | None = None
     try:
+        for i in range(args.sources):
+            record = {"name": f"s{i}", "locality": {"region": "far", "zone": f"far-{i % 3}"}}
+            answer = await admin.request("POST", "/v1/clusters", {"record": record})
+            credentials, _ = await RegistryClient.join(url, answer["token"])
+            client = RegistryClient(url, credentials)
+            sources.append((client, source_set(i, args.endpoints)))
+            await client.heartbeat(SourceRef.parse(f"cluster:s{i}"))
+            background.append(asyncio.create_task(heartbeats(client, i)))
+        kube = await Kube.from_kubeconfig(kubeconfig)
+        slices = Slices()
+        background.append(asyncio.create_task(follow(kube, slices)))
         started = time.perf_counter()
         gate = asyncio.Semaphore(16)
 
@@ -219,24 +219,21 @@ async def measure(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await kube.close()
+        if kube is not None:
+            await kube.close()
         for client, _ in sources:
             await client.close()
         await admin.close()
 
 
-async def heartbeats(clients: list[RegistryClient]) -> None:
-    """Every source renews its liveness lease as an agent does (every 5 s,
-    a third of the default TTL): a source that went stale mid-run would
-    have the agent rewrite its slices, which is not what is measured."""
-
-    async def one(index: int, client: RegistryClient) -> None:
-        await asyncio.sleep(5.0 * index / len(clients))
-        while True:
-            await client.heartbeat(SourceRef.parse(f"cluster:s{index}"))
-            await asyncio.sleep(5.0)
-
-    await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+async def heartbeats(client: RegistryClient, index: int) -> None:
+    """A source renews its liveness lease as an agent does (every 5 s, a
+    third of the default TTL) from its join on: a source that went stale
+    while the others joined, or mid-run, would have the agent rewrite its
+    slices, which is not what is measured."""
+    while True:
+        await asyncio.sleep(5.0)
+        await client.heartbeat(SourceRef.parse(f"cluster:s{index}"))
 
 
 async def changes(
