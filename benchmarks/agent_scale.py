@@ -32,11 +32,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from registry_bench import registry_process
+from registry_bench import admin_client, registry_process
 from scale import Process, raw_etcd, until
 from stats import percentile
 
-from agents.client import Credentials, RegistryClient
+from agents.client import RegistryClient
 from agents.cluster.kube import ENDPOINT_SLICES, Kube, KubeError
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.sim.etcd_process import EtcdProcess, free_port
@@ -141,14 +141,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with registry_process(
             f"sqlite:///{tmp}/registry.db", base / "registry", pids.append
         ) as config_path:
-            config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
-            url = config["registry"]
-            admin = RegistryClient(
-                url,
-                Credentials.from_files(
-                    Path(config["cert"]), Path(config["key"]), Path(config["ca"])
-                ),
-            )
+            admin = await admin_client(config_path)
+            url = admin.url
             kubeconfig = base / "home.kubeconfig"
             sim_port = free_port()
             async with child(

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -84,16 +85,37 @@ async def registry_process(
             stderr.close()
 
 
-async def enrol(config_path: str) -> tuple[RegistryClient, RegistryClient]:
+async def admin_client(config_path: str) -> RegistryClient:
+    """The admin client of the config ``registry_process`` yielded."""
     config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
-    admin = RegistryClient(
+    return RegistryClient(
         config["registry"],
         Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"])),
     )
+
+
+PUBLISH_ROUTE = "/v1/services/{namespace}/{name}/sources/{source}"
+PUBLISH_BUCKET = re.compile(
+    r'^federation_http_request_duration_seconds_bucket\{le="([^"]+)",method="PATCH",'
+    rf'route="{re.escape(PUBLISH_ROUTE)}"\}} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+async def publish_buckets(admin: RegistryClient) -> list[tuple[float, float]]:
+    """The registry's own histogram of delta publishes (PATCH): cumulative
+    (upper bound, count) pairs."""
+    async with admin._http().get(f"{admin.url}/metrics") as answer:
+        text = await answer.text()
+    return sorted((float(le), float(count)) for le, count in PUBLISH_BUCKET.findall(text))
+
+
+async def enrol(config_path: str) -> tuple[RegistryClient, RegistryClient]:
+    admin = await admin_client(config_path)
     record = {"name": "east", "locality": {"region": "eu", "zone": "eu-1a"}}
     answer = await admin.request("POST", "/v1/clusters", {"record": record})
-    credentials, _ = await RegistryClient.join(config["registry"], answer["token"])
-    agent = RegistryClient(config["registry"], credentials)
+    credentials, _ = await RegistryClient.join(admin.url, answer["token"])
+    agent = RegistryClient(admin.url, credentials)
     await agent.heartbeat(SOURCE)
     return admin, agent
 

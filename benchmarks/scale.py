@@ -43,10 +43,10 @@ from typing import Any
 
 import aetcd
 import aiohttp
-from registry_bench import registry_process
-from stats import percentile
+from registry_bench import admin_client, publish_buckets, registry_process
+from stats import bucket_quantile, percentile
 
-from agents.client import Credentials, Event, RegistryClient, Relist, Synced
+from agents.client import Event, RegistryClient, Relist, Synced
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.model.keys import ShardKey
 from federation.shared.loop import run as run_loop
@@ -111,14 +111,6 @@ class Process:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def admin_client(config_path: str) -> RegistryClient:
-    config = json.loads(await asyncio.to_thread(Path(config_path).read_text))
-    return RegistryClient(
-        config["registry"],
-        Credentials.from_files(Path(config["cert"]), Path(config["key"]), Path(config["ca"])),
-    )
-
-
 async def join_all(
     admin: RegistryClient, clusters: int, fakes: list[Fake], joined: Callable[[Fake], None]
 ) -> None:
@@ -141,43 +133,6 @@ async def heartbeats(fake: Fake) -> None:
     while True:
         await asyncio.sleep(5.0)
         await fake.client.heartbeat(fake.source)
-
-
-PUBLISH_ROUTE = "/v1/services/{namespace}/{name}/sources/{source}"
-BUCKET = re.compile(
-    r'^federation_http_request_duration_seconds_bucket\{le="([^"]+)",method="PATCH",'
-    rf'route="{re.escape(PUBLISH_ROUTE)}"\}} ([0-9.e+]+)$',
-    re.MULTILINE,
-)
-
-
-async def publish_buckets(admin: RegistryClient) -> list[tuple[float, float]]:
-    """The registry's own histogram of delta publishes (PATCH): cumulative
-    (upper bound, count) pairs."""
-    async with admin._http().get(f"{admin.url}/metrics") as answer:
-        text = await answer.text()
-    return sorted((float(le), float(count)) for le, count in BUCKET.findall(text))
-
-
-def bucket_quantile(
-    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
-) -> float:
-    """``q`` quantile, in ms, of what was observed between two readings,
-    interpolated within its bucket as Prometheus' histogram_quantile does."""
-    earlier = dict(before)  # empty before the first delta publish
-    counts = [(le, count - earlier.get(le, 0.0)) for le, count in after]
-    total = counts[-1][1] if counts else 0.0
-    if total <= 0:
-        return float("nan")
-    rank, lower, below = q * total, 0.0, 0.0
-    for le, cumulative in counts:
-        if cumulative >= rank:
-            if le == float("inf"):
-                return round(lower * 1000, 2)
-            share = (rank - below) / (cumulative - below) if cumulative > below else 1.0
-            return round((lower + (le - lower) * share) * 1000, 2)
-        lower, below = le, cumulative
-    return round(lower * 1000, 2)
 
 
 async def bootstrap(fakes: list[Fake], services: int, endpoints: int, in_flight: int) -> float:

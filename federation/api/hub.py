@@ -81,6 +81,15 @@ class Entry:
         return self.patch if deltas and self.patch is not None else self.line
 
 
+def line_kinds(entries: list[Entry], deltas: bool) -> dict[str, int]:
+    """The lines a stream gets for ``entries``, counted by type."""
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        kind = "PATCH" if deltas and entry.patch is not None else entry.type
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 @dataclass(frozen=True, slots=True)
 class Sink:
     """Where the hub may write a parked stream's lines itself (decision 58):
@@ -145,8 +154,8 @@ class WatchHub:
         self._ticker: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
         self._last_change = float("-inf")  # when _notify last ran (loop time)
-        # The streams waiting, with the sink the hub may write to instead
-        # of waking them (None: always woken).
+        # The streams waiting: each one's future and its subscription, whose
+        # sink (if it has one) the hub may write to instead of waking it.
         self._sleepers: list[tuple[asyncio.Future[None], Subscription]] = []
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()  # the live ones
         self.capacity = capacity
@@ -340,13 +349,13 @@ class WatchHub:
     def _notify_streams(self) -> None:
         """A window's wake: streams parked with a writable sink get their
         new lines from the hub and stay parked; the rest are woken.  Lines
-        of the same entries are joined and framed once for every stream at
-        the same cursor, and counted once per type."""
+        of the same entries are joined, framed and counted by type once for
+        every stream at the same cursor."""
         self._soon = None
         sleepers, self._sleepers = self._sleepers, []
         parked: list[tuple[asyncio.Future[None], Subscription]] = []
         frames: dict[tuple[int, int, bool], tuple[bytes, list[Entry]] | None] = {}
-        counts: dict[tuple[int, int, bool], int] = {}
+        written: dict[tuple[int, int, bool], int] = {}  # streams written, by cursor
         for waiter, subscription in sleepers:
             if waiter.done():  # a stream cancelled meanwhile cancelled its own
                 continue
@@ -364,26 +373,15 @@ class WatchHub:
             frame, entries = framed
             if frame:
                 sink.transport.write(frame)
-                counts[key] = counts.get(key, 0) + 1
+                written[key] = written.get(key, 0) + 1
             subscription.advance(entries)
             parked.append((waiter, subscription))
         self._sleepers = parked + self._sleepers
-        self._count(frames, counts)
-
-    def _count(
-        self,
-        frames: dict[tuple[int, int, bool], tuple[bytes, list[Entry]] | None],
-        counts: dict[tuple[int, int, bool], int],
-    ) -> None:
-        sent: dict[str, int] = {}
-        for key, streams in counts.items():
-            framed = frames[key]
-            assert framed is not None
-            for entry in framed[1]:
-                kind = "PATCH" if key[2] and entry.patch is not None else entry.type
-                sent[kind] = sent.get(kind, 0) + streams
-        for kind, count in sent.items():
-            self._sent(kind, count)
+        for key, streams in written.items():
+            lines = frames[key]
+            assert lines is not None
+            for kind, count in line_kinds(lines[1], key[2]).items():
+                self._sent(kind, count * streams)
 
     def _wake_all(self) -> None:
         if self._soon is not None:
@@ -472,4 +470,4 @@ class Subscription:
         return (chunk(data) if data else b""), entries
 
 
-__all__ = ["Entry", "Lag", "Sink", "Subscription", "WatchHub", "chunk", "window"]
+__all__ = ["Entry", "Lag", "Sink", "Subscription", "WatchHub", "chunk", "line_kinds", "window"]

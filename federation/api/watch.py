@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from federation.api.http import HUB_KEY, IDENTITY_KEY, METRICS_KEY, SETTINGS_KEY, registry_of
-from federation.api.hub import Entry, Sink
+from federation.api.hub import Entry, Sink, line_kinds
 from federation.model import ValidationError
 from federation.registry import Compacted, Item, StoreError
 from federation.shared.tasks import cancel_and_wait
@@ -131,11 +131,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
 def _count(counter: Counter, entries: list[Entry], deltas: bool) -> None:
     """The lines a stream sends, by type: one counter step per type and
     batch (a labelled child's lookup per line costs more than the write)."""
-    sent: dict[str, int] = {}
-    for entry in entries:
-        kind = "PATCH" if deltas and entry.patch is not None else entry.type
-        sent[kind] = sent.get(kind, 0) + 1
-    for kind, count in sent.items():
+    for kind, count in line_kinds(entries, deltas).items():
         counter.labels(kind).inc(count)
 
 
