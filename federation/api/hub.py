@@ -252,13 +252,14 @@ class WatchHub:
                         self._wake_head()
                     else:
                         note = self._noted(change)
+                        self.roster.observe(change)
                         if note is None:  # decoded once, for the summary and the delta
                             decoded = change.decoded()
                             patch = change.patch_line(decoded)
+                            self.summary.observe(change, decoded)
                         else:
-                            decoded, patch = note.decoded, change.patch_line_of(note.delta)
-                        self.roster.observe(change)
-                        self.summary.observe(change, decoded)
+                            patch = change.patch_line_of(note.delta)
+                            self.summary.observe(change, counted=note.summary)
                         entry = Entry(
                             change.revision,
                             change.type,
@@ -282,7 +283,7 @@ class WatchHub:
 
     def _noted(self, change: Change) -> Note | None:
         """This replica's note of the write ``change`` watched, if it made
-        it: its delta and decoded value, so neither is decoded again."""
+        it: its delta and the new value's summary, so neither is decoded."""
         if change.type != "PUT" or change.item.kind != "EndpointSet":
             return None
         return self.registry.sets.notes.take(change.item.key, change.previous, change.item.value)

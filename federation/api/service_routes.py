@@ -28,7 +28,7 @@ from federation.model import (
     Workload,
     merge_shards,
 )
-from federation.model.claims import Contradiction, check_claims, check_wire_claims
+from federation.model.claims import Contradiction, check_claims
 from federation.model.deltas import PublishDelta
 from federation.model.validation import Fields, check_int
 from federation.registry import NotFound
@@ -62,7 +62,7 @@ async def _publish(request: web.Request) -> web.Response:
         raise Contradiction("service", "the body's service and source must match the path")
     member = await _publisher(request, source)
     check_claims(endpoint_set, member)
-    revision, written = await registry_of(request).publish(endpoint_set)
+    revision, written = await registry_of(request).publish(endpoint_set, member)
     if written:
         await request.app[HUB_KEY].caught_up(revision, PUBLISH_PACING)
     return json_response({"revision": revision, "written": written})
@@ -70,16 +70,15 @@ async def _publish(request: web.Request) -> web.Response:
 
 async def _publish_delta(request: web.Request) -> web.Response:
     """Apply a publisher's delta to its stored shard (decision 50): only
-    the endpoints it carries are decoded and checked, the result's claims
-    all are; paced as ``_publish`` is.  409 when the stored shard is not
+    the endpoints it carries are decoded and checked; the claims of those
+    it adds, and of the rest when this replica did not write the shard
+    last (decision 60); paced as ``_publish`` is.  409 when the stored shard is not
     the delta's base: the publisher sends the whole shard."""
     service, source = service_of(request), source_of(request.match_info["source"])
     body = require_object(await read_json(request), "EndpointSetDelta")
     delta = PublishDelta.from_wire(body, service, source)
     member = await _publisher(request, source)
-    revision = await registry_of(request).publish_delta(
-        delta, lambda rebased: check_wire_claims(rebased.endpoints, member)
-    )
+    revision = await registry_of(request).publish_delta(delta, member)
     await request.app[HUB_KEY].caught_up(revision, PUBLISH_PACING)
     return json_response({"revision": revision, "written": True})
 

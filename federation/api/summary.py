@@ -7,37 +7,12 @@ dashboard page costs no store read however often it refreshes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from federation.model import keys
+from federation.model.stored import ShardSummary, summarize
 from federation.model.validation import ValidationError
 from federation.registry import Change, Item, Registry
-
-
-@dataclass(frozen=True, slots=True)
-class ShardSummary:
-    endpoints: int
-    ready: int
-    stale: bool
-    generation: int
-
-
-def summarize(value: bytes, decoded: Any = None) -> ShardSummary | None:
-    """The shard's counts; ``decoded``: ``value`` already decoded."""
-    try:
-        obj = orjson.loads(value) if decoded is None else decoded
-        endpoints = obj.get("endpoints") or []
-        return ShardSummary(
-            endpoints=len(endpoints),
-            ready=sum(1 for e in endpoints if e.get("ready", True) and not e.get("terminating")),
-            stale=bool(obj.get("stale")),
-            generation=int(obj.get("generation", 0)),
-        )
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return None
 
 
 class Summary:
@@ -51,11 +26,14 @@ class Summary:
             for item in items:
                 self._take(item)
 
-    def observe(self, change: Change, decoded: Any = None) -> None:
-        """Take a change; ``decoded``: its new value as ``change.decoded()`` gave it."""
-        self._take(change.item, decoded)
+    def observe(
+        self, change: Change, decoded: Any = None, counted: ShardSummary | None = None
+    ) -> None:
+        """Take a change; ``decoded``: its new value as ``change.decoded()``
+        gave it; ``counted``: its summary, when the writer counted it."""
+        self._take(change.item, decoded, counted)
 
-    def _take(self, item: Item, decoded: Any = None) -> None:
+    def _take(self, item: Item, decoded: Any = None, counted: ShardSummary | None = None) -> None:
         if item.kind != "EndpointSet":
             return
         try:
@@ -65,7 +43,10 @@ class Summary:
         service, source = str(where.service), str(where.source)
         sources = self._shards.setdefault(service, {})
         shards = sources.setdefault(source, {})
-        summary = None if item.value is None else summarize(item.value, decoded)
+        if item.value is None:
+            summary = None
+        else:
+            summary = counted if counted is not None else summarize(item.value, decoded)
         if summary is None:
             shards.pop(where.shard, None)
             if not shards:

@@ -8,7 +8,7 @@ traffic.  A contradiction names the field, as the API's 422 does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from federation.model.members import Cluster, Workload
@@ -25,13 +25,21 @@ def check_claims(endpoint_set: EndpointSet, member: Cluster | Workload) -> None:
         _check_claim(f"endpoints[{i}]", endpoint.address, endpoint.locality, member)
 
 
-def check_wire_claims(endpoints: Iterable[dict[str, Any]], member: Cluster | Workload) -> None:
-    """The same, for endpoints in their stored form (a publisher's delta
-    applied to a stored shard): each locality is read through its memo,
-    so a shard's few distinct localities are decoded once."""
+Claim = tuple[int, str, Locality]  # an endpoint's index in its shard, its address, its locality
+
+
+def check_claimed(claims: Iterable[Claim], member: Cluster | Workload) -> None:
+    """``check_claims`` for the endpoints these claims are of: all of a
+    shard's, or those a publisher's delta adds (decision 60)."""
+    for i, address, locality in claims:
+        _check_claim(f"endpoints[{i}]", address, locality, member)
+
+
+def wire_claims(endpoints: Iterable[dict[str, Any]]) -> Iterator[Claim]:
+    """The claims of endpoints in their stored form: each locality is read
+    through its memo, so a shard's few distinct localities are decoded once."""
     for i, endpoint in enumerate(endpoints):
-        locality = Locality.from_wire(endpoint["locality"])
-        _check_claim(f"endpoints[{i}]", endpoint["address"], locality, member)
+        yield i, endpoint["address"], Locality.from_wire(endpoint["locality"])
 
 
 def _check_claim(where: str, address: str, locality: Locality, member: Cluster | Workload) -> None:
@@ -69,4 +77,4 @@ def _check_claim(where: str, address: str, locality: Locality, member: Cluster |
         )
 
 
-__all__ = ["Contradiction", "check_claims", "check_wire_claims"]
+__all__ = ["Claim", "Contradiction", "check_claimed", "check_claims", "wire_claims"]

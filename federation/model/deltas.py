@@ -22,9 +22,13 @@ The body (``PATCH /v1/services/{ns}/{name}/sources/{source}``, docs/api.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from federation.model.claims import Claim, wire_claims
 from federation.model.patches import (
     WORTH,
     Misfit,
@@ -41,6 +45,7 @@ from federation.model.records import (
     ServiceRef,
     SourceRef,
 )
+from federation.model.stored import Split
 from federation.model.validation import Fields, Inconsistent, check_int
 
 PUBLISHED_FIELDS = frozenset(
@@ -50,7 +55,7 @@ PUBLISHED_FIELDS = frozenset(
 _BODY_FIELDS = frozenset({"shard", "baseGeneration", "fields", "endpoints"})
 MIN_ENDPOINTS = 8  # a shard this small is sent whole: a delta would save nothing
 
-__all__ = ["MIN_ENDPOINTS", "PUBLISHED_FIELDS", "PublishDelta", "Rebased", "between"]
+__all__ = ["MIN_ENDPOINTS", "PUBLISHED_FIELDS", "PublishDelta", "Rebased", "Spliced", "between"]
 
 
 def _published(endpoint_set: EndpointSet) -> dict[str, Any]:
@@ -93,6 +98,28 @@ class Rebased:
     header: EndpointSet
     endpoints: list[dict[str, Any]]
 
+    def claims(self) -> Iterator[Claim]:
+        """Every endpoint's."""
+        return wire_claims(self.endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class Spliced:
+    """A delta applied to a stored shard's ``Split`` (decision 60): the new
+    set-level fields as a record without endpoints, every endpoint's stored
+    bytes, the endpoints the delta adds with their index in the result,
+    and the delta's splices with those endpoints' bytes (a PATCH line's)."""
+
+    header: EndpointSet
+    endpoints: list[bytes]
+    added: tuple[tuple[int, Endpoint], ...]
+    splices: list[list[Any]]
+
+    def claims(self) -> Iterator[Claim]:
+        """The added endpoints' only: the others were checked when written."""
+        for index, endpoint in self.added:
+            yield index, endpoint.address, endpoint.locality
+
 
 @dataclass(frozen=True, slots=True)
 class PublishDelta:
@@ -122,12 +149,43 @@ class PublishDelta:
     def onto(self, stored: dict[str, Any]) -> Rebased:
         """This delta applied to the stored shard's decoded JSON (which is
         not changed).  Misfit when the stored shard is not its base."""
-        if stored.get("generation") != self.base:
-            raise Misfit(
-                "baseGeneration",
-                f"the stored shard is generation {stored.get('generation')}, not the delta's "
-                f"base {self.base}; publish the whole shard",
-            )
+        self._check_base(stored.get("generation"))
         endpoints = apply_splices(stored["endpoints"], self.splices, Endpoint.to_wire)
         header = {k: v for k, v in stored.items() if k != "endpoints"}
         return Rebased(EndpointSet.from_wire({**header, **self.fields}), endpoints)
+
+    def onto_split(self, stored: Split) -> Spliced:
+        """This delta applied to a stored shard taken apart, no endpoint of
+        it decoded.  Misfit when the stored shard is not its base."""
+        self._check_base(stored.header.get("generation"))
+        encoded = tuple(
+            (start, end, tuple(_stored(e) for e in items)) for start, end, items in self.splices
+        )
+        endpoints = apply_splices(stored.endpoints, encoded, _same)
+        added: list[tuple[int, Endpoint]] = []
+        shift = 0
+        for start, end, items in self.splices:
+            added += ((start + shift + k, e) for k, e in enumerate(items))
+            shift += len(items) - (end - start)
+        splices = [
+            [start, end, [orjson.Fragment(e) for e in items]] for start, end, items in encoded
+        ]
+        header = EndpointSet.from_wire({**stored.header, **self.fields})
+        return Spliced(header, endpoints, tuple(added), splices)
+
+    def _check_base(self, generation: object) -> None:
+        if generation != self.base:
+            raise Misfit(
+                "baseGeneration",
+                f"the stored shard is generation {generation}, not the delta's "
+                f"base {self.base}; publish the whole shard",
+            )
+
+
+def _stored(endpoint: Endpoint) -> bytes:
+    """An endpoint's bytes as ``codec.encode`` writes them within its set."""
+    return orjson.dumps(endpoint.to_wire(), option=orjson.OPT_SORT_KEYS)
+
+
+def _same(value: bytes) -> bytes:
+    return value

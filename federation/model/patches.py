@@ -35,6 +35,7 @@ PATCH_FIELDS = frozenset(
     | {"sessionAffinityTimeoutSeconds", "exportedAt"}
 )
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 WORTH = 0.5  # a delta is sent only under this share of the whole value's size
 
 __all__ = [
@@ -42,12 +43,14 @@ __all__ = [
     "Misfit",
     "Splice",
     "apply_splices",
+    "changed_fields",
     "checked_fields",
     "diff",
     "diff_decoded",
     "parse_splices",
     "patched",
     "splices",
+    "worth_sending",
 ]
 
 
@@ -71,20 +74,31 @@ def diff_decoded(
 ) -> dict[str, Any] | None:
     """``diff`` of two stored sets already decoded; ``size``: the bytes of
     ``after``'s stored form."""
-    if not isinstance(before, dict) or not isinstance(after, dict):
+    if not isinstance(before, dict) or not isinstance(after, dict) or "endpoints" not in after:
         return None
-    if before.keys() != after.keys() or "endpoints" not in after:
+    fields = changed_fields(before, after)
+    old_list, new_list = before.get("endpoints"), after["endpoints"]
+    if fields is None or not isinstance(old_list, list) or not isinstance(new_list, list):
+        return None
+    return worth_sending(
+        {"fields": fields, "endpoints": [[*s] for s in splices(old_list, new_list)]}, size, worth
+    )
+
+
+def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """The set-level fields whose value differs from ``before`` to
+    ``after`` (two stored forms, both with their endpoints or neither), or
+    None when a delta cannot carry the change: a field added or removed,
+    or one a delta may not change."""
+    if before.keys() != after.keys():
         return None
     fields = {k: v for k, v in after.items() if k != "endpoints" and before[k] != v}
-    if not fields.keys() <= PATCH_FIELDS:
-        return None
-    old_list, new_list = before["endpoints"], after["endpoints"]
-    if not isinstance(old_list, list) or not isinstance(new_list, list):
-        return None
-    delta = {"fields": fields, "endpoints": [[*s] for s in splices(old_list, new_list)]}
-    if len(orjson.dumps(delta)) >= worth * size:
-        return None
-    return delta
+    return fields if fields.keys() <= PATCH_FIELDS else None
+
+
+def worth_sending(delta: dict[str, Any], size: int, worth: float = WORTH) -> dict[str, Any] | None:
+    """``delta`` if it is under ``worth`` of ``size`` (the new value's bytes)."""
+    return delta if len(orjson.dumps(delta)) < worth * size else None
 
 
 def splices(old: Sequence[_T], new: Sequence[_T]) -> list[tuple[int, int, Sequence[_T]]]:
@@ -175,7 +189,9 @@ def parse_splices(raw: object) -> tuple[Splice, ...]:
 
 
 def apply_splices(
-    old: Sequence[_T], splices: Sequence[Splice], convert: Callable[[Endpoint], _T]
+    old: Sequence[_T],
+    splices: Sequence[tuple[int, int, Sequence[_U]]],
+    convert: Callable[[_U], _T],
 ) -> list[_T]:
     """``old`` with ``splices`` applied, each new endpoint as ``convert``
     gives it (the record itself, or its stored form).  Misfit for a splice

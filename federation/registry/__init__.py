@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from federation.model import (
     Cluster,
@@ -34,7 +34,7 @@ from federation.model import (
     encode,
     keys,
 )
-from federation.model.deltas import PublishDelta, Rebased
+from federation.model.deltas import PublishDelta
 from federation.model.keys import ShardKey
 from federation.registry.admins import Admins, load_csr
 from federation.registry.changes import Change, Item, item_of
@@ -305,11 +305,15 @@ class Registry:
 
     # -- endpoint sets, liveness, policies ------------------------------------
 
-    async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
-        return await self.sets.publish(endpoint_set)
+    async def publish(
+        self, endpoint_set: EndpointSet, vetted: Cluster | Workload | None = None
+    ) -> tuple[int, bool]:
+        """``vetted``: the member record ``endpoint_set``'s claims were checked against."""
+        return await self.sets.publish(endpoint_set, vetted)
 
-    async def publish_delta(self, delta: PublishDelta, vet: Callable[[Rebased], None]) -> int:
-        return await self.sets.publish_delta(delta, vet)
+    async def publish_delta(self, delta: PublishDelta, member: Cluster | Workload) -> int:
+        """``member``: the publisher's record, its claims are checked against."""
+        return await self.sets.publish_delta(delta, member)
 
     async def withdraw(
         self, service: ServiceRef, source: SourceRef, shard: int | None = None

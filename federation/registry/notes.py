@@ -2,9 +2,10 @@
 
 The hub turns each rewritten shard into a PATCH line for the streams that
 asked for deltas: it decodes the value replaced and the new one (20 KB
-each at 100 endpoints) and compares them.  A delta publish already holds
-both decoded (decision 50), so it notes them, and the hub takes the note
-instead of decoding again (decision 55).
+each at 100 endpoints) and compares them.  A delta publish already knows
+what changed (decisions 50 and 60), so it notes the delta and the new
+value's summary, and the hub takes the note instead of decoding
+(decision 55).
 
 A note is only a shortcut: the hub takes it only when the change it
 watched replaced exactly the note's ``before`` bytes with exactly its
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from federation.model.patches import diff_decoded
+from federation.model.stored import ShardSummary, summarize
 
 NOTES = 128  # shards with a write in flight or not yet taken by the hub
 
@@ -28,19 +30,21 @@ NOTES = 128  # shards with a write in flight or not yet taken by the hub
 @dataclass(frozen=True, slots=True)
 class Note:
     """A shard rewritten from ``before`` to ``after`` (stored bytes);
-    ``decoded``: ``after`` decoded; ``delta``: ``patches.diff`` of the two."""
+    ``summary``: ``after``'s; ``delta``: what ``patches.diff`` of the two
+    would apply (None: not worth a PATCH line)."""
 
     before: bytes
     after: bytes
-    decoded: dict[str, Any]
+    summary: ShardSummary | None
     delta: dict[str, Any] | None
 
     @classmethod
     def of(
         cls, before: bytes, stored: dict[str, Any], after: bytes, decoded: dict[str, Any]
     ) -> Note:
-        """``stored``: ``before`` decoded."""
-        return cls(before, after, decoded, diff_decoded(stored, decoded, len(after)))
+        """From both values decoded: ``stored`` is ``before``, ``decoded`` ``after``."""
+        delta = diff_decoded(stored, decoded, len(after))
+        return cls(before, after, summarize(after, decoded), delta)
 
 
 class Notes:

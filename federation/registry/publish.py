@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
-from federation.model import EndpointSet, encode
+from federation.model import Cluster, EndpointSet, Workload, encode
 from federation.registry.errors import Conflict
 
 
@@ -36,6 +36,11 @@ class PublishState:
     digest: bytes = b""
     stale: bool = False
     stale_since: float = 0.0
+    # The member record the stored shard's claims were checked against
+    # when this replica wrote it (None: not known): a delta that leaves an
+    # endpoint as it was need not check its claims again while the record
+    # is the same (decision 60).
+    vetted: Cluster | Workload | None = None
 
     @classmethod
     def read(
@@ -64,12 +69,17 @@ def digest(endpoint_set: EndpointSet) -> bytes:
 
 
 def state_of(
-    record: EndpointSet, fresh_digest: bytes, before: PublishState, revision: int
+    record: EndpointSet,
+    fresh_digest: bytes,
+    before: PublishState,
+    revision: int,
+    vetted: Cluster | Workload | None,
 ) -> PublishState:
     """The guard state after ``record`` (its set-level fields are what is
-    read here) was written at ``revision``; ``fresh_digest``: the digest
-    of its fresh form, which the writer has at hand (the stored bytes' own
-    for a fresh record), so the set is not encoded twice."""
+    read here) was written at ``revision``, its claims checked against
+    ``vetted``; ``fresh_digest``: the digest of its fresh form, which the
+    writer has at hand (the stored bytes' own for a fresh record), so the
+    set is not encoded twice."""
     return replace(
         before,
         mod=revision,
@@ -78,6 +88,7 @@ def state_of(
         digest=fresh_digest,
         stale=record.stale,
         stale_since=record.stale_since,
+        vetted=vetted,
     )
 
 

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 import orjson
 
 from federation.model import (
     MAX_SET_BYTES,
+    Cluster,
     EndpointSet,
     ServiceRef,
     SourceRef,
+    Workload,
     decode,
     encode,
     encode_wire,
     keys,
 )
-from federation.model.deltas import PublishDelta, Rebased
+from federation.model.claims import check_claimed
+from federation.model.deltas import PublishDelta
 from federation.model.keys import ShardKey
-from federation.model.patches import Misfit
+from federation.model.patches import Misfit, changed_fields, worth_sending
+from federation.model.stored import ShardSummary, Split, array, joined
 from federation.registry.errors import Conflict, NotFound, TooLarge
 from federation.registry.leader import Fence
 from federation.registry.notes import Note, Notes
@@ -48,6 +52,18 @@ from federation.store import Compare, Delete, Put, Store
 PUBLISH_CACHE = 65536  # shards whose last write this replica remembers (~200 bytes each)
 VALUE_CACHE_BYTES = 64 << 20  # of those, the stored bytes of the most recent (decision 50)
 TXN_OPS = 100  # stay under etcd's default of 128 operations per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A shard's new stored form: its set-level fields as a record (its
+    endpoints need not be there), its bytes, the digest of its fresh form,
+    and for a delta the note for this replica's watch hub."""
+
+    record: EndpointSet
+    value: bytes
+    fresh_digest: bytes
+    note: Note | None = None
 
 
 def _check_size(value: bytes) -> None:
@@ -76,9 +92,12 @@ class EndpointSets:
     def _key(self, relative: str) -> str:
         return self.prefix + relative
 
-    async def publish(self, endpoint_set: EndpointSet) -> tuple[int, bool]:
+    async def publish(
+        self, endpoint_set: EndpointSet, vetted: Cluster | Workload | None = None
+    ) -> tuple[int, bool]:
         """Write one shard of a source's endpoint set; idempotent per
         generation.  Returns (revision, whether anything was written).
+        ``vetted``: the member record its claims were checked against.
 
         The write is one transaction guarded by the mod revisions of the
         shard, of the source's member record and of its liveness key; a new
@@ -100,21 +119,24 @@ class EndpointSets:
             value = encode(record)
             _check_size(value)
             fresh_digest = digest(record) if record.stale else hashlib.sha256(value).digest()
-            revision = await self._write(shard, guard, state, record, value, fresh_digest)
+            written = Rewrite(record, value, fresh_digest)
+            revision = await self._write(shard, guard, state, written, vetted)
             if revision is not None:
                 return revision, True
             state = None
         raise Conflict("the endpoint set is being written concurrently; try again")
 
-    async def publish_delta(self, delta: PublishDelta, vet: Callable[[Rebased], None]) -> int:
+    async def publish_delta(self, delta: PublishDelta, member: Cluster | Workload) -> int:
         """Apply a publisher's delta to its stored shard and write the
         result (decision 50); returns the revision.  The delta applies to
         what this replica last wrote when it remembers it (the bytes and the
         guards' revisions), else to the shard read from the store; either
         way the write is guarded by that value's mod revision, so a shard
-        written meanwhile fails the guard and is read back.  ``vet`` checks
-        the result's claims.  Conflict when the stored shard is not the
-        delta's base."""
+        written meanwhile fails the guard and is read back.  The result's
+        claims are checked against ``member``: the endpoints the delta adds
+        when this replica wrote the rest under the same record, every
+        endpoint otherwise (decision 60).  Conflict when the stored shard
+        is not the delta's base."""
         shard, guard = self._guard(delta.service, delta.source, delta.shard)
         key = guard.key
         for _ in range(8):
@@ -134,45 +156,88 @@ class EndpointSets:
                     if member_mod == 0:
                         raise NotFound(f"source {delta.source} is not registered")
                     state = PublishState(mod=mod, member_mod=member_mod, alive_mod=alive_mod)
-            stored = orjson.loads(held)
             try:
-                rebased = delta.onto(stored)
+                rewrite = None
+                if remembered and state.vetted is not None and state.vetted == member:
+                    rewrite = self._spliced(delta, held, state, member)
+                if rewrite is None:
+                    rewrite = self._rebased(delta, held, state, member)
             except Misfit as err:
                 if remembered:  # another replica may have written since: read it
                     self._forget(key)
                     continue
                 raise Conflict(str(err)) from None
-            vet(rebased)
-            was = replace(state, stale=stored["stale"], stale_since=stored["staleSince"])
-            header = stamped(rebased.header, was, state.alive_mod != 0, self.clock.now())
-            value = encode_wire(header, rebased.endpoints)
-            _check_size(value)
-            fresh_value = encode_wire(fresh(header), rebased.endpoints) if header.stale else value
-            fresh_digest = hashlib.sha256(fresh_value).digest()
-            decoded = {
-                **orjson.loads(orjson.dumps(header.header_wire())),
-                "endpoints": rebased.endpoints,
-            }
-            note = Note.of(held, stored, value, decoded)
-            self.notes.add(shard.key, note)
-            revision = await self._write(shard, guard, state, header, value, fresh_digest)
+            assert rewrite.note is not None
+            self.notes.add(shard.key, rewrite.note)
+            revision = await self._write(shard, guard, state, rewrite, member)
             if revision is not None:
                 return revision
-            self.notes.drop(shard.key, note)
+            self.notes.drop(shard.key, rewrite.note)
         raise Conflict("the endpoint set is being written concurrently; try again")
+
+    def _rebased(
+        self, delta: PublishDelta, held: bytes, state: PublishState, member: Cluster | Workload
+    ) -> Rewrite:
+        """The delta applied to the stored shard decoded, every claim checked."""
+        stored = orjson.loads(held)
+        rebased = delta.onto(stored)
+        check_claimed(rebased.claims(), member)
+        header = self._stamped(rebased.header, state, stored["stale"], stored["staleSince"])
+        value = encode_wire(header, rebased.endpoints)
+        _check_size(value)
+        fresh_value = encode_wire(fresh(header), rebased.endpoints) if header.stale else value
+        decoded = {
+            **orjson.loads(orjson.dumps(header.header_wire())),
+            "endpoints": rebased.endpoints,
+        }
+        note = Note.of(held, stored, value, decoded)
+        return Rewrite(header, value, hashlib.sha256(fresh_value).digest(), note)
+
+    def _spliced(
+        self, delta: PublishDelta, held: bytes, state: PublishState, member: Cluster | Workload
+    ) -> Rewrite | None:
+        """The delta applied to the stored shard's bytes, none of its
+        endpoints decoded, the added ones' claims checked (decision 60);
+        None when the bytes are not in the form ``Split`` takes apart."""
+        split = Split.of(held)
+        if split is None:
+            return None
+        spliced = delta.onto_split(split)
+        check_claimed(spliced.claims(), member)
+        was = split.header
+        header = self._stamped(spliced.header, state, was["stale"], was["staleSince"])
+        wire = orjson.loads(orjson.dumps(header.header_wire()))  # as it is stored
+        endpoints = array(spliced.endpoints)
+        value = joined(wire, endpoints)
+        _check_size(value)
+        fresh_value = joined(fresh(header).header_wire(), endpoints) if header.stale else value
+        fields = changed_fields(was, wire)
+        patch = None
+        if fields is not None:
+            patch = worth_sending({"fields": fields, "endpoints": spliced.splices}, len(value))
+        summary = ShardSummary.of_split(wire, len(spliced.endpoints), endpoints)
+        note = Note(held, value, summary, patch)
+        return Rewrite(header, value, hashlib.sha256(fresh_value).digest(), note)
+
+    def _stamped(
+        self, header: EndpointSet, state: PublishState, stale: bool, since: float
+    ) -> EndpointSet:
+        """``header`` as it is stored: stale while its source's lease is
+        gone (``stale``, ``since``: the stored shard's)."""
+        was = replace(state, stale=stale, stale_since=since)
+        return stamped(header, was, state.alive_mod != 0, self.clock.now())
 
     async def _write(
         self,
         shard: ShardKey,
         guard: Guard,
         state: PublishState,
-        record: EndpointSet,
-        value: bytes,
-        fresh_digest: bytes,
+        rewrite: Rewrite,
+        vetted: Cluster | Workload | None,
     ) -> int | None:
         """One guarded write of a shard; its revision, or None when a guard
         failed (what this replica remembered is dropped)."""
-        ops: list[Put | Delete] = [Put(key=guard.key, value=value)]
+        ops: list[Put | Delete] = [Put(key=guard.key, value=rewrite.value)]
         if state.mod == 0:
             ops.append(Put(key=self._key(shard.index_key), value=b"{}"))
         result = await self.store.txn(
@@ -184,7 +249,8 @@ class EndpointSets:
             ops,
         )
         if result.succeeded:
-            self._remember(guard.key, state_of(record, fresh_digest, state, result.revision), value)
+            after = state_of(rewrite.record, rewrite.fresh_digest, state, result.revision, vetted)
+            self._remember(guard.key, after, rewrite.value)
             return result.revision
         self._forget(guard.key)
         return None

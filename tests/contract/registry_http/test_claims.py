@@ -78,3 +78,42 @@ async def test_a_vm_publishes_only_its_own_address(harness: Harness) -> None:
         await vm.publish(of("127.0.9.9"), retry=False)
     assert refused.value.status == 422 and "endpoints[0].address" in str(refused.value)
     await vm.publish(of("127.0.5.1"))
+
+
+async def test_a_delta_is_refused_for_the_endpoint_it_adds_outside_its_zones(
+    harness: Harness,
+) -> None:
+    """Only what a delta adds is checked again (decision 60): the refusal
+    names the added endpoint's place in the shard, and nothing is written."""
+    east = await harness.enrol_cluster("east")  # registered in eu/eu-1a
+    await east.heartbeat(EAST)
+    (honest,) = endpoint_set("east").endpoints
+    ten = dataclasses.replace(
+        endpoint_set("east"),
+        endpoints=tuple(dataclasses.replace(honest, address=f"127.0.1.{i}") for i in range(1, 11)),
+    )
+    await east.publish(ten)
+    path = "/v1/services/shop/cart/sources/cluster:east"
+
+    def adding(at: int, zone: str) -> dict[str, object]:
+        added = dataclasses.replace(
+            honest, address="127.0.1.99", locality=dataclasses.replace(honest.locality, zone=zone)
+        )
+        return {
+            "baseGeneration": 1,
+            "fields": {"generation": 2},
+            "endpoints": [[at, at + 1, [added.to_wire()]]],
+        }
+
+    with pytest.raises(RegistryError) as refused:
+        await east.request("PATCH", path, adding(3, "eu-1c"), retry=False)
+    assert refused.value.status == 422
+    assert "endpoints[3].locality.zone" in str(refused.value)
+    _, events = await harness.admin().collect_snapshot()
+    (stored,) = [e.object for e in events if e.kind == "EndpointSet"]
+    assert stored is not None and stored["generation"] == 1  # nothing was written
+    await east.request("PATCH", path, adding(9, "eu-1a"))
+    _, events = await harness.admin().collect_snapshot()
+    (stored,) = [e.object for e in events if e.kind == "EndpointSet"]
+    assert stored is not None and stored["generation"] == 2
+    assert [e["address"] for e in stored["endpoints"]][8:] == ["127.0.1.9", "127.0.1.99"]
