@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,11 @@ MAX_STRETCH = 2.0
 # A stream parked on the hub with less than this queued in its transport is
 # written by the hub itself at a wake (``Sink``); past it, the stream is
 # woken to write through its response, which waits for the client.
+# A wake writes to this many parked streams per loop step, the next step
+# queued behind whatever became ready meanwhile: writing all 255 in one
+# callback held the loop 5-10 ms, and every etcd answer and publish that
+# arrived waited behind it (decision 61).
+SLICE = 32
 SINK_BUFFER = 64 * 1024
 SINK_WRITE = 256 * 1024  # a wake with more than this for one stream wakes it
 
@@ -157,6 +163,9 @@ class WatchHub:
         # The streams waiting: each one's future and its subscription, whose
         # sink (if it has one) the hub may write to instead of waking it.
         self._sleepers: list[tuple[asyncio.Future[None], Subscription]] = []
+        # A wake's streams not yet written (SLICE per step), and its next step.
+        self._writing: deque[tuple[asyncio.Future[None], Subscription]] = deque()
+        self._step: asyncio.Handle | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()  # the live ones
         self.capacity = capacity
         self.max_bytes = max_bytes
@@ -349,15 +358,24 @@ class WatchHub:
 
     def _notify_streams(self) -> None:
         """A window's wake: streams parked with a writable sink get their
-        new lines from the hub and stay parked; the rest are woken.  Lines
-        of the same entries are joined, framed and counted by type once for
-        every stream at the same cursor."""
+        new lines from the hub and stay parked; the rest are woken.  The
+        streams are taken SLICE per loop step."""
         self._soon = None
-        sleepers, self._sleepers = self._sleepers, []
+        self._writing.extend(self._sleepers)
+        self._sleepers = []
+        if self._step is None:
+            self._write_step()
+
+    def _write_step(self) -> None:
+        """Up to SLICE of the wake's streams.  Lines of the same entries
+        are joined, framed and counted by type once for every stream at the
+        same cursor (in this step: entries may come between steps)."""
+        self._step = None
         parked: list[tuple[asyncio.Future[None], Subscription]] = []
         frames: dict[tuple[int, int, bool], tuple[bytes, list[Entry]] | None] = {}
         written: dict[tuple[int, int, bool], int] = {}  # streams written, by cursor
-        for waiter, subscription in sleepers:
+        for _ in range(min(SLICE, len(self._writing))):
+            waiter, subscription = self._writing.popleft()
             if waiter.done():  # a stream cancelled meanwhile cancelled its own
                 continue
             sink = subscription.sink
@@ -377,21 +395,29 @@ class WatchHub:
                 written[key] = written.get(key, 0) + 1
             subscription.advance(entries)
             parked.append((waiter, subscription))
-        self._sleepers = parked + self._sleepers
+        self._sleepers += parked
         for key, streams in written.items():
             lines = frames[key]
             assert lines is not None
             for kind, count in line_kinds(lines[1], key[2]).items():
                 self._sent(kind, count * streams)
+        if self._writing:
+            self._step = asyncio.get_running_loop().call_soon(self._write_step)
 
     def _wake_all(self) -> None:
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
+        if self._step is not None:
+            self._step.cancel()
+            self._step = None
         self._wake_sleepers()
 
     def _wake_sleepers(self) -> None:
+        """Every parked stream, those a wake has not written yet too."""
         sleepers, self._sleepers = self._sleepers, []
+        sleepers += self._writing
+        self._writing.clear()
         for waiter, _ in sleepers:
             if not waiter.done():  # a stream cancelled meanwhile cancelled its own
                 waiter.set_result(None)

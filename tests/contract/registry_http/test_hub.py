@@ -16,6 +16,7 @@ from federation.api.hub import (
     MAX_STRETCH,
     PER_STREAM,
     SINK_BUFFER,
+    SLICE,
     Sink,
     WatchHub,
     window,
@@ -143,8 +144,11 @@ class Transport:
         self.buffered = 0
         self.closing = False
 
+        self.written = asyncio.Event()
+
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
+        self.written.set()
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -191,3 +195,31 @@ async def test_a_parked_stream_is_written_by_the_hub_until_it_cannot_be(
         assert len(transport.chunks) == 1
     finally:
         await hub.stop()
+
+
+async def test_a_wake_writes_a_slice_of_streams_per_loop_step_and_loses_none(
+    registry: Registry,
+) -> None:
+    hub = await _hub(registry, capacity=64)
+    transports = [Transport() for _ in range(10 * SLICE + 5)]
+    streams = []
+    try:
+        for transport in transports:
+            subscription = hub.subscribe(None)
+            assert subscription is not None
+            subscription.sink = Sink(transport, False, lambda: True)  # type: ignore[arg-type]
+            streams.append(asyncio.create_task(subscription.next()))
+        await asyncio.sleep(0)  # every stream parked
+        first = (await registry.publish(endpoint_set("east", 1)))[0]
+        await transports[0].written.wait()  # resumed before the wake's next step
+        assert sum(1 for t in transports if t.chunks) == SLICE
+        assert not any(stream.done() for stream in streams)
+    finally:
+        await hub.stop()  # wakes every stream, those not written yet too
+    returned = await asyncio.wait_for(asyncio.gather(*streams), 5.0)
+    for transport, entries in zip(transports, returned, strict=True):
+        got = [line["revision"] for line in _lines(transport.chunks)] + [
+            e.revision for e in entries
+        ]
+        assert got == [first], "each stream gets the change once, written or returned"
+    assert any(returned), "the stop came before the wake's last step: those streams were woken"
