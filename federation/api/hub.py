@@ -52,10 +52,8 @@ MAX_STRETCH = 2.0
 # A stream parked on the hub with less than this queued in its transport is
 # written by the hub itself at a wake (``Sink``); past it, the stream is
 # woken to write through its response, which waits for the client.
-# A wake writes to this many parked streams per loop step, the next step
-# queued behind whatever became ready meanwhile: writing all 255 in one
-# callback held the loop 5-10 ms, and every etcd answer and publish that
-# arrived waited behind it (decision 61).
+# Parked streams a wake writes per loop step, the next step queued behind
+# what became ready meanwhile: all 255 at once held the loop 5-10 ms (decision 61).
 SLICE = 32
 SINK_BUFFER = 64 * 1024
 SINK_WRITE = 256 * 1024  # a wake with more than this for one stream wakes it
