@@ -49,12 +49,12 @@ PER_STREAM = 60e-6
 # idle one (one change after another) waits no longer than before.
 LOADED = 0.5
 MAX_STRETCH = 2.0
-# A stream parked on the hub with less than this queued in its transport is
-# written by the hub itself at a wake (``Sink``); past it, the stream is
-# woken to write through its response, which waits for the client.
 # Parked streams a wake writes per loop step, the next step queued behind
 # what became ready meanwhile: all 255 at once held the loop 5-10 ms (decision 61).
 SLICE = 32
+# A stream parked on the hub with less than this queued in its transport is
+# written by the hub itself at a wake (``Sink``); past it, the stream is
+# woken to write through its response, which waits for the client.
 SINK_BUFFER = 64 * 1024
 SINK_WRITE = 256 * 1024  # a wake with more than this for one stream wakes it
 

@@ -72,8 +72,8 @@ async def _publish_delta(request: web.Request) -> web.Response:
     """Apply a publisher's delta to its stored shard (decision 50): only
     the endpoints it carries are decoded and checked; the claims of those
     it adds, and of the rest when this replica did not write the shard
-    last (decision 60); paced as ``_publish`` is.  409 when the stored shard is not
-    the delta's base: the publisher sends the whole shard."""
+    last (decision 60); paced as ``_publish`` is.  409 when the stored
+    shard is not the delta's base: the publisher sends the whole shard."""
     service, source = service_of(request), source_of(request.match_info["source"])
     body = require_object(await read_json(request), "EndpointSetDelta")
     delta = PublishDelta.from_wire(body, service, source)

@@ -34,6 +34,7 @@ from federation.model.patches import (
     Misfit,
     Splice,
     apply_splices,
+    as_is,
     checked_fields,
     parse_splices,
     splices,
@@ -161,7 +162,7 @@ class PublishDelta:
         encoded = tuple(
             (start, end, tuple(_stored(e) for e in items)) for start, end, items in self.splices
         )
-        endpoints = apply_splices(stored.endpoints, encoded, _same)
+        endpoints = apply_splices(stored.endpoints, encoded, as_is)
         added: list[tuple[int, Endpoint]] = []
         shift = 0
         for start, end, items in self.splices:
@@ -185,7 +186,3 @@ class PublishDelta:
 def _stored(endpoint: Endpoint) -> bytes:
     """An endpoint's bytes as ``codec.encode`` writes them within its set."""
     return orjson.dumps(endpoint.to_wire(), option=orjson.OPT_SORT_KEYS)
-
-
-def _same(value: bytes) -> bytes:
-    return value

@@ -43,6 +43,7 @@ __all__ = [
     "Misfit",
     "Splice",
     "apply_splices",
+    "as_is",
     "changed_fields",
     "checked_fields",
     "diff",
@@ -135,7 +136,7 @@ def patched(current: EndpointSet, delta: object) -> EndpointSet:
     consumer's copy is not what the registry diffed, so it must relist."""
     f = Fields(delta, frozenset({"fields", "endpoints"}))
     base = checked_fields(current.header_wire(), f.get("fields", {}), PATCH_FIELDS)
-    spliced = apply_splices(current.endpoints, parse_splices(f.get("endpoints", [])), _same)
+    spliced = apply_splices(current.endpoints, parse_splices(f.get("endpoints", [])), as_is)
     return replace(base, endpoints=tuple(spliced))
 
 
@@ -210,8 +211,9 @@ def apply_splices(
     return out
 
 
-def _same(endpoint: Endpoint) -> Endpoint:
-    return endpoint
+def as_is(item: _T) -> _T:
+    """``apply_splices``' conversion for items already in the wanted form."""
+    return item
 
 
 def _endpoint(path: str, raw: object) -> Endpoint:

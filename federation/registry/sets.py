@@ -158,7 +158,7 @@ class EndpointSets:
                     state = PublishState(mod=mod, member_mod=member_mod, alive_mod=alive_mod)
             try:
                 rewrite = None
-                if remembered and state.vetted is not None and state.vetted == member:
+                if remembered and state.vetted == member:
                     rewrite = self._spliced(delta, held, state, member)
                 if rewrite is None:
                     rewrite = self._rebased(delta, held, state, member)
