@@ -37,7 +37,7 @@ from federation.model import (
     merge_shards,
     patches,
 )
-from federation.shared.clock import Backoff, Clock
+from federation.shared.clock import Backoff, Clock, jittered
 from federation.trust.bundle import TrustBundle
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,11 @@ async def keep_alive(
     applied: Callable[[], int | None] = lambda: None,
 ) -> None:
     """Heartbeat ``source`` three times per lease TTL, until cancelled,
-    saying each time the revision ``applied`` says is materialized."""
+    saying each time the revision ``applied`` says is materialized.  Each
+    wait is jittered (+-20%): agents started together, or answered together
+    after a registry stall, would otherwise beat in step, a burst of
+    hundreds of heartbeats every period that holds up the registry's
+    publishes (docs/performance.md, run O)."""
     interval = 5.0
     failing = 0  # heartbeats failed in a row: an outage is said once a minute, not every beat
     while True:
@@ -248,4 +252,4 @@ async def keep_alive(
             failing += 1
             if failing == 1 or failing * interval % 60.0 < interval:
                 log.warning("heartbeat: %s (failed %d times in a row)", err, failing)
-        await clock.sleep(interval)
+        await clock.sleep(jittered(interval))

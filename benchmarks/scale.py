@@ -47,8 +47,11 @@ from registry_bench import admin_client, publish_buckets, registry_process
 from stats import bucket_quantile, percentile
 
 from agents.client import Event, RegistryClient, Relist, Synced
+from agents.view import keep_alive
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
 from federation.model.keys import ShardKey
+from federation.shared.clock import SystemClock
+from federation.shared.heap import freeze_startup
 from federation.shared.loop import run as run_loop
 from federation.sim.etcd_process import EtcdProcess
 
@@ -127,12 +130,11 @@ async def join_all(
 
 
 async def heartbeats(fake: Fake) -> None:
-    """A cluster renews its liveness lease as an agent does (every 5 s, a
-    third of the default TTL) from its join on, so no source goes stale
-    while the others join or mid-run."""
-    while True:
-        await asyncio.sleep(5.0)
-        await fake.client.heartbeat(fake.source)
+    """A cluster renews its liveness lease with the agents' own loop (a
+    third of the TTL, jittered) from its join on, so no source goes stale
+    while the others join or mid-run, and the fleet's beats stay spread
+    out as real agents' are."""
+    await keep_alive(fake.client, fake.source, SystemClock())
 
 
 async def bootstrap(fakes: list[Fake], services: int, endpoints: int, in_flight: int) -> float:
@@ -386,6 +388,11 @@ async def backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> d
             print(
                 f"{name:6} relist {relist_s:.2f}s ({sets} sets, {endpoints} endpoints)", flush=True
             )
+            # The fakes stand in for remote machines: their heap, built by
+            # now, is frozen out of the collector's walks as the registry's
+            # is, or a full collection stops every fake (and the stamps of
+            # what they receive) for a quarter of a second mid-churn.
+            freeze_startup()
             cpu = registry.cpu_seconds()
             wall = time.perf_counter()
             buckets = await publish_buckets(admin)

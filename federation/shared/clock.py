@@ -6,7 +6,9 @@ test calls ``advance``, and wakes the sleepers whose deadline has passed.
 
 ``Backoff`` is how every loop that retries waits: capped exponential, with
 jitter so that 255 agents cut off together do not come back together.
-``Retry`` is its running count for one loop.
+``Retry`` is its running count for one loop.  ``jittered`` spreads a
+periodic loop the same way: a fleet started (or stalled, then answered)
+together would otherwise stay in step for ever.
 """
 
 from __future__ import annotations
@@ -105,3 +107,10 @@ class Retry:
 
 
 _RANDOM = random.Random()
+
+
+def jittered(seconds: float, jitter: float = 0.2, rng: random.Random | None = None) -> float:
+    """``seconds`` times a factor drawn from ``[1 - jitter, 1 + jitter)``:
+    the mean period stays ``seconds``, and loops that ran in step drift
+    apart within a few periods."""
+    return seconds * (1.0 - jitter + 2.0 * jitter * (rng or _RANDOM).random())
