@@ -38,7 +38,9 @@ from stats import percentile
 
 from agents.client import RegistryClient
 from agents.cluster.kube import ENDPOINT_SLICES, Kube, KubeError
+from agents.view import keep_alive
 from federation.model import Endpoint, EndpointPort, EndpointSet, Locality, ServiceRef, SourceRef
+from federation.shared.clock import SystemClock
 from federation.sim.etcd_process import EtcdProcess, free_port
 
 SERVICE = ServiceRef(namespace="bench", name="svc")
@@ -221,13 +223,11 @@ async def measure(
 
 
 async def heartbeats(client: RegistryClient, index: int) -> None:
-    """A source renews its liveness lease as an agent does (every 5 s, a
-    third of the default TTL) from its join on: a source that went stale
+    """A source renews its liveness lease with the agents' own loop (a
+    third of the TTL, jittered) from its join on: a source that went stale
     while the others joined, or mid-run, would have the agent rewrite its
     slices, which is not what is measured."""
-    while True:
-        await asyncio.sleep(5.0)
-        await client.heartbeat(SourceRef.parse(f"cluster:s{index}"))
+    await keep_alive(client, SourceRef.parse(f"cluster:s{index}"), SystemClock())
 
 
 async def changes(
