@@ -337,10 +337,17 @@ class Registry:
         return [decode(TrafficPolicy, kv.value) for kv in result.kvs]
 
     async def heartbeat(self, source: SourceRef, applied: int | None = None) -> int:
-        """Renew the source's liveness (``Heartbeats.beat``); the TTL."""
+        """Renew the source's liveness; the TTL.  A live lease is renewed
+        without reading the member record (a removal deletes the liveness
+        key, and the API refuses a removed caller before this); only a new
+        lease, for a source without one, is granted after the record is
+        read, so an unregistered source never gets one."""
+        ttl = await self.heartbeats.renew(source, applied)
+        if ttl is not None:
+            return ttl
         if await self.member(Identity.of_source(source)) is None:
             raise NotFound(f"source {source} is not registered")
-        return await self.heartbeats.beat(source, applied)
+        return await self.heartbeats.grant(source, applied)
 
     async def liveness_records(self) -> dict[str, Liveness]:
         return await self.heartbeats.records()

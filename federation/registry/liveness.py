@@ -5,7 +5,6 @@ A source beating again has them un-staled."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -43,26 +42,34 @@ class Heartbeats:
     def _key(self, relative: str) -> str:
         return self.prefix + relative
 
-    async def beat(self, source: SourceRef, applied: int | None = None) -> int:
-        """Renew the source's liveness lease (granting one if it lapsed),
-        a registered source's (the caller checked);
-        returns the TTL.  A source coming back has its sets un-staled.
-        ``applied`` is the registry revision its agent has materialized: the
-        liveness record keeps it (rewritten only when it moved), for lag."""
+    async def renew(self, source: SourceRef, applied: int | None = None) -> int | None:
+        """Renew the source's liveness lease if it has a live one; its TTL,
+        or None when there is none to renew (``grant`` then).  ``applied``
+        is the revision its agent has materialized: the liveness record
+        keeps it (rewritten only when it moved), for lag."""
         key = self._key(keys.alive_key(source))
         got = await self.store.get(key)
-        if got.kv is not None:
-            record = json.loads(got.kv.value)
-            with contextlib.suppress(LeaseNotFound):
-                ttl = await self.store.keepalive(record["lease"])
-                if applied is not None and record.get("applied") != applied:
-                    moved = {**record, "applied": applied, "appliedAt": self.clock.now()}
-                    # Compared, so a record a lapse replaced meanwhile is kept.
-                    await self.store.txn(
-                        [Compare(key=key, mod_revision=got.kv.mod_revision)],
-                        [Put(key=key, value=json.dumps(moved).encode(), lease=record["lease"])],
-                    )
-                return ttl
+        if got.kv is None:
+            return None
+        record = json.loads(got.kv.value)
+        try:
+            ttl = await self.store.keepalive(record["lease"])
+        except LeaseNotFound:
+            return None
+        if applied is not None and record.get("applied") != applied:
+            moved = {**record, "applied": applied, "appliedAt": self.clock.now()}
+            # Compared, so a record a lapse replaced meanwhile is kept.
+            await self.store.txn(
+                [Compare(key=key, mod_revision=got.kv.mod_revision)],
+                [Put(key=key, value=json.dumps(moved).encode(), lease=record["lease"])],
+            )
+        return ttl
+
+    async def grant(self, source: SourceRef, applied: int | None = None) -> int:
+        """A new liveness lease and record for a registered source (the
+        caller checked) that has none; its sets are un-staled.  Returns
+        the TTL."""
+        key = self._key(keys.alive_key(source))
         lease = await self.store.grant(self.ttl)
         record = {"lease": lease.id, "since": self.clock.now()}
         if applied is not None:

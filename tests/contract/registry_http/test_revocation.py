@@ -14,7 +14,8 @@ import pytest
 
 from agents.client import RegistryClient, RegistryError, Revoked
 from federation.api.app import ROUTES
-from federation.model import SourceRef
+from federation.model import SourceRef, keys
+from federation.registry import NotFound
 from federation.store import DEFAULT_PREFIX
 from tests.contract.registry_http.conftest import Harness
 from tests.contract.registry_http.test_smoke import endpoint_set
@@ -133,3 +134,24 @@ async def test_a_removed_member_can_be_registered_again(harness: Harness) -> Non
         await west.heartbeat(WEST)
     again = await harness.enrol_cluster("west")
     await again.heartbeat(WEST)
+
+
+async def test_a_heartbeat_renews_a_live_lease_and_grants_only_to_a_member(
+    harness: Harness,
+) -> None:
+    """A live lease is renewed as it is (the member record is not read on
+    that path); a source without one gets a lease only once its member
+    record is read, so a removed source (its liveness key went with it)
+    is refused even by a replica whose roster has not heard yet."""
+    assert harness.store is not None
+    alive = harness.prefix + keys.alive_key(WEST)
+    west = await harness.enrol_cluster("west")
+    await west.heartbeat(WEST)
+    first = json.loads((await harness.store.get(alive)).kv.value)  # type: ignore[union-attr]
+    assert await harness.registry.heartbeat(WEST) > 0
+    renewed = json.loads((await harness.store.get(alive)).kv.value)  # type: ignore[union-attr]
+    assert renewed["lease"] == first["lease"]
+    await harness.admin().request("DELETE", "/v1/clusters/west")
+    with pytest.raises(NotFound, match="not registered"):
+        await harness.registry.heartbeat(WEST)
+    assert (await harness.store.get(alive)).kv is None
