@@ -64,6 +64,7 @@ from federation.store.etcd_client import (
     key_value,
     request_op,
 )
+from federation.store.etcd_lease import KeepAlives
 from federation.store.etcd_watch import Broken, Cancelled, Created, Item, WatchStream
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class EtcdStore:
         self._rotating = asyncio.Lock()
         self._closed = False
         self._batcher = Batcher(self._send_txn)
+        self._keepalives = KeepAlives(timeout)
 
     def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._current]
@@ -146,6 +148,7 @@ class EtcdStore:
             async with asyncio.timeout(SHUTDOWN_SECONDS):
                 await self._batcher.close()  # the writes on their way
         self._closed = True
+        await self._keepalives.close()
         for client in (*self._retired, self._client):
             await _close_client(client)
         self._retired = []
@@ -337,12 +340,12 @@ class EtcdStore:
 
     async def keepalive(self, lease: LeaseId) -> int:
         try:
-            reply = await self._call(lambda c: c.refresh_lease(lease))
+            ttl = await self._call(lambda c: self._keepalives.renew(c, lease))
         except LeaseMissing as err:
             raise LeaseNotFound(lease) from err
-        if reply is None or reply.TTL <= 0:
+        if ttl <= 0:
             raise LeaseNotFound(lease)
-        return int(reply.TTL)
+        return ttl
 
     async def revoke(self, lease: LeaseId) -> None:
         try:

@@ -70,3 +70,29 @@ async def _put_retrying(store: EtcdStore, value: bytes) -> None:
         except Unavailable:
             await asyncio.sleep(0.1)
     raise AssertionError("etcd did not come back")
+
+
+async def test_lease_renewals_resume_across_an_etcd_restart(etcd: EtcdProcess) -> None:
+    """Renewals share one keepalive stream; etcd's restart breaks it, the
+    renewal then fails as Unavailable (for the heartbeat's caller to
+    retry), and the next one opens a new stream and renews the same lease."""
+    store = EtcdStore([etcd.endpoint], timeout=2.0)
+    await store.start()
+    try:
+        lease = await store.grant(60)
+        assert await store.keepalive(lease.id) > 0
+        await asyncio.to_thread(etcd.stop)
+        with pytest.raises(Unavailable):
+            await store.keepalive(lease.id)
+        await asyncio.to_thread(etcd.start)
+
+        async def renewed() -> bool:
+            try:
+                return await store.keepalive(lease.id) > 0
+            except Unavailable:
+                return False
+
+        await eventually(renewed, what="a renewal after the restart")
+        assert await store.keepalive(lease.id) > 0
+    finally:
+        await store.close()

@@ -417,3 +417,30 @@ async def test_a_watch_carries_every_change_of_concurrent_transactions(
     by_key = {e.key: e.revision for e in seen}
     assert [by_key[k] for k in keys] == [r.revision for r in results]
     assert [e.revision for e in seen] == sorted(e.revision for e in seen)
+
+
+async def test_concurrent_renewals_each_get_their_own_answer(
+    backend: Backend, store: Store
+) -> None:
+    """Renewals of many leases at once (the etcd store sends them as
+    messages on one keepalive stream): each caller gets its own lease's
+    TTL, and one that names a revoked lease fails alone."""
+    leases = [await store.grant(30 + i) for i in range(20)]
+    gone = await store.grant(30)
+    await store.revoke(gone.id)
+
+    async def renew(lease: LeaseId) -> int | str:
+        try:
+            return await store.keepalive(lease)
+        except LeaseNotFound:
+            return "gone"
+
+    answers = await asyncio.gather(
+        *(renew(lease.id) for lease in leases[:10]),
+        renew(gone.id),
+        *(renew(lease.id) for lease in leases[10:]),
+    )
+    assert answers[10] == "gone"
+    ttls = answers[:10] + answers[11:]
+    assert all(isinstance(t, int) and 1 <= t <= 30 + i for i, t in enumerate(ttls)), ttls
+    assert ttls[-1] > ttls[0]  # each is its own lease's (granted for 30 .. 49 s)
