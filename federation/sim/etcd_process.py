@@ -47,6 +47,9 @@ def find_etcd() -> str:
     )
 
 
+PORT_ATTEMPTS = 3  # a fresh member whose picked port was taken meanwhile starts again
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -88,14 +91,17 @@ class EtcdProcess:
         self.host = host
         self.name = name
         self.tls = tls
-        self.client_port = free_port(host)
-        self.peer_port = free_port(host)
-        self.initial_cluster = f"{name}={self.peer_url}"
-        self.cluster_token = f"federation-{self.peer_port}"
+        self._pick_ports()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="federation-etcd-")
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = Path(self.data_dir) / "etcd.log"
+
+    def _pick_ports(self) -> None:
+        self.client_port = free_port(self.host)
+        self.peer_port = free_port(self.host)
+        self.initial_cluster = f"{self.name}={self.peer_url}"
+        self.cluster_token = f"federation-{self.peer_port}"
 
     @property
     def url(self) -> str:
@@ -203,8 +209,22 @@ class EtcdProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> EtcdProcess:
-        self.start()
-        return self
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self.start()
+                return self
+            except EtcdNotAvailable as err:
+                # The ports were free when picked, but something (another
+                # test's or another federation's connection) took one before
+                # etcd bound it: a fresh member starts again on new ones.
+                if "address already in use" not in str(err) or attempt + 1 == PORT_ATTEMPTS:
+                    self.cleanup()
+                    raise
+                self.stop()
+                shutil.rmtree(Path(self.data_dir) / "member", ignore_errors=True)
+                self._log_path.unlink(missing_ok=True)
+                self._pick_ports()
+        raise AssertionError("not reached")
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()

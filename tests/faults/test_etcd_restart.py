@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +97,25 @@ async def test_lease_renewals_resume_across_an_etcd_restart(etcd: EtcdProcess) -
         assert await store.keepalive(lease.id) > 0
     finally:
         await store.close()
+
+
+def test_a_fresh_member_whose_port_was_taken_starts_on_new_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port is free when picked and taken before etcd binds it (another
+    test's or another federation's connection): the member starts again
+    on new ports instead of failing the test that needed it."""
+    from federation.sim import etcd_process
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = int(taken.getsockname()[1])
+    picks = iter([port])
+    real = etcd_process.free_port
+    monkeypatch.setattr(etcd_process, "free_port", lambda host: next(picks, 0) or real(host))
+    try:
+        with EtcdProcess() as server:
+            assert server.running and port not in (server.client_port, server.peer_port)
+    finally:
+        taken.close()
