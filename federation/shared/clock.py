@@ -78,8 +78,7 @@ class Backoff:
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         nominal: float = min(self.base * 2.0 ** max(failures - 1, 0), self.cap)
-        draw: float = (rng or _RANDOM).random()
-        return nominal * (1.0 - self.jitter + 2.0 * self.jitter * draw)
+        return jittered(nominal, self.jitter, rng)
 
     def delays(self, attempts: int) -> Iterator[float]:
         """For ``attempts`` tries: 0 before the first, then the backoff."""
